@@ -1,0 +1,151 @@
+"""Configuration from WANDO_* environment variables, read once at start-up.
+
+Every setting has a documented default (README, "Configuration"). A malformed
+value stops the process with a message naming the variable; nothing is read at
+import time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_SCIM_PREFIX = "/api/auth/scim/v2"
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class HostPort:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, name: str, value: str) -> HostPort:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ConfigError(f"{name} must be HOST:PORT, got {value!r}")
+        return cls(host.strip("[]") or "0.0.0.0", int(port))  # noqa: S104 - explicit ':PORT'
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str | None
+    grpc_listen: HostPort
+    http_listen: HostPort
+    metrics_listen: HostPort | None
+    core_address: str
+    public_base_url: str
+    scim_prefix: str
+    admin_token: str | None
+    log_level: str
+    log_format: str
+    db_pool_min: int
+    db_pool_max: int
+    shutdown_grace_seconds: float
+
+    SECRET_FIELDS = ("admin_token", "database_url")
+
+    def redacted(self) -> dict[str, str]:
+        """The effective settings as strings, secrets replaced, for the start-up log."""
+        out: dict[str, str] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name == "database_url" and value:
+                out[field.name] = _redact_dsn(value)
+            elif field.name in self.SECRET_FIELDS and value:
+                out[field.name] = "<redacted>"
+            else:
+                out[field.name] = "" if value is None else str(value)
+        return out
+
+    @property
+    def scim_base_url(self) -> str:
+        return self.public_base_url.rstrip("/") + self.scim_prefix
+
+
+def _redact_dsn(dsn: str) -> str:
+    scheme, sep, rest = dsn.partition("://")
+    if not sep or "@" not in rest:
+        return dsn
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:<redacted>@{host}"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name) or default
+    if value.lower() not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value.lower()
+
+
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "wando"
+
+
+def load(env: Mapping[str, str] | None = None, **overrides: str | None) -> Settings:
+    """Build Settings from the environment; keyword overrides (command-line
+    flags, by variable name without the WANDO_ prefix, lower-case) win."""
+    source = dict(os.environ if env is None else env)
+    for key, value in overrides.items():
+        if value is not None:
+            source[f"WANDO_{key.upper()}"] = value
+    grpc_listen = HostPort.parse(
+        "WANDO_GRPC_LISTEN", source.get("WANDO_GRPC_LISTEN") or "127.0.0.1:50051"
+    )
+    http_listen = HostPort.parse(
+        "WANDO_HTTP_LISTEN", source.get("WANDO_HTTP_LISTEN") or "127.0.0.1:8080"
+    )
+    metrics_raw = source.get("WANDO_METRICS_LISTEN", "127.0.0.1:9464")
+    metrics_listen = HostPort.parse("WANDO_METRICS_LISTEN", metrics_raw) if metrics_raw else None
+    prefix = source.get("WANDO_SCIM_PATH_PREFIX") or DEFAULT_SCIM_PREFIX
+    if not prefix.startswith("/") or prefix.endswith("/"):
+        raise ConfigError(f"WANDO_SCIM_PATH_PREFIX must start and not end with '/', got {prefix!r}")
+    public = source.get("WANDO_PUBLIC_BASE_URL") or f"http://{http_listen}"
+    if not public.startswith(("http://", "https://")):
+        raise ConfigError(f"WANDO_PUBLIC_BASE_URL must be an http(s) URL, got {public!r}")
+    pool_min = _int(source, "WANDO_DB_POOL_MIN", 2, 1, 1000)
+    pool_max = _int(source, "WANDO_DB_POOL_MAX", 10, 1, 1000)
+    if pool_max < pool_min:
+        raise ConfigError("WANDO_DB_POOL_MAX must not be below WANDO_DB_POOL_MIN")
+    return Settings(
+        data_dir=Path(source.get("WANDO_DATA_DIR") or default_data_dir(source)).expanduser(),
+        database_url=source.get("WANDO_DATABASE_URL") or None,
+        grpc_listen=grpc_listen,
+        http_listen=http_listen,
+        metrics_listen=metrics_listen,
+        core_address=source.get("WANDO_CORE") or str(grpc_listen).replace("0.0.0.0", "127.0.0.1"),  # noqa: S104
+        public_base_url=public.rstrip("/"),
+        scim_prefix=prefix,
+        admin_token=source.get("WANDO_ADMIN_TOKEN") or None,
+        log_level=_choice(source, "WANDO_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
+        log_format=_choice(source, "WANDO_LOG_FORMAT", "text", ("text", "json")),
+        db_pool_min=pool_min,
+        db_pool_max=pool_max,
+        shutdown_grace_seconds=float(_int(source, "WANDO_SHUTDOWN_GRACE_SECONDS", 10, 0, 600)),
+    )

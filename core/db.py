@@ -1,0 +1,118 @@
+"""The asyncpg pool and schema migrations.
+
+Migrations are the ordered plain SQL files in core/migrations (NNNN_name.sql),
+applied at start-up in one transaction under an advisory lock so that replicas
+starting together do not race, and recorded in schema_migrations. A database
+migrated by newer code than this stops start-up with a clear error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import asyncpg
+import asyncpg.pool
+
+# a connection, whether taken from a pool or not
+Conn = asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
+
+log = logging.getLogger(__name__)
+
+# an arbitrary constant naming "migrations of this service" among advisory locks
+MIGRATION_LOCK_ID = 0x57414E444F  # "WANDO"
+
+CREATE_MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version     integer     PRIMARY KEY,
+    name        text        NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+)
+"""
+
+SELECT_APPLIED = "SELECT version FROM schema_migrations ORDER BY version"
+
+INSERT_APPLIED = "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)"
+
+_FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+class SchemaTooNewError(Exception):
+    """The database was migrated by a newer version of this service."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def known_migrations() -> list[Migration]:
+    found = []
+    for entry in resources.files("core.migrations").iterdir():
+        match = _FILE_NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"migration numbers must run 1, 2, 3, … without gaps: {versions}")
+    return found
+
+
+async def migrate(conn: Conn) -> list[int]:
+    """Apply pending migrations; returns the versions applied now."""
+    migrations = known_migrations()
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_ID)
+        await conn.execute(CREATE_MIGRATIONS_TABLE)
+        applied = {row["version"] for row in await conn.fetch(SELECT_APPLIED)}
+        newest_known = migrations[-1].version if migrations else 0
+        if applied and max(applied) > newest_known:
+            raise SchemaTooNewError(
+                f"the database schema is at version {max(applied)}, but this build knows "
+                f"migrations only up to {newest_known}: run a newer build of the service"
+            )
+        done = []
+        for migration in migrations:
+            if migration.version in applied:
+                continue
+            log.info("applying migration %04d_%s", migration.version, migration.name)
+            await conn.execute(migration.sql)
+            await conn.execute(INSERT_APPLIED, migration.version, migration.name)
+            done.append(migration.version)
+        return done
+
+
+async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        command_timeout=30,
+    )
+    return pool
+
+
+async def connect_and_migrate(dsn: str, **pool_args: Any) -> asyncpg.Pool:
+    pool = await create_pool(dsn, **pool_args)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+    except BaseException:
+        await pool.close()
+        raise
+    return pool

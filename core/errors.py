@@ -1,0 +1,113 @@
+"""Errors of the core, as types.
+
+    CoreError
+    ├── NotFound              NOT_FOUND            (also: another organisation's id)
+    ├── AlreadyExists         ALREADY_EXISTS       uniqueness
+    ├── InvalidArgument       INVALID_ARGUMENT     invalidValue
+    │   ├── InvalidFilter                          invalidFilter
+    │   ├── InvalidPath                            invalidPath
+    │   ├── NoTarget                               noTarget
+    │   ├── Mutability                             mutability
+    │   ├── TooMany                                tooMany
+    │   └── InvalidSyntax                          invalidSyntax
+    ├── VersionMismatch       FAILED_PRECONDITION  (If-Match → 412)
+    ├── Unauthenticated       UNAUTHENTICATED
+    ├── PermissionDenied      PERMISSION_DENIED
+    └── Unavailable           UNAVAILABLE
+
+WIRE is the one table from type to gRPC status code and ErrorInfo reason; the
+interceptor renders any CoreError through it. Code raises these and never picks
+a status code itself.
+"""
+
+from __future__ import annotations
+
+import grpc
+from wando.provisioning.v1 import error_pb2
+
+R = error_pb2.ErrorReason
+
+ERROR_INFO_METADATA_KEY = "wando-error-bin"
+
+
+class CoreError(Exception):
+    def __init__(self, message: str, *, field: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class NotFound(CoreError):
+    pass
+
+
+class AlreadyExists(CoreError):
+    pass
+
+
+class InvalidArgument(CoreError):
+    pass
+
+
+class InvalidFilter(InvalidArgument):
+    pass
+
+
+class InvalidPath(InvalidArgument):
+    pass
+
+
+class NoTarget(InvalidArgument):
+    pass
+
+
+class Mutability(InvalidArgument):
+    pass
+
+
+class TooMany(InvalidArgument):
+    pass
+
+
+class InvalidSyntax(InvalidArgument):
+    pass
+
+
+class VersionMismatch(CoreError):
+    pass
+
+
+class Unauthenticated(CoreError):
+    pass
+
+
+class PermissionDenied(CoreError):
+    pass
+
+
+class Unavailable(CoreError):
+    pass
+
+
+WIRE: dict[type[CoreError], tuple[grpc.StatusCode, int]] = {
+    NotFound: (grpc.StatusCode.NOT_FOUND, R.ERROR_REASON_NOT_FOUND),
+    AlreadyExists: (grpc.StatusCode.ALREADY_EXISTS, R.ERROR_REASON_UNIQUENESS),
+    InvalidArgument: (grpc.StatusCode.INVALID_ARGUMENT, R.ERROR_REASON_INVALID_VALUE),
+    InvalidFilter: (grpc.StatusCode.INVALID_ARGUMENT, R.ERROR_REASON_INVALID_FILTER),
+    InvalidPath: (grpc.StatusCode.INVALID_ARGUMENT, R.ERROR_REASON_INVALID_PATH),
+    NoTarget: (grpc.StatusCode.INVALID_ARGUMENT, R.ERROR_REASON_NO_TARGET),
+    Mutability: (grpc.StatusCode.INVALID_ARGUMENT, R.ERROR_REASON_MUTABILITY),
+    TooMany: (grpc.StatusCode.INVALID_ARGUMENT, R.ERROR_REASON_TOO_MANY),
+    InvalidSyntax: (grpc.StatusCode.INVALID_ARGUMENT, R.ERROR_REASON_INVALID_SYNTAX),
+    VersionMismatch: (grpc.StatusCode.FAILED_PRECONDITION, R.ERROR_REASON_VERSION_MISMATCH),
+    Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, R.ERROR_REASON_UNAUTHENTICATED),
+    PermissionDenied: (grpc.StatusCode.PERMISSION_DENIED, R.ERROR_REASON_PERMISSION_DENIED),
+    Unavailable: (grpc.StatusCode.UNAVAILABLE, R.ERROR_REASON_UNAVAILABLE),
+}
+
+
+def to_status(error: CoreError) -> tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]:
+    """The gRPC status code, message and trailing metadata for an error."""
+    code, reason = WIRE[type(error)]
+    info = error_pb2.ErrorInfo(reason=reason, field=error.field)  # type: ignore[arg-type]
+    return code, error.message, ((ERROR_INFO_METADATA_KEY, info.SerializeToString()),)

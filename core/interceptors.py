@@ -1,0 +1,138 @@
+"""Cross-cutting work on every RPC, in one server interceptor: a request id for
+the logs, Prometheus metrics by method and status, and the rendering of errors
+(CoreError through errors.WIRE; lost database connections as UNAVAILABLE;
+anything else as INTERNAL with the request id, the traceback only in the log)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import grpc
+from prometheus_client import Counter, Histogram
+
+from core import errors, logs
+from core.rpc import Ctx
+
+log = logging.getLogger(__name__)
+
+RPC_COUNT = Counter("wando_grpc_requests_total", "RPCs handled by the core", ["method", "code"])
+RPC_LATENCY = Histogram(
+    "wando_grpc_request_duration_seconds",
+    "Time to handle an RPC",
+    ["method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+# failures that mean "the database is not there right now"
+DB_UNAVAILABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+)
+
+
+def _request_id(details: grpc.HandlerCallDetails) -> str:
+    for key, value in details.invocation_metadata or ():
+        if key == "x-request-id" and isinstance(value, str) and 0 < len(value) <= 128:
+            return value
+    return uuid.uuid4().hex
+
+
+async def _render(exc: BaseException, context: Ctx) -> None:
+    if isinstance(exc, grpc.aio.AbortError):
+        raise exc  # the handler chose its status itself
+    if isinstance(exc, errors.CoreError):
+        code, message, trailers = errors.to_status(exc)
+        await context.abort(code, message, trailing_metadata=trailers)
+    if isinstance(exc, DB_UNAVAILABLE):
+        log.warning("database unavailable: %s", type(exc).__name__)
+        code, message, trailers = errors.to_status(
+            errors.Unavailable("the database is unavailable; retry shortly")
+        )
+        await context.abort(code, message, trailing_metadata=trailers)
+    log.exception("unexpected error")
+    await context.abort(
+        grpc.StatusCode.INTERNAL, f"internal error (request id {logs.request_id.get()})"
+    )
+
+
+class CoreInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(details)
+        method = details.method
+        if handler is None or not method.startswith("/wando."):
+            return handler  # health, reflection: nothing to add
+        if handler.unary_unary:
+            inner: Any = handler.unary_unary
+
+            async def unary(request: Any, context: Ctx) -> Any:
+                token = logs.request_id.set(_request_id(details))
+                started = time.perf_counter()
+                code = "OK"
+                try:
+                    return await inner(request, context)
+                except asyncio.CancelledError:
+                    code = "CANCELLED"
+                    raise
+                except BaseException as exc:
+                    code = _code_name(exc)
+                    await _render(exc, context)
+                    raise  # unreachable: abort raises
+                finally:
+                    RPC_LATENCY.labels(method).observe(time.perf_counter() - started)
+                    RPC_COUNT.labels(method, code).inc()
+                    logs.request_id.reset(token)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.unary_stream:
+            inner_stream: Any = handler.unary_stream
+
+            async def stream(request: Any, context: Ctx) -> AsyncIterator[Any]:
+                token = logs.request_id.set(_request_id(details))
+                code = "OK"
+                try:
+                    async for item in inner_stream(request, context):
+                        yield item
+                except asyncio.CancelledError:
+                    code = "CANCELLED"
+                    raise
+                except BaseException as exc:
+                    code = _code_name(exc)
+                    await _render(exc, context)
+                    raise
+                finally:
+                    RPC_COUNT.labels(method, code).inc()
+                    logs.request_id.reset(token)
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream, handler.request_deserializer, handler.response_serializer
+            )
+        return handler
+
+
+def _code_name(exc: BaseException) -> str:
+    if isinstance(exc, errors.CoreError):
+        return errors.WIRE[type(exc)][0].name
+    if isinstance(exc, DB_UNAVAILABLE):
+        return "UNAVAILABLE"
+    if isinstance(exc, grpc.aio.AbortError):
+        return "ABORTED_BY_HANDLER"
+    return "INTERNAL"

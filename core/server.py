@@ -1,0 +1,100 @@
+"""The core's gRPC server: servicers, health, reflection, interceptor; and the
+process around it (database, metrics, signals, graceful stop)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from wando.provisioning.v1 import admin_service_pb2, admin_service_pb2_grpc
+
+from core import db, embedded
+from core.admin_service import AdminService
+from core.auth import Guard
+from core.config import Settings
+from core.interceptors import CoreInterceptor
+from core.tokens import Authenticator
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,)
+
+
+@dataclass
+class CoreServer:
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    port: int
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting calls, let in-flight ones finish within `grace` seconds."""
+        for name in (*SERVICE_NAMES, ""):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.stop(grace)
+
+
+async def start_server(pool: asyncpg.Pool, admin_token: str, listen: str) -> CoreServer:
+    """Build the server, bind it to `listen` (HOST:PORT, port 0 picks one) and start it."""
+    server = grpc.aio.server(
+        interceptors=[CoreInterceptor()],
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 8 * 1024 * 1024)],
+    )
+    authenticator = Authenticator(pool)
+    guard = Guard(admin_token, authenticator)
+    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
+        AdminService(pool, guard, authenticator), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"could not listen on {listen}")
+    await server.start()
+    for name in (*SERVICE_NAMES, ""):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return CoreServer(server, health_servicer, port)
+
+
+@contextlib.asynccontextmanager
+async def database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """The migrated pool: on WANDO_DATABASE_URL, else on the embedded server,
+    which is stopped again on the way out."""
+    pg = None
+    dsn = settings.database_url
+    if dsn is None:
+        pg = await embedded.start(settings.data_dir)
+        dsn = pg.dsn
+    try:
+        pool = await db.connect_and_migrate(
+            dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+        )
+        try:
+            yield pool
+        finally:
+            await pool.close()
+    finally:
+        if pg is not None:
+            await pg.stop()
+
+
+async def wait_for_signal() -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
