@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import UTC
 
 import asyncpg
-from wando.provisioning.v1 import admin_service_pb2 as pb
-from wando.provisioning.v1 import admin_service_pb2_grpc
 
 from core import organizations, tokens
 from core.auth import Guard
 from core.rpc import Ctx
+from wando.provisioning.v1 import admin_service_pb2 as pb
+from wando.provisioning.v1 import admin_service_pb2_grpc
 
 
 class AdminService(admin_service_pb2_grpc.AdminServiceServicer):

@@ -23,6 +23,7 @@ a status code itself.
 from __future__ import annotations
 
 import grpc
+
 from wando.provisioning.v1 import error_pb2
 
 R = error_pb2.ErrorReason

@@ -5,13 +5,16 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import asyncpg
 from google.protobuf.timestamp_pb2 import Timestamp
-from wando.provisioning.v1 import organization_pb2
 
 from core import paging
-from core.db import Conn
+from wando.provisioning.v1 import organization_pb2
+
+if TYPE_CHECKING:
+    from core.db import Conn
 from core.errors import AlreadyExists, InvalidArgument, NotFound
 
 SLUG = re.compile(r"^[a-z][a-z0-9-]{1,62}$")

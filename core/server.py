@@ -14,7 +14,6 @@ import asyncpg
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from wando.provisioning.v1 import admin_service_pb2, admin_service_pb2_grpc
 
 from core import db, embedded
 from core.admin_service import AdminService
@@ -22,6 +21,7 @@ from core.auth import Guard
 from core.config import Settings
 from core.interceptors import CoreInterceptor
 from core.tokens import Authenticator
+from wando.provisioning.v1 import admin_service_pb2, admin_service_pb2_grpc
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,14 @@ import uuid
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import asyncpg
+
 from wando.provisioning.v1 import organization_pb2
 
-from core.db import Conn
+if TYPE_CHECKING:
+    from core.db import Conn
 from core.errors import InvalidArgument, NotFound, Unauthenticated
 from core.organizations import parse_uuid, timestamp
 

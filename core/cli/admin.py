@@ -14,10 +14,10 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from wando.provisioning.v1 import admin_service_pb2 as pb
-from wando.provisioning.v1 import admin_service_pb2_grpc
 
 from core import auth, config
+from wando.provisioning.v1 import admin_service_pb2 as pb
+from wando.provisioning.v1 import admin_service_pb2_grpc
 
 TIMEOUT_SECONDS = 10.0
 

