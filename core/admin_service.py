@@ -6,11 +6,11 @@ from datetime import UTC
 
 import asyncpg
 
-from core import organizations, tokens
+from core import audit, organizations, role_mappings, roles, tokens
 from core.auth import Guard
 from core.rpc import Ctx
 from wando.provisioning.v1 import admin_service_pb2 as pb
-from wando.provisioning.v1 import admin_service_pb2_grpc
+from wando.provisioning.v1 import admin_service_pb2_grpc, roles_pb2
 
 
 class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
@@ -88,4 +88,109 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
             org = await organizations.resolve(conn, str(principal.org_id))
         return pb.AuthenticateScimTokenResponse(
             organization=organizations.to_proto(org), token_id=str(principal.token_id)
+        )
+
+    async def ListAuditEvents(
+        self, request: pb.ListAuditEventsRequest, context: Ctx
+    ) -> pb.ListAuditEventsResponse:
+        self._guard.admin(context)
+        async with self._pool.acquire() as conn:
+            org = await organizations.resolve(conn, request.organization)
+            rows, next_token = await audit.list_page(
+                conn,
+                org["org_id"],
+                request.resource_type,
+                request.resource_id,
+                request.page_size,
+                request.page_token,
+            )
+        return pb.ListAuditEventsResponse(
+            events=[audit.to_proto(r) for r in rows], next_page_token=next_token
+        )
+
+    async def SetGroupRole(
+        self, request: pb.SetGroupRoleRequest, context: Ctx
+    ) -> pb.SetGroupRoleResponse:
+        self._guard.admin(context)
+        role = role_mappings.role_name(roles.FROM_PROTO.get(request.role), "role")
+        async with self._pool.acquire() as conn, conn.transaction():
+            org = await organizations.resolve(conn, request.organization)
+            mapping, changed = await role_mappings.set_mapping(
+                conn, org["org_id"], request.group, role
+            )
+        return pb.SetGroupRoleResponse(
+            mapping=roles_pb2.GroupRoleMapping(
+                group_id=str(mapping.group_id),
+                display_name=mapping.display_name,
+                role=roles.TO_PROTO[role],
+            ),
+            changed_users=changed,
+        )
+
+    async def ClearGroupRole(
+        self, request: pb.ClearGroupRoleRequest, context: Ctx
+    ) -> pb.ClearGroupRoleResponse:
+        self._guard.admin(context)
+        async with self._pool.acquire() as conn, conn.transaction():
+            org = await organizations.resolve(conn, request.organization)
+            _, changed = await role_mappings.set_mapping(conn, org["org_id"], request.group, None)
+        return pb.ClearGroupRoleResponse(changed_users=changed)
+
+    async def ListGroupRoles(
+        self, request: pb.ListGroupRolesRequest, context: Ctx
+    ) -> pb.ListGroupRolesResponse:
+        self._guard.admin(context)
+        async with self._pool.acquire() as conn:
+            org = await organizations.resolve(conn, request.organization)
+            rows, default = await role_mappings.list_mappings(conn, org["org_id"])
+        return pb.ListGroupRolesResponse(
+            mappings=[
+                roles_pb2.GroupRoleMapping(
+                    group_id=str(r["group_id"]),
+                    display_name=r["display_name"],
+                    role=roles.TO_PROTO[r["role"]],
+                )
+                for r in rows
+            ],
+            default_role=roles.TO_PROTO[default],
+        )
+
+    async def SetDefaultRole(
+        self, request: pb.SetDefaultRoleRequest, context: Ctx
+    ) -> pb.SetDefaultRoleResponse:
+        self._guard.admin(context)
+        role = role_mappings.role_name(roles.FROM_PROTO.get(request.role), "role")
+        async with self._pool.acquire() as conn, conn.transaction():
+            org = await organizations.resolve(conn, request.organization)
+            changed = await role_mappings.set_default(conn, org["org_id"], role)
+        return pb.SetDefaultRoleResponse(changed_users=changed)
+
+    async def PreviewRoleChanges(
+        self, request: pb.PreviewRoleChangesRequest, context: Ctx
+    ) -> pb.PreviewRoleChangesResponse:
+        self._guard.admin(context)
+        default = None
+        if request.default_role != roles_pb2.ROLE_UNSPECIFIED:
+            default = role_mappings.role_name(
+                roles.FROM_PROTO.get(request.default_role), "default_role"
+            )
+        proposed = []
+        for mapping in request.mappings:
+            role = roles.FROM_PROTO.get(mapping.role)
+            proposed.append(
+                (mapping.group, None if role is None else role_mappings.role_name(role, "role"))
+            )
+        async with self._pool.acquire() as conn:
+            org = await organizations.resolve(conn, request.organization)
+            changes = await role_mappings.preview(conn, org["org_id"], proposed, default)
+        return pb.PreviewRoleChangesResponse(
+            changes=[
+                pb.PreviewedChange(
+                    user_id=str(c.user_id),
+                    user_name=c.user_name,
+                    old_role=roles.TO_PROTO[c.old_role],
+                    new_role=roles.TO_PROTO[c.new_role],
+                )
+                for c in changes
+            ]
         )

@@ -22,6 +22,8 @@ from core.tokens import Authenticator, Principal
 log = logging.getLogger(__name__)
 
 ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name
+SERVICE_TOKEN_FILE = "service-token"  # noqa: S105 - a file name
+SERVICE_PREFIX = "wando_svc_"
 ADMIN_PREFIX = "wando_admin_"
 
 
@@ -38,25 +40,36 @@ def bearer(context: Ctx) -> str | None:
 def load_admin_token(configured: str | None, data_dir: Path) -> str:
     """The admin credential: the configured one, else the one kept in the data
     directory, generated there on first use."""
+    return _load_or_create(configured, data_dir / ADMIN_TOKEN_FILE, ADMIN_PREFIX)
+
+
+def load_service_token(configured: str | None, data_dir: Path) -> str:
+    """The RoleService credential, like the admin one (WANDO_SERVICE_TOKEN or
+    <data dir>/service-token)."""
+    return _load_or_create(configured, data_dir / SERVICE_TOKEN_FILE, SERVICE_PREFIX)
+
+
+def _load_or_create(configured: str | None, path: Path, prefix: str) -> str:
     if configured:
         return configured
-    path = data_dir / ADMIN_TOKEN_FILE
     if path.exists():
         return path.read_text(encoding="utf-8").strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    token = ADMIN_PREFIX + secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = prefix + secrets.token_urlsafe(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(token + "\n")
-    log.info("generated an admin credential in %s (mode 0600)", path)
+    log.info("generated a credential in %s (mode 0600)", path)
     return token
 
 
-def read_admin_token(configured: str | None, data_dir: Path) -> str | None:
+def read_admin_token(
+    configured: str | None, data_dir: Path, name: str = ADMIN_TOKEN_FILE
+) -> str | None:
     """For clients: the configured credential, else the one in the data directory."""
     if configured:
         return configured
-    path = data_dir / ADMIN_TOKEN_FILE
+    path = data_dir / name
     try:
         return path.read_text(encoding="utf-8").strip()
     except OSError:
@@ -66,14 +79,27 @@ def read_admin_token(configured: str | None, data_dir: Path) -> str | None:
 class Guard:
     """Checks the credential a method needs."""
 
-    def __init__(self, admin_token: str, authenticator: Authenticator) -> None:
+    def __init__(
+        self, admin_token: str, authenticator: Authenticator, service_token: str | None = None
+    ) -> None:
         self._admin_token = admin_token.encode()
+        self._service_token = service_token.encode() if service_token else None
         self._authenticator = authenticator
 
     def admin(self, context: Ctx) -> None:
         secret = bearer(context)
         if secret is None or not hmac.compare_digest(secret.encode(), self._admin_token):
             raise Unauthenticated("this method needs the admin credential")
+
+    def service(self, context: Ctx) -> None:
+        """RoleService callers: Wando's own services, with the service credential."""
+        secret = bearer(context)
+        if (
+            secret is None
+            or self._service_token is None
+            or not hmac.compare_digest(secret.encode(), self._service_token)
+        ):
+            raise Unauthenticated("this method needs the service credential")
 
     async def scim(self, context: Ctx) -> Principal:
         secret = bearer(context)

@@ -21,10 +21,16 @@ SLUG = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
 
 COLUMNS = "org_id, slug, display_name, created_at"
 
+# the organisation and its role-change counter, together
 INSERT_ORGANIZATION = f"""
-INSERT INTO organizations (org_id, slug, display_name)
-VALUES ($1, $2, $3)
-RETURNING {COLUMNS}
+WITH org AS (
+    INSERT INTO organizations (org_id, slug, display_name)
+    VALUES ($1, $2, $3)
+    RETURNING {COLUMNS}
+), counter AS (
+    INSERT INTO role_counters (org_id) SELECT org_id FROM org
+)
+SELECT * FROM org
 """
 
 SELECT_BY_ID = f"SELECT {COLUMNS} FROM organizations WHERE org_id = $1"

@@ -19,13 +19,31 @@ from core import db, embedded
 from core.admin_service import AdminService
 from core.auth import Guard
 from core.config import Settings
+from core.groups import GroupService
 from core.interceptors import CoreInterceptor
+from core.notifier import RoleNotifier
+from core.role_service import RoleService
 from core.tokens import Authenticator
-from wando.provisioning.v1 import admin_service_pb2, admin_service_pb2_grpc
+from core.users import UserService
+from wando.provisioning.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    group_service_pb2,
+    group_service_pb2_grpc,
+    role_service_pb2,
+    role_service_pb2_grpc,
+    user_service_pb2,
+    user_service_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = (admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,)
+SERVICE_NAMES = (
+    admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    user_service_pb2.DESCRIPTOR.services_by_name["UserService"].full_name,
+    group_service_pb2.DESCRIPTOR.services_by_name["GroupService"].full_name,
+    role_service_pb2.DESCRIPTOR.services_by_name["RoleService"].full_name,
+)
 
 
 @dataclass
@@ -33,24 +51,34 @@ class CoreServer:
     server: grpc.aio.Server
     health: health.aio.HealthServicer
     port: int
+    notifier: RoleNotifier
 
     async def stop(self, grace: float) -> None:
         """Stop accepting calls, let in-flight ones finish within `grace` seconds."""
         for name in (*SERVICE_NAMES, ""):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace)
+        await self.notifier.close()
 
 
-async def start_server(pool: asyncpg.Pool, admin_token: str, listen: str) -> CoreServer:
+async def start_server(
+    pool: asyncpg.Pool, admin_token: str, listen: str, service_token: str | None = None
+) -> CoreServer:
     """Build the server, bind it to `listen` (HOST:PORT, port 0 picks one) and start it."""
     server = grpc.aio.server(
         interceptors=[CoreInterceptor()],
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 8 * 1024 * 1024)],
     )
     authenticator = Authenticator(pool)
-    guard = Guard(admin_token, authenticator)
+    guard = Guard(admin_token, authenticator, service_token)
+    notifier = RoleNotifier(pool)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminService(pool, guard, authenticator), server
+    )
+    user_service_pb2_grpc.add_UserServiceServicer_to_server(UserService(pool, guard), server)
+    group_service_pb2_grpc.add_GroupServiceServicer_to_server(GroupService(pool, guard), server)
+    role_service_pb2_grpc.add_RoleServiceServicer_to_server(
+        RoleService(pool, guard, notifier), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -63,7 +91,7 @@ async def start_server(pool: asyncpg.Pool, admin_token: str, listen: str) -> Cor
     await server.start()
     for name in (*SERVICE_NAMES, ""):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return CoreServer(server, health_servicer, port)
+    return CoreServer(server, health_servicer, port, notifier)
 
 
 @contextlib.asynccontextmanager

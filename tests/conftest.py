@@ -16,7 +16,9 @@ import pytest
 
 from core import db
 from core.server import CoreServer, start_server
-from tests.support import ADMIN_TOKEN, with_database
+from tests.scim_client import Scim
+from tests.support import ADMIN_TOKEN, SERVICE_TOKEN, new_org_with_token, with_database
+from wando.provisioning.v1 import admin_service_pb2_grpc
 
 TEMPLATE = "wando_template"
 
@@ -81,7 +83,7 @@ async def pool(database_dsn: str) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture
 async def core(pool: asyncpg.Pool) -> AsyncIterator[CoreServer]:
-    server = await start_server(pool, ADMIN_TOKEN, "127.0.0.1:0")
+    server = await start_server(pool, ADMIN_TOKEN, "127.0.0.1:0", SERVICE_TOKEN)
     yield server
     await server.stop(0)
 
@@ -90,3 +92,26 @@ async def core(pool: asyncpg.Pool) -> AsyncIterator[CoreServer]:
 async def channel(core: CoreServer) -> AsyncIterator[grpc.aio.Channel]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{core.port}") as channel:
         yield channel
+
+
+@pytest.fixture
+def admin_stub(channel: grpc.aio.Channel) -> admin_service_pb2_grpc.AdminServiceStub:
+    return admin_service_pb2_grpc.AdminServiceStub(channel)
+
+
+@pytest.fixture
+async def acme(
+    channel: grpc.aio.Channel, admin_stub: admin_service_pb2_grpc.AdminServiceStub
+) -> Scim:
+    """SCIM access as organisation "acme"."""
+    _, secret = await new_org_with_token(admin_stub, "acme")
+    return Scim(channel, secret)
+
+
+@pytest.fixture
+async def globex(
+    channel: grpc.aio.Channel, admin_stub: admin_service_pb2_grpc.AdminServiceStub
+) -> Scim:
+    """SCIM access as organisation "globex", a stranger to acme."""
+    _, secret = await new_org_with_token(admin_stub, "globex")
+    return Scim(channel, secret)

@@ -9,6 +9,8 @@ from wando.provisioning.v1 import admin_service_pb2_grpc as admin_grpc
 
 ADMIN_TOKEN = "wando_admin_test-credential-for-the-suite"
 ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
+SERVICE_TOKEN = "wando_svc_test-credential-for-the-suite"
+SERVICE = (("authorization", f"Bearer {SERVICE_TOKEN}"),)
 
 
 def bearer(secret: str) -> tuple[tuple[str, str]]:

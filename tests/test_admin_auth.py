@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
 
 from tests.support import ADMIN, bearer, new_org_with_token
-from wando.provisioning.v1 import admin_service_pb2, admin_service_pb2_grpc
+from wando.provisioning.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    group_service_pb2,
+    group_service_pb2_grpc,
+    user_service_pb2,
+    user_service_pb2_grpc,
+)
 
 SERVICE = admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"]
 
@@ -80,3 +89,32 @@ async def test_organisations_page_in_creation_order(channel: grpc.aio.Channel) -
         metadata=ADMIN,
     )
     assert by_id.organization.slug == "org-06"
+
+
+SCIM_SERVICES = [
+    (user_service_pb2, user_service_pb2_grpc.UserServiceStub, "UserService"),
+    (group_service_pb2, group_service_pb2_grpc.GroupServiceStub, "GroupService"),
+]
+
+
+@pytest.mark.parametrize(
+    ("module", "stub_class", "method"),
+    [
+        (module, stub, method.name)
+        for module, stub, name in SCIM_SERVICES
+        for method in module.DESCRIPTOR.services_by_name[name].methods
+    ],
+)
+async def test_every_scim_method_needs_an_organisations_token(
+    channel: grpc.aio.Channel, module: Any, stub_class: Any, method: str
+) -> None:
+    """The admin credential is not a SCIM token: it belongs to no organisation."""
+    admin = admin_service_pb2_grpc.AdminServiceStub(channel)
+    _, scim_secret = await new_org_with_token(admin, "acme")
+    stub = stub_class(channel)
+    service = module.DESCRIPTOR.services_by_name[stub_class.__name__.removesuffix("Stub")]
+    request_class = getattr(module, service.methods_by_name[method].input_type.name)
+    for metadata in ((), ADMIN, bearer("wando_scim_forged"), bearer(scim_secret + "x")):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await getattr(stub, method)(request_class(), metadata=metadata)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED, (method, metadata)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from core.server import CoreServer
-from tests.support import ADMIN_TOKEN, free_port, run_wando
+from tests.scim_client import Scim, okta_user
+from tests.support import ADMIN_TOKEN, SERVICE_TOKEN, free_port, run_wando
 
 
 def env_for(core: CoreServer, token: str = ADMIN_TOKEN) -> dict[str, str]:
@@ -78,3 +79,55 @@ async def test_core_errors_are_reported_without_traceback(core: CoreServer) -> N
         "admin", "token", "issue", "--org", "x", "--expires-in", "soon", env=env
     )
     assert code == 1 and "--expires-in" in err
+
+
+async def test_roles_and_audit_from_the_cli(core: CoreServer, acme: Scim) -> None:
+    env = env_for(core) | {"WANDO_SERVICE_TOKEN": SERVICE_TOKEN}
+    alice = await acme.create_user(okta_user("alice@example.com"))
+    await acme.create_group({"displayName": "Wando Admins", "members": [{"value": alice["id"]}]})
+
+    code, out, err = await run_wando(
+        "admin",
+        "roles",
+        "preview",
+        "--org",
+        "acme",
+        "--group",
+        "wando admins",
+        "--role",
+        "admin",
+        env=env,
+    )
+    assert code == 0, err
+    assert out.strip() == "alice@example.com\tmember → admin"
+    code, out, err = await run_wando(
+        "admin",
+        "roles",
+        "map",
+        "--org",
+        "acme",
+        "--group",
+        "Wando Admins",
+        "--role",
+        "admin",
+        env=env,
+    )
+    assert code == 0, err
+    assert "1 users' role changed" in out
+    code, out, err = await run_wando(
+        "admin", "roles", "show", "--org", "acme", "--user", "ALICE@example.com", env=env
+    )
+    assert code == 0, err
+    assert out.strip() == "alice@example.com: admin (from group Wando Admins)"
+    code, out, err = await run_wando("admin", "--json", "roles", "list", "--org", "acme", env=env)
+    assert json.loads(out)["mappings"][0]["display_name"] == "Wando Admins"
+    code, out, err = await run_wando(
+        "admin", "roles", "show", "--org", "acme", "--user", "bob@example.com", env=env
+    )
+    assert code == 1 and "no user" in err
+
+    code, out, err = await run_wando("admin", "--json", "audit", "--org", "acme", env=env)
+    assert code == 0, err
+    events = json.loads(out)
+    assert [e["action"] for e in events][:3] == ["map", "create", "create"]
+    assert events[0]["actor"] == "admin" and events[1]["resource_type"] == "Group"

@@ -62,6 +62,17 @@ def add_commands(commands: Any) -> None:
     revoke.add_argument("token_id")
     revoke.set_defaults(handler=_run(token_revoke))
 
+    events = groups.add_parser("audit", help="list an organisation's audit events, newest first")
+    events.add_argument("--org", required=True, help="organisation id or slug")
+    events.add_argument("--type", default="", help="only this resource type (User, Group, ...)")
+    events.add_argument("--resource", default="", help="only this resource id")
+    events.add_argument("--limit", type=int, default=50, help="how many events (default 50)")
+    events.set_defaults(handler=_run(audit_list))
+
+    from core.cli import roles  # roles' commands build on this module's Admin
+
+    roles.add_commands(groups)
+
 
 class Admin:
     """A connected AdminService stub that sends the admin credential."""
@@ -84,10 +95,10 @@ class Admin:
                 request, metadata=self.metadata, timeout=TIMEOUT_SECONDS
             )
         except grpc.RpcError as exc:
-            raise CliError(_explain(exc, self.settings.core_address)) from None
+            raise CliError(explain(exc, self.settings.core_address)) from None
 
 
-def _explain(exc: grpc.RpcError, address: str) -> str:
+def explain(exc: grpc.RpcError, address: str) -> str:
     code = exc.code()
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return f"cannot reach the core at {address} ({code.name}): is `wando serve` running?"
@@ -230,3 +241,27 @@ def token_revoke(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
         "RevokeScimToken", pb.RevokeScimTokenRequest(organization=args.org, token_id=args.token_id)
     ).token
     return {"json": _dict(token), "text": f"revoked token {token.id} ({token.display_prefix})"}
+
+
+def audit_list(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
+    found: list[Any] = []
+    token = ""
+    while len(found) < args.limit:
+        request = pb.ListAuditEventsRequest(
+            organization=args.org,
+            resource_type=args.type,
+            resource_id=args.resource,
+            page_size=min(args.limit - len(found), 1000),
+            page_token=token,
+        )
+        page = admin.call("ListAuditEvents", request)
+        found.extend(page.events)
+        token = page.next_page_token
+        if not token:
+            break
+    text = "\n".join(
+        f"{e.occur_time.ToJsonString()}\t{e.actor}\t{e.action}\t{e.resource_type}\t"
+        f"{e.resource_id}\t{','.join(e.changed_attributes)}"
+        for e in found
+    )
+    return {"json": [_dict(e) for e in found], "text": text or "no events"}

@@ -23,44 +23,74 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from wando.provisioning.v1 import audit_pb2 as wando_dot_provisioning_dot_v1_dot_audit__pb2
 from wando.provisioning.v1 import organization_pb2 as wando_dot_provisioning_dot_v1_dot_organization__pb2
+from wando.provisioning.v1 import roles_pb2 as wando_dot_provisioning_dot_v1_dot_roles__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)wando/provisioning/v1/admin_service.proto\x12\x15wando.provisioning.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a(wando/provisioning/v1/organization.proto\"?\n\x19\x43reateOrganizationRequest\x12\x0c\n\x04slug\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\"W\n\x1a\x43reateOrganizationResponse\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.wando.provisioning.v1.Organization\".\n\x16GetOrganizationRequest\x12\x14\n\x0corganization\x18\x01 \x01(\t\"T\n\x17GetOrganizationResponse\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.wando.provisioning.v1.Organization\"A\n\x18ListOrganizationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"p\n\x19ListOrganizationsResponse\x12:\n\rorganizations\x18\x01 \x03(\x0b\x32#.wando.provisioning.v1.Organization\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"s\n\x15IssueScimTokenRequest\x12\x14\n\x0corganization\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Y\n\x16IssueScimTokenResponse\x12/\n\x05token\x18\x01 \x01(\x0b\x32 .wando.provisioning.v1.ScimToken\x12\x0e\n\x06secret\x18\x02 \x01(\t\"C\n\x15ListScimTokensRequest\x12\x14\n\x0corganization\x18\x01 \x01(\t\x12\x14\n\x0cshow_revoked\x18\x02 \x01(\x08\"J\n\x16ListScimTokensResponse\x12\x30\n\x06tokens\x18\x01 \x03(\x0b\x32 .wando.provisioning.v1.ScimToken\"@\n\x16RevokeScimTokenRequest\x12\x14\n\x0corganization\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t\"J\n\x17RevokeScimTokenResponse\x12/\n\x05token\x18\x01 \x01(\x0b\x32 .wando.provisioning.v1.ScimToken\".\n\x1c\x41uthenticateScimTokenRequest\x12\x0e\n\x06secret\x18\x01 \x01(\t\"l\n\x1d\x41uthenticateScimTokenResponse\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.wando.provisioning.v1.Organization\x12\x10\n\x08token_id\x18\x02 \x01(\t2\xc8\x06\n\x0c\x41\x64minService\x12y\n\x12\x43reateOrganization\x12\x30.wando.provisioning.v1.CreateOrganizationRequest\x1a\x31.wando.provisioning.v1.CreateOrganizationResponse\x12p\n\x0fGetOrganization\x12-.wando.provisioning.v1.GetOrganizationRequest\x1a..wando.provisioning.v1.GetOrganizationResponse\x12v\n\x11ListOrganizations\x12/.wando.provisioning.v1.ListOrganizationsRequest\x1a\x30.wando.provisioning.v1.ListOrganizationsResponse\x12m\n\x0eIssueScimToken\x12,.wando.provisioning.v1.IssueScimTokenRequest\x1a-.wando.provisioning.v1.IssueScimTokenResponse\x12m\n\x0eListScimTokens\x12,.wando.provisioning.v1.ListScimTokensRequest\x1a-.wando.provisioning.v1.ListScimTokensResponse\x12p\n\x0fRevokeScimToken\x12-.wando.provisioning.v1.RevokeScimTokenRequest\x1a..wando.provisioning.v1.RevokeScimTokenResponse\x12\x82\x01\n\x15\x41uthenticateScimToken\x12\x33.wando.provisioning.v1.AuthenticateScimTokenRequest\x1a\x34.wando.provisioning.v1.AuthenticateScimTokenResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)wando/provisioning/v1/admin_service.proto\x12\x15wando.provisioning.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!wando/provisioning/v1/audit.proto\x1a(wando/provisioning/v1/organization.proto\x1a!wando/provisioning/v1/roles.proto\"?\n\x19\x43reateOrganizationRequest\x12\x0c\n\x04slug\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\"W\n\x1a\x43reateOrganizationResponse\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.wando.provisioning.v1.Organization\".\n\x16GetOrganizationRequest\x12\x14\n\x0corganization\x18\x01 \x01(\t\"T\n\x17GetOrganizationResponse\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.wando.provisioning.v1.Organization\"A\n\x18ListOrganizationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"p\n\x19ListOrganizationsResponse\x12:\n\rorganizations\x18\x01 \x03(\x0b\x32#.wando.provisioning.v1.Organization\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"s\n\x15IssueScimTokenRequest\x12\x14\n\x0corganization\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Y\n\x16IssueScimTokenResponse\x12/\n\x05token\x18\x01 \x01(\x0b\x32 .wando.provisioning.v1.ScimToken\x12\x0e\n\x06secret\x18\x02 \x01(\t\"C\n\x15ListScimTokensRequest\x12\x14\n\x0corganization\x18\x01 \x01(\t\x12\x14\n\x0cshow_revoked\x18\x02 \x01(\x08\"J\n\x16ListScimTokensResponse\x12\x30\n\x06tokens\x18\x01 \x03(\x0b\x32 .wando.provisioning.v1.ScimToken\"@\n\x16RevokeScimTokenRequest\x12\x14\n\x0corganization\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t\"J\n\x17RevokeScimTokenResponse\x12/\n\x05token\x18\x01 \x01(\x0b\x32 .wando.provisioning.v1.ScimToken\".\n\x1c\x41uthenticateScimTokenRequest\x12\x0e\n\x06secret\x18\x01 \x01(\t\"l\n\x1d\x41uthenticateScimTokenResponse\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.wando.provisioning.v1.Organization\x12\x10\n\x08token_id\x18\x02 \x01(\t\"\x81\x01\n\x16ListAuditEventsRequest\x12\x14\n\x0corganization\x18\x01 \x01(\t\x12\x15\n\rresource_type\x18\x02 \x01(\t\x12\x13\n\x0bresource_id\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"e\n\x17ListAuditEventsResponse\x12\x31\n\x06\x65vents\x18\x01 \x03(\x0b\x32!.wando.provisioning.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"e\n\x13SetGroupRoleRequest\x12\x14\n\x0corganization\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12)\n\x04role\x18\x03 \x01(\x0e\x32\x1b.wando.provisioning.v1.Role\"g\n\x14SetGroupRoleResponse\x12\x38\n\x07mapping\x18\x01 \x01(\x0b\x32\'.wando.provisioning.v1.GroupRoleMapping\x12\x15\n\rchanged_users\x18\x02 \x01(\x05\"<\n\x15\x43learGroupRoleRequest\x12\x14\n\x0corganization\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\"/\n\x16\x43learGroupRoleResponse\x12\x15\n\rchanged_users\x18\x01 \x01(\x05\"-\n\x15ListGroupRolesRequest\x12\x14\n\x0corganization\x18\x01 \x01(\t\"\x86\x01\n\x16ListGroupRolesResponse\x12\x39\n\x08mappings\x18\x01 \x03(\x0b\x32\'.wando.provisioning.v1.GroupRoleMapping\x12\x31\n\x0c\x64\x65\x66\x61ult_role\x18\x02 \x01(\x0e\x32\x1b.wando.provisioning.v1.Role\"X\n\x15SetDefaultRoleRequest\x12\x14\n\x0corganization\x18\x01 \x01(\t\x12)\n\x04role\x18\x02 \x01(\x0e\x32\x1b.wando.provisioning.v1.Role\"/\n\x16SetDefaultRoleResponse\x12\x15\n\rchanged_users\x18\x01 \x01(\x05\"K\n\x0fProposedMapping\x12\r\n\x05group\x18\x01 \x01(\t\x12)\n\x04role\x18\x02 \x01(\x0e\x32\x1b.wando.provisioning.v1.Role\"\x9e\x01\n\x19PreviewRoleChangesRequest\x12\x14\n\x0corganization\x18\x01 \x01(\t\x12\x38\n\x08mappings\x18\x02 \x03(\x0b\x32&.wando.provisioning.v1.ProposedMapping\x12\x31\n\x0c\x64\x65\x66\x61ult_role\x18\x03 \x01(\x0e\x32\x1b.wando.provisioning.v1.Role\"U\n\x1aPreviewRoleChangesResponse\x12\x37\n\x07\x63hanges\x18\x01 \x03(\x0b\x32&.wando.provisioning.v1.PreviewedChange\"\x93\x01\n\x0fPreviewedChange\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tuser_name\x18\x02 \x01(\t\x12-\n\x08old_role\x18\x03 \x01(\x0e\x32\x1b.wando.provisioning.v1.Role\x12-\n\x08new_role\x18\x04 \x01(\x0e\x32\x1b.wando.provisioning.v1.Role2\xeb\x0b\n\x0c\x41\x64minService\x12y\n\x12\x43reateOrganization\x12\x30.wando.provisioning.v1.CreateOrganizationRequest\x1a\x31.wando.provisioning.v1.CreateOrganizationResponse\x12p\n\x0fGetOrganization\x12-.wando.provisioning.v1.GetOrganizationRequest\x1a..wando.provisioning.v1.GetOrganizationResponse\x12v\n\x11ListOrganizations\x12/.wando.provisioning.v1.ListOrganizationsRequest\x1a\x30.wando.provisioning.v1.ListOrganizationsResponse\x12m\n\x0eIssueScimToken\x12,.wando.provisioning.v1.IssueScimTokenRequest\x1a-.wando.provisioning.v1.IssueScimTokenResponse\x12m\n\x0eListScimTokens\x12,.wando.provisioning.v1.ListScimTokensRequest\x1a-.wando.provisioning.v1.ListScimTokensResponse\x12p\n\x0fRevokeScimToken\x12-.wando.provisioning.v1.RevokeScimTokenRequest\x1a..wando.provisioning.v1.RevokeScimTokenResponse\x12\x82\x01\n\x15\x41uthenticateScimToken\x12\x33.wando.provisioning.v1.AuthenticateScimTokenRequest\x1a\x34.wando.provisioning.v1.AuthenticateScimTokenResponse\x12p\n\x0fListAuditEvents\x12-.wando.provisioning.v1.ListAuditEventsRequest\x1a..wando.provisioning.v1.ListAuditEventsResponse\x12g\n\x0cSetGroupRole\x12*.wando.provisioning.v1.SetGroupRoleRequest\x1a+.wando.provisioning.v1.SetGroupRoleResponse\x12m\n\x0e\x43learGroupRole\x12,.wando.provisioning.v1.ClearGroupRoleRequest\x1a-.wando.provisioning.v1.ClearGroupRoleResponse\x12m\n\x0eListGroupRoles\x12,.wando.provisioning.v1.ListGroupRolesRequest\x1a-.wando.provisioning.v1.ListGroupRolesResponse\x12m\n\x0eSetDefaultRole\x12,.wando.provisioning.v1.SetDefaultRoleRequest\x1a-.wando.provisioning.v1.SetDefaultRoleResponse\x12y\n\x12PreviewRoleChanges\x12\x30.wando.provisioning.v1.PreviewRoleChangesRequest\x1a\x31.wando.provisioning.v1.PreviewRoleChangesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'wando.provisioning.v1.admin_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATEORGANIZATIONREQUEST']._serialized_start=143
-  _globals['_CREATEORGANIZATIONREQUEST']._serialized_end=206
-  _globals['_CREATEORGANIZATIONRESPONSE']._serialized_start=208
-  _globals['_CREATEORGANIZATIONRESPONSE']._serialized_end=295
-  _globals['_GETORGANIZATIONREQUEST']._serialized_start=297
-  _globals['_GETORGANIZATIONREQUEST']._serialized_end=343
-  _globals['_GETORGANIZATIONRESPONSE']._serialized_start=345
-  _globals['_GETORGANIZATIONRESPONSE']._serialized_end=429
-  _globals['_LISTORGANIZATIONSREQUEST']._serialized_start=431
-  _globals['_LISTORGANIZATIONSREQUEST']._serialized_end=496
-  _globals['_LISTORGANIZATIONSRESPONSE']._serialized_start=498
-  _globals['_LISTORGANIZATIONSRESPONSE']._serialized_end=610
-  _globals['_ISSUESCIMTOKENREQUEST']._serialized_start=612
-  _globals['_ISSUESCIMTOKENREQUEST']._serialized_end=727
-  _globals['_ISSUESCIMTOKENRESPONSE']._serialized_start=729
-  _globals['_ISSUESCIMTOKENRESPONSE']._serialized_end=818
-  _globals['_LISTSCIMTOKENSREQUEST']._serialized_start=820
-  _globals['_LISTSCIMTOKENSREQUEST']._serialized_end=887
-  _globals['_LISTSCIMTOKENSRESPONSE']._serialized_start=889
-  _globals['_LISTSCIMTOKENSRESPONSE']._serialized_end=963
-  _globals['_REVOKESCIMTOKENREQUEST']._serialized_start=965
-  _globals['_REVOKESCIMTOKENREQUEST']._serialized_end=1029
-  _globals['_REVOKESCIMTOKENRESPONSE']._serialized_start=1031
-  _globals['_REVOKESCIMTOKENRESPONSE']._serialized_end=1105
-  _globals['_AUTHENTICATESCIMTOKENREQUEST']._serialized_start=1107
-  _globals['_AUTHENTICATESCIMTOKENREQUEST']._serialized_end=1153
-  _globals['_AUTHENTICATESCIMTOKENRESPONSE']._serialized_start=1155
-  _globals['_AUTHENTICATESCIMTOKENRESPONSE']._serialized_end=1263
-  _globals['_ADMINSERVICE']._serialized_start=1266
-  _globals['_ADMINSERVICE']._serialized_end=2106
+  _globals['_CREATEORGANIZATIONREQUEST']._serialized_start=213
+  _globals['_CREATEORGANIZATIONREQUEST']._serialized_end=276
+  _globals['_CREATEORGANIZATIONRESPONSE']._serialized_start=278
+  _globals['_CREATEORGANIZATIONRESPONSE']._serialized_end=365
+  _globals['_GETORGANIZATIONREQUEST']._serialized_start=367
+  _globals['_GETORGANIZATIONREQUEST']._serialized_end=413
+  _globals['_GETORGANIZATIONRESPONSE']._serialized_start=415
+  _globals['_GETORGANIZATIONRESPONSE']._serialized_end=499
+  _globals['_LISTORGANIZATIONSREQUEST']._serialized_start=501
+  _globals['_LISTORGANIZATIONSREQUEST']._serialized_end=566
+  _globals['_LISTORGANIZATIONSRESPONSE']._serialized_start=568
+  _globals['_LISTORGANIZATIONSRESPONSE']._serialized_end=680
+  _globals['_ISSUESCIMTOKENREQUEST']._serialized_start=682
+  _globals['_ISSUESCIMTOKENREQUEST']._serialized_end=797
+  _globals['_ISSUESCIMTOKENRESPONSE']._serialized_start=799
+  _globals['_ISSUESCIMTOKENRESPONSE']._serialized_end=888
+  _globals['_LISTSCIMTOKENSREQUEST']._serialized_start=890
+  _globals['_LISTSCIMTOKENSREQUEST']._serialized_end=957
+  _globals['_LISTSCIMTOKENSRESPONSE']._serialized_start=959
+  _globals['_LISTSCIMTOKENSRESPONSE']._serialized_end=1033
+  _globals['_REVOKESCIMTOKENREQUEST']._serialized_start=1035
+  _globals['_REVOKESCIMTOKENREQUEST']._serialized_end=1099
+  _globals['_REVOKESCIMTOKENRESPONSE']._serialized_start=1101
+  _globals['_REVOKESCIMTOKENRESPONSE']._serialized_end=1175
+  _globals['_AUTHENTICATESCIMTOKENREQUEST']._serialized_start=1177
+  _globals['_AUTHENTICATESCIMTOKENREQUEST']._serialized_end=1223
+  _globals['_AUTHENTICATESCIMTOKENRESPONSE']._serialized_start=1225
+  _globals['_AUTHENTICATESCIMTOKENRESPONSE']._serialized_end=1333
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=1336
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=1465
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=1467
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=1568
+  _globals['_SETGROUPROLEREQUEST']._serialized_start=1570
+  _globals['_SETGROUPROLEREQUEST']._serialized_end=1671
+  _globals['_SETGROUPROLERESPONSE']._serialized_start=1673
+  _globals['_SETGROUPROLERESPONSE']._serialized_end=1776
+  _globals['_CLEARGROUPROLEREQUEST']._serialized_start=1778
+  _globals['_CLEARGROUPROLEREQUEST']._serialized_end=1838
+  _globals['_CLEARGROUPROLERESPONSE']._serialized_start=1840
+  _globals['_CLEARGROUPROLERESPONSE']._serialized_end=1887
+  _globals['_LISTGROUPROLESREQUEST']._serialized_start=1889
+  _globals['_LISTGROUPROLESREQUEST']._serialized_end=1934
+  _globals['_LISTGROUPROLESRESPONSE']._serialized_start=1937
+  _globals['_LISTGROUPROLESRESPONSE']._serialized_end=2071
+  _globals['_SETDEFAULTROLEREQUEST']._serialized_start=2073
+  _globals['_SETDEFAULTROLEREQUEST']._serialized_end=2161
+  _globals['_SETDEFAULTROLERESPONSE']._serialized_start=2163
+  _globals['_SETDEFAULTROLERESPONSE']._serialized_end=2210
+  _globals['_PROPOSEDMAPPING']._serialized_start=2212
+  _globals['_PROPOSEDMAPPING']._serialized_end=2287
+  _globals['_PREVIEWROLECHANGESREQUEST']._serialized_start=2290
+  _globals['_PREVIEWROLECHANGESREQUEST']._serialized_end=2448
+  _globals['_PREVIEWROLECHANGESRESPONSE']._serialized_start=2450
+  _globals['_PREVIEWROLECHANGESRESPONSE']._serialized_end=2535
+  _globals['_PREVIEWEDCHANGE']._serialized_start=2538
+  _globals['_PREVIEWEDCHANGE']._serialized_end=2685
+  _globals['_ADMINSERVICE']._serialized_start=2688
+  _globals['_ADMINSERVICE']._serialized_end=4203
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,9 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from wando.provisioning.v1 import audit_pb2 as _audit_pb2
 from wando.provisioning.v1 import organization_pb2 as _organization_pb2
+from wando.provisioning.v1 import roles_pb2 as _roles_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -381,3 +383,389 @@ class AuthenticateScimTokenResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AuthenticateScimTokenResponse: _TypeAlias = AuthenticateScimTokenResponse  # noqa: Y015
+
+@_typing.final
+class ListAuditEventsRequest(_message.Message):
+    """Request of ListAuditEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_FIELD_NUMBER: _builtins.int
+    RESOURCE_TYPE_FIELD_NUMBER: _builtins.int
+    RESOURCE_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    organization: _builtins.str
+    """The organisation's id or slug."""
+    resource_type: _builtins.str
+    """Only events of this resource type ("User", "Group", ...); empty for all."""
+    resource_id: _builtins.str
+    """Only events of this resource id; empty for all."""
+    page_size: _builtins.int
+    """Maximum number of events to return (default 100, at most 1000)."""
+    page_token: _builtins.str
+    """The next_page_token of a previous response, to continue from there."""
+    def __init__(
+        self,
+        *,
+        organization: _builtins.str = ...,
+        resource_type: _builtins.str = ...,
+        resource_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["organization", b"organization", "page_size", b"page_size", "page_token", b"page_token", "resource_id", b"resource_id", "resource_type", b"resource_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditEventsRequest: _TypeAlias = ListAuditEventsRequest  # noqa: Y015
+
+@_typing.final
+class ListAuditEventsResponse(_message.Message):
+    """Response of ListAuditEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next (older) page; empty on the last page."""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[_audit_pb2.AuditEvent]:
+        """Events, newest first."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[_audit_pb2.AuditEvent] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditEventsResponse: _TypeAlias = ListAuditEventsResponse  # noqa: Y015
+
+@_typing.final
+class SetGroupRoleRequest(_message.Message):
+    """Request of SetGroupRole."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    organization: _builtins.str
+    """The organisation's id or slug."""
+    group: _builtins.str
+    """The group's id or displayName (matched without regard to case)."""
+    role: _roles_pb2.Role.ValueType
+    """The role the group grants; must not be ROLE_UNSPECIFIED."""
+    def __init__(
+        self,
+        *,
+        organization: _builtins.str = ...,
+        group: _builtins.str = ...,
+        role: _roles_pb2.Role.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "organization", b"organization", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetGroupRoleRequest: _TypeAlias = SetGroupRoleRequest  # noqa: Y015
+
+@_typing.final
+class SetGroupRoleResponse(_message.Message):
+    """Response of SetGroupRole."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAPPING_FIELD_NUMBER: _builtins.int
+    CHANGED_USERS_FIELD_NUMBER: _builtins.int
+    changed_users: _builtins.int
+    """How many users' effective role changed."""
+    @_builtins.property
+    def mapping(self) -> _roles_pb2.GroupRoleMapping:
+        """The mapping now in force."""
+
+    def __init__(
+        self,
+        *,
+        mapping: _roles_pb2.GroupRoleMapping | None = ...,
+        changed_users: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["mapping", b"mapping"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_users", b"changed_users", "mapping", b"mapping"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetGroupRoleResponse: _TypeAlias = SetGroupRoleResponse  # noqa: Y015
+
+@_typing.final
+class ClearGroupRoleRequest(_message.Message):
+    """Request of ClearGroupRole."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
+    organization: _builtins.str
+    """The organisation's id or slug."""
+    group: _builtins.str
+    """The group's id or displayName."""
+    def __init__(
+        self,
+        *,
+        organization: _builtins.str = ...,
+        group: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "organization", b"organization"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClearGroupRoleRequest: _TypeAlias = ClearGroupRoleRequest  # noqa: Y015
+
+@_typing.final
+class ClearGroupRoleResponse(_message.Message):
+    """Response of ClearGroupRole."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGED_USERS_FIELD_NUMBER: _builtins.int
+    changed_users: _builtins.int
+    """How many users' effective role changed."""
+    def __init__(
+        self,
+        *,
+        changed_users: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_users", b"changed_users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClearGroupRoleResponse: _TypeAlias = ClearGroupRoleResponse  # noqa: Y015
+
+@_typing.final
+class ListGroupRolesRequest(_message.Message):
+    """Request of ListGroupRoles."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_FIELD_NUMBER: _builtins.int
+    organization: _builtins.str
+    """The organisation's id or slug."""
+    def __init__(
+        self,
+        *,
+        organization: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["organization", b"organization"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListGroupRolesRequest: _TypeAlias = ListGroupRolesRequest  # noqa: Y015
+
+@_typing.final
+class ListGroupRolesResponse(_message.Message):
+    """Response of ListGroupRoles."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAPPINGS_FIELD_NUMBER: _builtins.int
+    DEFAULT_ROLE_FIELD_NUMBER: _builtins.int
+    default_role: _roles_pb2.Role.ValueType
+    """The role of active users in no mapped group."""
+    @_builtins.property
+    def mappings(self) -> _containers.RepeatedCompositeFieldContainer[_roles_pb2.GroupRoleMapping]:
+        """The mappings, by group displayName."""
+
+    def __init__(
+        self,
+        *,
+        mappings: _abc.Iterable[_roles_pb2.GroupRoleMapping] | None = ...,
+        default_role: _roles_pb2.Role.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_role", b"default_role", "mappings", b"mappings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListGroupRolesResponse: _TypeAlias = ListGroupRolesResponse  # noqa: Y015
+
+@_typing.final
+class SetDefaultRoleRequest(_message.Message):
+    """Request of SetDefaultRole."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    organization: _builtins.str
+    """The organisation's id or slug."""
+    role: _roles_pb2.Role.ValueType
+    """The new default role; must not be ROLE_UNSPECIFIED."""
+    def __init__(
+        self,
+        *,
+        organization: _builtins.str = ...,
+        role: _roles_pb2.Role.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["organization", b"organization", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetDefaultRoleRequest: _TypeAlias = SetDefaultRoleRequest  # noqa: Y015
+
+@_typing.final
+class SetDefaultRoleResponse(_message.Message):
+    """Response of SetDefaultRole."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGED_USERS_FIELD_NUMBER: _builtins.int
+    changed_users: _builtins.int
+    """How many users' effective role changed."""
+    def __init__(
+        self,
+        *,
+        changed_users: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_users", b"changed_users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetDefaultRoleResponse: _TypeAlias = SetDefaultRoleResponse  # noqa: Y015
+
+@_typing.final
+class ProposedMapping(_message.Message):
+    """One proposed mapping change, for PreviewRoleChanges."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    group: _builtins.str
+    """The group's id or displayName."""
+    role: _roles_pb2.Role.ValueType
+    """The role to map it to; ROLE_UNSPECIFIED proposes removing its mapping."""
+    def __init__(
+        self,
+        *,
+        group: _builtins.str = ...,
+        role: _roles_pb2.Role.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProposedMapping: _TypeAlias = ProposedMapping  # noqa: Y015
+
+@_typing.final
+class PreviewRoleChangesRequest(_message.Message):
+    """Request of PreviewRoleChanges."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_FIELD_NUMBER: _builtins.int
+    MAPPINGS_FIELD_NUMBER: _builtins.int
+    DEFAULT_ROLE_FIELD_NUMBER: _builtins.int
+    organization: _builtins.str
+    """The organisation's id or slug."""
+    default_role: _roles_pb2.Role.ValueType
+    """A new default role to preview with them; ROLE_UNSPECIFIED keeps it."""
+    @_builtins.property
+    def mappings(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProposedMapping]:
+        """Mapping changes to preview together."""
+
+    def __init__(
+        self,
+        *,
+        organization: _builtins.str = ...,
+        mappings: _abc.Iterable[Global___ProposedMapping] | None = ...,
+        default_role: _roles_pb2.Role.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_role", b"default_role", "mappings", b"mappings", "organization", b"organization"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewRoleChangesRequest: _TypeAlias = PreviewRoleChangesRequest  # noqa: Y015
+
+@_typing.final
+class PreviewRoleChangesResponse(_message.Message):
+    """Response of PreviewRoleChanges."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___PreviewedChange]:
+        """Users whose effective role would change; old and new role each."""
+
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___PreviewedChange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewRoleChangesResponse: _TypeAlias = PreviewRoleChangesResponse  # noqa: Y015
+
+@_typing.final
+class PreviewedChange(_message.Message):
+    """One user's role change in a preview."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    USER_NAME_FIELD_NUMBER: _builtins.int
+    OLD_ROLE_FIELD_NUMBER: _builtins.int
+    NEW_ROLE_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """The user's id."""
+    user_name: _builtins.str
+    """The user's userName."""
+    old_role: _roles_pb2.Role.ValueType
+    """The role now."""
+    new_role: _roles_pb2.Role.ValueType
+    """The role after the proposed change."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        user_name: _builtins.str = ...,
+        old_role: _roles_pb2.Role.ValueType = ...,
+        new_role: _roles_pb2.Role.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["new_role", b"new_role", "old_role", b"old_role", "user_id", b"user_id", "user_name", b"user_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewedChange: _TypeAlias = PreviewedChange  # noqa: Y015

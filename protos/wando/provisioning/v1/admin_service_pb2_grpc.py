@@ -72,6 +72,36 @@ class AdminServiceStub:
                 request_serializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.AuthenticateScimTokenRequest.SerializeToString,
                 response_deserializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.AuthenticateScimTokenResponse.FromString,
                 _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/wando.provisioning.v1.AdminService/ListAuditEvents',
+                request_serializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
+        self.SetGroupRole = channel.unary_unary(
+                '/wando.provisioning.v1.AdminService/SetGroupRole',
+                request_serializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.SetGroupRoleRequest.SerializeToString,
+                response_deserializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.SetGroupRoleResponse.FromString,
+                _registered_method=True)
+        self.ClearGroupRole = channel.unary_unary(
+                '/wando.provisioning.v1.AdminService/ClearGroupRole',
+                request_serializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ClearGroupRoleRequest.SerializeToString,
+                response_deserializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ClearGroupRoleResponse.FromString,
+                _registered_method=True)
+        self.ListGroupRoles = channel.unary_unary(
+                '/wando.provisioning.v1.AdminService/ListGroupRoles',
+                request_serializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ListGroupRolesRequest.SerializeToString,
+                response_deserializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ListGroupRolesResponse.FromString,
+                _registered_method=True)
+        self.SetDefaultRole = channel.unary_unary(
+                '/wando.provisioning.v1.AdminService/SetDefaultRole',
+                request_serializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.SetDefaultRoleRequest.SerializeToString,
+                response_deserializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.SetDefaultRoleResponse.FromString,
+                _registered_method=True)
+        self.PreviewRoleChanges = channel.unary_unary(
+                '/wando.provisioning.v1.AdminService/PreviewRoleChanges',
+                request_serializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.PreviewRoleChangesRequest.SerializeToString,
+                response_deserializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.PreviewRoleChangesResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -131,6 +161,52 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAuditEvents(self, request, context):
+        """Lists an organisation's audit events, newest first, optionally for one
+        resource.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetGroupRole(self, request, context):
+        """Maps a group (by id or displayName) to a role, replacing any earlier
+        mapping of that group. Effective roles change in the same transaction.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearGroupRole(self, request, context):
+        """Removes a group's mapping. Removing a mapping that does not exist is
+        harmless.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGroupRoles(self, request, context):
+        """Lists an organisation's group mappings and its default role.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetDefaultRole(self, request, context):
+        """Sets the role of active users who are in no mapped group.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreviewRoleChanges(self, request, context):
+        """Dry run: the users whose effective role a proposed change would change,
+        and how. Nothing is written.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -168,6 +244,36 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.AuthenticateScimToken,
                     request_deserializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.AuthenticateScimTokenRequest.FromString,
                     response_serializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.AuthenticateScimTokenResponse.SerializeToString,
+            ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
+            'SetGroupRole': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetGroupRole,
+                    request_deserializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.SetGroupRoleRequest.FromString,
+                    response_serializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.SetGroupRoleResponse.SerializeToString,
+            ),
+            'ClearGroupRole': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearGroupRole,
+                    request_deserializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ClearGroupRoleRequest.FromString,
+                    response_serializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ClearGroupRoleResponse.SerializeToString,
+            ),
+            'ListGroupRoles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGroupRoles,
+                    request_deserializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ListGroupRolesRequest.FromString,
+                    response_serializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ListGroupRolesResponse.SerializeToString,
+            ),
+            'SetDefaultRole': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetDefaultRole,
+                    request_deserializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.SetDefaultRoleRequest.FromString,
+                    response_serializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.SetDefaultRoleResponse.SerializeToString,
+            ),
+            'PreviewRoleChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewRoleChanges,
+                    request_deserializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.PreviewRoleChangesRequest.FromString,
+                    response_serializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.PreviewRoleChangesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -362,6 +468,168 @@ class AdminService:
             '/wando.provisioning.v1.AdminService/AuthenticateScimToken',
             wando_dot_provisioning_dot_v1_dot_admin__service__pb2.AuthenticateScimTokenRequest.SerializeToString,
             wando_dot_provisioning_dot_v1_dot_admin__service__pb2.AuthenticateScimTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wando.provisioning.v1.AdminService/ListAuditEvents',
+            wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ListAuditEventsRequest.SerializeToString,
+            wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ListAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetGroupRole(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wando.provisioning.v1.AdminService/SetGroupRole',
+            wando_dot_provisioning_dot_v1_dot_admin__service__pb2.SetGroupRoleRequest.SerializeToString,
+            wando_dot_provisioning_dot_v1_dot_admin__service__pb2.SetGroupRoleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearGroupRole(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wando.provisioning.v1.AdminService/ClearGroupRole',
+            wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ClearGroupRoleRequest.SerializeToString,
+            wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ClearGroupRoleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGroupRoles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wando.provisioning.v1.AdminService/ListGroupRoles',
+            wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ListGroupRolesRequest.SerializeToString,
+            wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ListGroupRolesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetDefaultRole(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wando.provisioning.v1.AdminService/SetDefaultRole',
+            wando_dot_provisioning_dot_v1_dot_admin__service__pb2.SetDefaultRoleRequest.SerializeToString,
+            wando_dot_provisioning_dot_v1_dot_admin__service__pb2.SetDefaultRoleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewRoleChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wando.provisioning.v1.AdminService/PreviewRoleChanges',
+            wando_dot_provisioning_dot_v1_dot_admin__service__pb2.PreviewRoleChangesRequest.SerializeToString,
+            wando_dot_provisioning_dot_v1_dot_admin__service__pb2.PreviewRoleChangesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,6 +54,26 @@ class AdminServiceStub:
     """Checks a SCIM bearer token and says which organisation it belongs to.
     Unknown, revoked and expired tokens all give UNAUTHENTICATED.
     """
+    ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListAuditEventsRequest, _admin_service_pb2.ListAuditEventsResponse]
+    """Lists an organisation's audit events, newest first, optionally for one
+    resource.
+    """
+    SetGroupRole: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.SetGroupRoleRequest, _admin_service_pb2.SetGroupRoleResponse]
+    """Maps a group (by id or displayName) to a role, replacing any earlier
+    mapping of that group. Effective roles change in the same transaction.
+    """
+    ClearGroupRole: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ClearGroupRoleRequest, _admin_service_pb2.ClearGroupRoleResponse]
+    """Removes a group's mapping. Removing a mapping that does not exist is
+    harmless.
+    """
+    ListGroupRoles: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListGroupRolesRequest, _admin_service_pb2.ListGroupRolesResponse]
+    """Lists an organisation's group mappings and its default role."""
+    SetDefaultRole: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.SetDefaultRoleRequest, _admin_service_pb2.SetDefaultRoleResponse]
+    """Sets the role of active users who are in no mapped group."""
+    PreviewRoleChanges: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.PreviewRoleChangesRequest, _admin_service_pb2.PreviewRoleChangesResponse]
+    """Dry run: the users whose effective role a proposed change would change,
+    and how. Nothing is written.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -80,6 +100,26 @@ class AdminServiceAsyncStub(AdminServiceStub):
     AuthenticateScimToken: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.AuthenticateScimTokenRequest, _admin_service_pb2.AuthenticateScimTokenResponse]  # type: ignore[assignment]
     """Checks a SCIM bearer token and says which organisation it belongs to.
     Unknown, revoked and expired tokens all give UNAUTHENTICATED.
+    """
+    ListAuditEvents: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListAuditEventsRequest, _admin_service_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
+    """Lists an organisation's audit events, newest first, optionally for one
+    resource.
+    """
+    SetGroupRole: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.SetGroupRoleRequest, _admin_service_pb2.SetGroupRoleResponse]  # type: ignore[assignment]
+    """Maps a group (by id or displayName) to a role, replacing any earlier
+    mapping of that group. Effective roles change in the same transaction.
+    """
+    ClearGroupRole: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ClearGroupRoleRequest, _admin_service_pb2.ClearGroupRoleResponse]  # type: ignore[assignment]
+    """Removes a group's mapping. Removing a mapping that does not exist is
+    harmless.
+    """
+    ListGroupRoles: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListGroupRolesRequest, _admin_service_pb2.ListGroupRolesResponse]  # type: ignore[assignment]
+    """Lists an organisation's group mappings and its default role."""
+    SetDefaultRole: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.SetDefaultRoleRequest, _admin_service_pb2.SetDefaultRoleResponse]  # type: ignore[assignment]
+    """Sets the role of active users who are in no mapped group."""
+    PreviewRoleChanges: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.PreviewRoleChangesRequest, _admin_service_pb2.PreviewRoleChangesResponse]  # type: ignore[assignment]
+    """Dry run: the users whose effective role a proposed change would change,
+    and how. Nothing is written.
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -146,6 +186,62 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_service_pb2.AuthenticateScimTokenResponse, _abc.Awaitable[_admin_service_pb2.AuthenticateScimTokenResponse]]:
         """Checks a SCIM bearer token and says which organisation it belongs to.
         Unknown, revoked and expired tokens all give UNAUTHENTICATED.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAuditEvents(
+        self,
+        request: _admin_service_pb2.ListAuditEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ListAuditEventsResponse, _abc.Awaitable[_admin_service_pb2.ListAuditEventsResponse]]:
+        """Lists an organisation's audit events, newest first, optionally for one
+        resource.
+        """
+
+    @_abc_1.abstractmethod
+    def SetGroupRole(
+        self,
+        request: _admin_service_pb2.SetGroupRoleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.SetGroupRoleResponse, _abc.Awaitable[_admin_service_pb2.SetGroupRoleResponse]]:
+        """Maps a group (by id or displayName) to a role, replacing any earlier
+        mapping of that group. Effective roles change in the same transaction.
+        """
+
+    @_abc_1.abstractmethod
+    def ClearGroupRole(
+        self,
+        request: _admin_service_pb2.ClearGroupRoleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ClearGroupRoleResponse, _abc.Awaitable[_admin_service_pb2.ClearGroupRoleResponse]]:
+        """Removes a group's mapping. Removing a mapping that does not exist is
+        harmless.
+        """
+
+    @_abc_1.abstractmethod
+    def ListGroupRoles(
+        self,
+        request: _admin_service_pb2.ListGroupRolesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ListGroupRolesResponse, _abc.Awaitable[_admin_service_pb2.ListGroupRolesResponse]]:
+        """Lists an organisation's group mappings and its default role."""
+
+    @_abc_1.abstractmethod
+    def SetDefaultRole(
+        self,
+        request: _admin_service_pb2.SetDefaultRoleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.SetDefaultRoleResponse, _abc.Awaitable[_admin_service_pb2.SetDefaultRoleResponse]]:
+        """Sets the role of active users who are in no mapped group."""
+
+    @_abc_1.abstractmethod
+    def PreviewRoleChanges(
+        self,
+        request: _admin_service_pb2.PreviewRoleChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.PreviewRoleChangesResponse, _abc.Awaitable[_admin_service_pb2.PreviewRoleChangesResponse]]:
+        """Dry run: the users whose effective role a proposed change would change,
+        and how. Nothing is written.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

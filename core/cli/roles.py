@@ -1,0 +1,164 @@
+"""`wando admin roles …`: group → role mappings (admin credential) and
+effective roles (RoleService, service credential)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import grpc
+
+from core import auth
+from core.cli.admin import Admin, CliError, _dict, _run, explain
+from wando.provisioning.v1 import admin_service_pb2 as pb
+from wando.provisioning.v1 import role_service_pb2 as rpb
+from wando.provisioning.v1 import role_service_pb2_grpc, roles_pb2
+
+ROLES = {
+    "admin": roles_pb2.ROLE_ADMIN,
+    "boss": roles_pb2.ROLE_BOSS,
+    "member": roles_pb2.ROLE_MEMBER,
+}
+NAMES = {v: k for k, v in ROLES.items()} | {roles_pb2.ROLE_UNSPECIFIED: "none"}
+SOURCES = {
+    roles_pb2.ROLE_SOURCE_GROUP: "from group",
+    roles_pb2.ROLE_SOURCE_DEFAULT: "the organisation's default (in no mapped group)",
+    roles_pb2.ROLE_SOURCE_DEACTIVATED: "the user is deactivated",
+}
+
+
+def add_commands(topics: Any) -> None:
+    roles = topics.add_parser("roles", help="group → role mappings and effective roles")
+    actions = roles.add_subparsers(required=True, metavar="ACTION")
+
+    def org_command(name: str, text: str) -> argparse.ArgumentParser:
+        cmd: argparse.ArgumentParser = actions.add_parser(name, help=text, description=text)
+        cmd.add_argument("--org", required=True, help="organisation id or slug")
+        return cmd
+
+    cmd = org_command("map", "map a group (id or displayName) to a role")
+    cmd.add_argument("--group", required=True)
+    cmd.add_argument("--role", required=True, choices=sorted(ROLES))
+    cmd.set_defaults(handler=_run(roles_map))
+    cmd = org_command("unmap", "remove a group's mapping")
+    cmd.add_argument("--group", required=True)
+    cmd.set_defaults(handler=_run(roles_unmap))
+    org_command("list", "list mappings and the default role").set_defaults(handler=_run(roles_list))
+    cmd = org_command("default", "set the role of active users in no mapped group")
+    cmd.add_argument("--role", required=True, choices=sorted(ROLES))
+    cmd.set_defaults(handler=_run(roles_default))
+    cmd = org_command("preview", "dry run: whose role would a mapping change change")
+    cmd.add_argument("--group", required=True)
+    cmd.add_argument("--role", required=True, choices=[*sorted(ROLES), "none"])
+    cmd.set_defaults(handler=_run(roles_preview))
+    cmd = org_command("show", "a user's effective role and why")
+    cmd.add_argument("--user", required=True, help="userName, email, id or externalId")
+    cmd.set_defaults(handler=_run(roles_show))
+    cmd = org_command("watch", "print every effective-role change as it happens")
+    cmd.add_argument("--after", type=int, default=0, help="start after this sequence number")
+    cmd.set_defaults(handler=roles_watch)
+
+
+def roles_map(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
+    request = pb.SetGroupRoleRequest(organization=args.org, group=args.group, role=ROLES[args.role])
+    response = admin.call("SetGroupRole", request)
+    m = response.mapping
+    text = f"{m.display_name} → {args.role} ({response.changed_users} users' role changed)"
+    return {"json": _dict(response), "text": text}
+
+
+def roles_unmap(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
+    response = admin.call(
+        "ClearGroupRole", pb.ClearGroupRoleRequest(organization=args.org, group=args.group)
+    )
+    return {
+        "json": _dict(response),
+        "text": f"unmapped ({response.changed_users} users' role changed)",
+    }
+
+
+def roles_list(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
+    response = admin.call("ListGroupRoles", pb.ListGroupRolesRequest(organization=args.org))
+    lines = [f"{m.display_name}\t{NAMES[m.role]}\t{m.group_id}" for m in response.mappings]
+    lines.append(f"(default role: {NAMES[response.default_role]})")
+    return {"json": _dict(response), "text": "\n".join(lines)}
+
+
+def roles_default(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
+    request = pb.SetDefaultRoleRequest(organization=args.org, role=ROLES[args.role])
+    response = admin.call("SetDefaultRole", request)
+    return {
+        "json": _dict(response),
+        "text": f"default role {args.role} ({response.changed_users} users' role changed)",
+    }
+
+
+def roles_preview(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
+    role = ROLES.get(args.role, roles_pb2.ROLE_UNSPECIFIED)
+    request = pb.PreviewRoleChangesRequest(
+        organization=args.org, mappings=[pb.ProposedMapping(group=args.group, role=role)]
+    )
+    response = admin.call("PreviewRoleChanges", request)
+    lines = [f"{c.user_name}\t{NAMES[c.old_role]} → {NAMES[c.new_role]}" for c in response.changes]
+    return {"json": _dict(response), "text": "\n".join(lines) or "no user's role would change"}
+
+
+def _role_stub(admin: Admin) -> tuple[Any, tuple[tuple[str, str]]]:
+    credential = auth.read_admin_token(
+        admin.settings.service_token, admin.settings.data_dir, auth.SERVICE_TOKEN_FILE
+    )
+    if not credential:
+        raise CliError("no service credential: set WANDO_SERVICE_TOKEN")
+    stub = role_service_pb2_grpc.RoleServiceStub(admin.channel)  # type: ignore[no-untyped-call]
+    return stub, (("authorization", f"Bearer {credential}"),)
+
+
+def _selectors(user: str) -> list[rpb.UserSelector]:
+    if "@" in user:
+        return [rpb.UserSelector(user_name=user), rpb.UserSelector(email=user)]
+    return [
+        rpb.UserSelector(user_id=user),
+        rpb.UserSelector(user_name=user),
+        rpb.UserSelector(external_id=user),
+    ]
+
+
+def roles_show(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
+    stub, metadata = _role_stub(admin)
+    request = rpb.BatchGetEffectiveRolesRequest(organization=args.org, users=_selectors(args.user))
+    try:
+        response = stub.BatchGetEffectiveRoles(request, metadata=metadata, timeout=10)
+    except grpc.RpcError as exc:
+        raise CliError(explain(exc, admin.settings.core_address)) from None
+    found = next((e.role for e in response.entries if e.found), None)
+    if found is None:
+        raise CliError(f"no user {args.user!r} in {args.org}")
+    why = SOURCES.get(found.source, "")
+    if found.source == roles_pb2.ROLE_SOURCE_GROUP:
+        why += " " + ", ".join(g.display_name for g in found.granted_by)
+    text = f"{found.user_name}: {NAMES[found.role]} ({why})"
+    return {"json": _dict(found), "text": text}
+
+
+def roles_watch(args: argparse.Namespace) -> int:
+    admin = Admin(args)
+    stub, metadata = _role_stub(admin)
+    request = rpb.WatchRoleChangesRequest(organization=args.org, after_sequence=args.after)
+    try:
+        for response in stub.WatchRoleChanges(request, metadata=metadata):
+            c = response.change
+            if args.json:
+                print(json.dumps(_dict(c)), flush=True)
+            else:
+                print(
+                    f"{c.sequence}\t{c.change_time.ToJsonString()}\t{c.user_id}\t"
+                    f"{NAMES[c.old_role]} → {NAMES[c.new_role]}\t{c.cause}",
+                    flush=True,
+                )
+    except grpc.RpcError as exc:
+        print(f"wando: {explain(exc, admin.settings.core_address)}")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0

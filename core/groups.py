@@ -1,0 +1,400 @@
+"""Groups and memberships: SQL, and the GroupService servicer.
+
+Membership writes are row-level (INSERT … ON CONFLICT DO NOTHING, DELETE of
+named rows) under the group's row lock, so concurrent changes lose nothing,
+and a full member list replaces only the difference: its cost in writes grows
+with what changed, not with the size of the group.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from core import audit, documents, listing, patch, roles
+from core.auth import Guard
+from core.errors import AlreadyExists, InvalidArgument, NotFound, TooMany, VersionMismatch
+from core.organizations import parse_uuid
+from core.representation import etag_matches, group_proto, member_ref
+from core.rpc import Ctx
+from core.schema import group_schema
+from core.structs import to_dict
+from core.tokens import Principal
+from core.users import diff, operation
+from wando.provisioning.v1 import group_service_pb2 as pb
+from wando.provisioning.v1 import group_service_pb2_grpc
+
+if TYPE_CHECKING:
+    from core.db import Conn
+
+TABLE = listing.Table("groups", "group_id", group_schema())
+DISPLAY_NAME_KEY = "groups_org_display_name_key"
+MAX_MEMBERS_PER_REQUEST = 100_000
+
+INSERT_GROUP = """
+INSERT INTO groups (org_id, group_id, display_name, external_id, attributes)
+VALUES ($1, $2, $3, $4, $5)
+RETURNING *
+"""
+
+SELECT_GROUP = "SELECT * FROM groups WHERE org_id = $1 AND group_id = $2"
+
+SELECT_GROUP_FOR_UPDATE = SELECT_GROUP + " FOR UPDATE"
+
+UPDATE_GROUP = """
+UPDATE groups
+SET display_name = $3, external_id = $4, attributes = $5,
+    version = version + 1, updated_at = clock_timestamp()
+WHERE org_id = $1 AND group_id = $2
+RETURNING *
+"""
+
+DELETE_GROUP = "DELETE FROM groups WHERE org_id = $1 AND group_id = $2"
+
+# of the ids asked for, those not yet members, and whether each is a user here
+SELECT_NEW_MEMBERS = """
+SELECT x.id, EXISTS (SELECT 1 FROM users u WHERE u.org_id = $1 AND u.user_id = x.id) AS known
+FROM unnest($3::uuid[]) AS x(id)
+WHERE NOT EXISTS (
+    SELECT 1 FROM group_members m
+    WHERE m.org_id = $1 AND m.group_id = $2 AND m.user_id = x.id
+)
+"""
+
+INSERT_MEMBERS = """
+INSERT INTO group_members (org_id, group_id, user_id)
+SELECT $1, $2, unnest($3::uuid[])
+ON CONFLICT DO NOTHING
+"""
+
+DELETE_MEMBERS = """
+DELETE FROM group_members
+WHERE org_id = $1 AND group_id = $2 AND user_id = ANY($3::uuid[])
+"""
+
+# current members among the given ids
+SELECT_MEMBERS_AMONG = """
+SELECT user_id FROM group_members
+WHERE org_id = $1 AND group_id = $2 AND user_id = ANY($3::uuid[])
+"""
+
+# current members not among the given ids
+SELECT_MEMBERS_NOT_AMONG = """
+SELECT user_id FROM group_members
+WHERE org_id = $1 AND group_id = $2 AND user_id NOT IN (SELECT unnest($3::uuid[]))
+"""
+
+SELECT_MEMBERS = """
+SELECT m.group_id, u.user_id, u.user_name, u.display_name
+FROM group_members m
+JOIN users u ON u.org_id = m.org_id AND u.user_id = m.user_id
+WHERE m.org_id = $1 AND m.group_id = ANY($2::uuid[])
+ORDER BY m.created_at, m.user_id
+"""
+
+COUNT_MEMBERS = """
+SELECT m.group_id, count(*) AS n FROM group_members m
+WHERE m.org_id = $1 AND m.group_id = ANY($2::uuid[])
+GROUP BY m.group_id
+"""
+
+
+def columns(document: dict[str, Any]) -> tuple[str, str | None]:
+    return document["displayName"], document.get("externalId")
+
+
+def group_id(raw: str) -> uuid.UUID:
+    parsed = parse_uuid(raw)
+    if parsed is None:
+        raise NotFound(f"no group with id {raw!r}", field="id")
+    return parsed
+
+
+def member_uuids(ids: list[str] | set[str], *, strict: bool) -> list[uuid.UUID]:
+    """Member ids as UUIDs. With strict, an id that cannot be a user is an
+    error naming it; without (removals), it simply matches nothing."""
+    if len(ids) > MAX_MEMBERS_PER_REQUEST:
+        raise TooMany(f"at most {MAX_MEMBERS_PER_REQUEST} members per request", field="members")
+    parsed: list[uuid.UUID] = []
+    bad: list[str] = []
+    for raw in ids:
+        value = parse_uuid(raw)
+        if value is None:
+            bad.append(raw)
+        else:
+            parsed.append(value)
+    if bad and strict:
+        raise _unknown_members(bad)
+    return list(dict.fromkeys(parsed))
+
+
+def _unknown_members(ids: list[str]) -> InvalidArgument:
+    shown = ", ".join(repr(i) for i in ids[:5]) + (" …" if len(ids) > 5 else "")
+    return InvalidArgument(
+        f"members[].value must be ids of users of this organisation; unknown: {shown}",
+        field="members",
+    )
+
+
+async def members_of(
+    conn: Conn, org_id: uuid.UUID, group_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[dict[str, Any]]]:
+    found: dict[uuid.UUID, list[dict[str, Any]]] = {gid: [] for gid in group_ids}
+    if group_ids:
+        for row in await conn.fetch(SELECT_MEMBERS, org_id, group_ids):
+            found[row["group_id"]].append(
+                member_ref(row["user_id"], row["user_name"], row["display_name"])
+            )
+    return found
+
+
+async def member_counts(
+    conn: Conn, org_id: uuid.UUID, group_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, int]:
+    counts = dict.fromkeys(group_ids, 0)
+    if group_ids:
+        for row in await conn.fetch(COUNT_MEMBERS, org_id, group_ids):
+            counts[row["group_id"]] = row["n"]
+    return counts
+
+
+@dataclass
+class MemberPlan:
+    """The rows a membership change writes: only the difference."""
+
+    add: list[uuid.UUID]
+    remove: list[uuid.UUID]
+
+    @property
+    def empty(self) -> bool:
+        return not self.add and not self.remove
+
+
+async def plan(
+    conn: Conn, org_id: uuid.UUID, gid: uuid.UUID, changes: patch.MemberChanges
+) -> MemberPlan:
+    """What to insert and delete for `changes` on a locked group. New members
+    must be users of this organisation; reads grow with the request, writes
+    with the change."""
+    removed = set(member_uuids(changes.remove, strict=False))
+    keep = [
+        i
+        for i in member_uuids([*(changes.replace or []), *changes.add], strict=True)
+        if i not in removed
+    ]
+    rows = await conn.fetch(SELECT_NEW_MEMBERS, org_id, gid, keep) if keep else []
+    unknown = [str(r["id"]) for r in rows if not r["known"]]
+    if unknown:
+        raise _unknown_members(unknown)
+    if changes.replace is not None:
+        gone = await conn.fetch(SELECT_MEMBERS_NOT_AMONG, org_id, gid, keep)
+    else:
+        gone = await conn.fetch(SELECT_MEMBERS_AMONG, org_id, gid, list(removed)) if removed else []
+    return MemberPlan(add=[r["id"] for r in rows], remove=[r["user_id"] for r in gone])
+
+
+async def write_members(conn: Conn, org_id: uuid.UUID, gid: uuid.UUID, members: MemberPlan) -> None:
+    """Apply a plan to a locked group; role changes are the caller's (see change_members)."""
+    if members.add:
+        try:
+            await conn.execute(INSERT_MEMBERS, org_id, gid, members.add)
+        except asyncpg.ForeignKeyViolationError:  # a user deleted meanwhile
+            raise _unknown_members([str(i) for i in members.add]) from None
+    if members.remove:
+        await conn.execute(DELETE_MEMBERS, org_id, gid, members.remove)
+
+
+async def change_members(
+    conn: Conn, org_id: uuid.UUID, gid: uuid.UUID, changes: patch.MemberChanges
+) -> bool:
+    """Plan and write a membership change on a locked group, with its effect on
+    roles when the group is mapped. Returns whether anything changed."""
+    members = await plan(conn, org_id, gid, changes)
+    if members.empty:
+        return False
+    tracker = None
+    if await roles.group_role(conn, org_id, gid) is not None:
+        tracker = await roles.RoleTracker.start(conn, org_id, [*members.add, *members.remove])
+    await write_members(conn, org_id, gid, members)
+    if tracker is not None:
+        await tracker.finish("membership")
+    return True
+
+
+def _conflict(exc: asyncpg.UniqueViolationError, document: dict[str, Any]) -> Exception:
+    if exc.constraint_name == DISPLAY_NAME_KEY:
+        return AlreadyExists(
+            f"a group with displayName {document['displayName']!r} already exists",
+            field="displayName",
+        )
+    return exc
+
+
+async def lock(conn: Conn, principal: Principal, raw_id: str, expected_etag: str) -> asyncpg.Record:
+    row = await conn.fetchrow(SELECT_GROUP_FOR_UPDATE, principal.org_id, group_id(raw_id))
+    if row is None:
+        raise NotFound(f"no group with id {raw_id!r}", field="id")
+    if expected_etag and not etag_matches(expected_etag, row["version"]):
+        raise VersionMismatch(
+            f'the group changed since version {expected_etag} (now W/"{row["version"]}")',
+            field="etag",
+        )
+    return row
+
+
+async def write(
+    conn: Conn, principal: Principal, row: asyncpg.Record, document: dict[str, Any]
+) -> asyncpg.Record:
+    """A new version of a locked group (its document, or just its membership)."""
+    try:
+        updated = await conn.fetchrow(
+            UPDATE_GROUP, principal.org_id, row["group_id"], *columns(document), document
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise _conflict(exc, document) from None
+    assert updated is not None
+    return updated
+
+
+class GroupService(group_service_pb2_grpc.GroupServiceServicer):
+    def __init__(self, pool: asyncpg.Pool, guard: Guard) -> None:
+        self._pool = pool
+        self._guard = guard
+
+    async def _reply(
+        self, conn: Conn, principal: Principal, row: asyncpg.Record, exclude_members: bool
+    ) -> Any:
+        gid = row["group_id"]
+        if exclude_members:
+            count = (await member_counts(conn, principal.org_id, [gid]))[gid]
+            return group_proto(row, None, count)
+        members = (await members_of(conn, principal.org_id, [gid]))[gid]
+        return group_proto(row, members, len(members))
+
+    async def CreateGroup(
+        self, request: pb.CreateGroupRequest, context: Ctx
+    ) -> pb.CreateGroupResponse:
+        principal = await self._guard.scim(context)
+        body = to_dict(request.group)
+        document = documents.normalize(TABLE.schema, body)
+        wanted = documents.member_ids(body) or []
+        new_id = uuid.uuid4()
+        async with self._pool.acquire() as conn, conn.transaction():
+            try:
+                row = await conn.fetchrow(
+                    INSERT_GROUP, principal.org_id, new_id, *columns(document), document
+                )
+            except asyncpg.UniqueViolationError as exc:
+                raise _conflict(exc, document) from None
+            assert row is not None
+            # a new group has no role mapping yet: its members' roles do not change
+            members = await plan(
+                conn, principal.org_id, new_id, patch.MemberChanges(replace=wanted)
+            )
+            await write_members(conn, principal.org_id, new_id, members)
+            changed = sorted(document) + (["members"] if wanted else [])
+            await audit.record(conn, principal, "create", "Group", new_id, changed)
+            group = await self._reply(conn, principal, row, request.exclude_members)
+        return pb.CreateGroupResponse(group=group)
+
+    async def GetGroup(self, request: pb.GetGroupRequest, context: Ctx) -> pb.GetGroupResponse:
+        principal = await self._guard.scim(context)
+        async with (
+            self._pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            row = await conn.fetchrow(SELECT_GROUP, principal.org_id, group_id(request.id))
+            if row is None:
+                raise NotFound(f"no group with id {request.id!r}", field="id")
+            group = await self._reply(conn, principal, row, request.exclude_members)
+        return pb.GetGroupResponse(group=group)
+
+    async def ListGroups(
+        self, request: pb.ListGroupsRequest, context: Ctx
+    ) -> pb.ListGroupsResponse:
+        principal = await self._guard.scim(context)
+        async with (
+            self._pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            page = await listing.list_page(conn, TABLE, principal.org_id, request.query)
+            ids = [r["group_id"] for r in page.rows]
+            counts = await member_counts(conn, principal.org_id, ids)
+            members = (
+                None if request.exclude_members else await members_of(conn, principal.org_id, ids)
+            )
+        return pb.ListGroupsResponse(
+            groups=[
+                group_proto(
+                    r, None if members is None else members[r["group_id"]], counts[r["group_id"]]
+                )
+                for r in page.rows
+            ],
+            total_results=page.total,
+            start_index=page.start_index,
+        )
+
+    async def ReplaceGroup(
+        self, request: pb.ReplaceGroupRequest, context: Ctx
+    ) -> pb.ReplaceGroupResponse:
+        principal = await self._guard.scim(context)
+        body = to_dict(request.group)
+        document = documents.normalize(TABLE.schema, body)
+        wanted = documents.member_ids(body)
+        changes = patch.MemberChanges(replace=wanted)  # None: members stay as they are
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await lock(conn, principal, request.id, request.etag)
+            row = await self._update(conn, principal, row, document, changes, "replace")
+            group = await self._reply(conn, principal, row, request.exclude_members)
+        return pb.ReplaceGroupResponse(group=group)
+
+    async def PatchGroup(
+        self, request: pb.PatchGroupRequest, context: Ctx
+    ) -> pb.PatchGroupResponse:
+        principal = await self._guard.scim(context)
+        operations = [operation(op) for op in request.operations]
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await lock(conn, principal, request.id, request.etag)
+            result = patch.apply(TABLE.schema, row["attributes"], operations)
+            row = await self._update(conn, principal, row, result.document, result.members, "patch")
+            group = await self._reply(conn, principal, row, request.exclude_members)
+        return pb.PatchGroupResponse(group=group)
+
+    async def _update(
+        self,
+        conn: Conn,
+        principal: Principal,
+        row: asyncpg.Record,
+        document: dict[str, Any],
+        members: patch.MemberChanges,
+        action: str,
+    ) -> asyncpg.Record:
+        """Write a locked group's new document and membership; a new version
+        only if something changed."""
+        changed = diff(row["attributes"], document)
+        if await change_members(conn, principal.org_id, row["group_id"], members):
+            changed.append("members")
+        if changed:
+            row = await write(conn, principal, row, document)
+            await audit.record(conn, principal, action, "Group", row["group_id"], changed)
+        return row
+
+    async def DeleteGroup(
+        self, request: pb.DeleteGroupRequest, context: Ctx
+    ) -> pb.DeleteGroupResponse:
+        principal = await self._guard.scim(context)
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await lock(conn, principal, request.id, request.etag)
+            gid = row["group_id"]
+            tracker = None
+            if await roles.group_role(conn, principal.org_id, gid) is not None:
+                members = await roles.group_members(conn, principal.org_id, gid)
+                tracker = await roles.RoleTracker.start(conn, principal.org_id, members)
+            await conn.execute(DELETE_GROUP, principal.org_id, gid)
+            if tracker is not None:
+                await tracker.finish("group deleted")
+            await audit.record(conn, principal, "delete", "Group", gid)
+        return pb.DeleteGroupResponse()

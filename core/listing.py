@@ -1,0 +1,82 @@
+"""SCIM listing (RFC 7644 §3.4.2): filter, sort and page, with exact totals.
+
+The page and its total are read in one REPEATABLE READ snapshot, so
+totalResults always agrees with the pages around it. Order is stable across
+pages: the sort key (if any), then creation order, then id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import asyncpg
+
+from core import filters
+from core.errors import InvalidArgument
+from core.schema import ResourceSchema
+from wando.provisioning.v1 import scim_pb2
+
+if TYPE_CHECKING:
+    from core.db import Conn
+
+DEFAULT_COUNT = 100
+MAX_COUNT = 1000
+
+COUNT_SQL = "SELECT count(*) FROM {table} r WHERE {where}"
+
+PAGE_SQL = """
+SELECT r.* FROM {table} r
+WHERE {where}
+ORDER BY {order}
+LIMIT {limit} OFFSET {offset}
+"""
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str  # "users" or "groups"
+    id_column: str  # "user_id" or "group_id"
+    schema: ResourceSchema
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[asyncpg.Record]
+    total: int
+    start_index: int
+
+
+def page_bounds(query: scim_pb2.ListQuery) -> tuple[int, int]:
+    """(1-based start index, count) with RFC 7644 §3.4.2.4's corrections."""
+    start = max(query.start_index, 1)
+    count = query.count if query.HasField("count") else DEFAULT_COUNT
+    return start, min(max(count, 0), MAX_COUNT)
+
+
+async def list_page(conn: Conn, table: Table, org_id: object, query: scim_pb2.ListQuery) -> Page:
+    start, count = page_bounds(query)
+    params = filters.Params(org_id)
+    where = "r.org_id = $1"
+    if query.filter.strip():
+        where += f" AND ({filters.compile_filter(table.schema, query.filter, params)})"
+    if query.sort_order not in (
+        scim_pb2.SORT_ORDER_UNSPECIFIED,
+        scim_pb2.SORT_ORDER_ASCENDING,
+        scim_pb2.SORT_ORDER_DESCENDING,
+    ):
+        raise InvalidArgument("sortOrder must be ascending or descending", field="sortOrder")
+    direction = "DESC" if query.sort_order == scim_pb2.SORT_ORDER_DESCENDING else "ASC"
+    order = f"r.created_at {direction}, r.{table.id_column} {direction}"
+    if query.sort_by.strip():
+        key = filters.sort_expression(table.schema, query.sort_by.strip())
+        order = f"{key} {direction} NULLS LAST, r.created_at, r.{table.id_column}"
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        total = await conn.fetchval(COUNT_SQL.format(table=table.name, where=where), *params.values)
+        rows: list[asyncpg.Record] = []
+        if count > 0 and total >= start:
+            sql = PAGE_SQL.format(
+                table=table.name, where=where, order=order, limit=count, offset=start - 1
+            )
+            rows = await conn.fetch(sql, *params.values)
+    return Page(rows=rows, total=int(total), start_index=start)

@@ -1,0 +1,115 @@
+"""Rows → SCIM JSON and proto messages: the one place resources are rendered.
+
+The stored document (see core.documents) becomes the SCIM representation by
+adding schemas, id, the computed groups/members and meta. meta.location is
+left to the gateway, which knows the public URL.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from core.organizations import timestamp
+from core.schema import ResourceSchema, group_schema, user_schema
+from core.structs import to_struct
+from wando.provisioning.v1 import scim_pb2
+
+
+def etag(version: int) -> str:
+    return f'W/"{version}"'
+
+
+def etag_matches(expected: str, version: int) -> bool:
+    """Whether an If-Match style tag names this version ('*' matches any)."""
+    tag = expected.strip()
+    if tag == "*":
+        return True
+    if tag.startswith("W/"):
+        tag = tag[2:]
+    return tag.strip('"') == str(version)
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def _schemas(schema: ResourceSchema, document: dict[str, Any]) -> list[str]:
+    return [schema.core_urn, *(key for key in document if key.startswith("urn:"))]
+
+
+def _meta(resource_type: str, row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "resourceType": resource_type,
+        "created": _iso(row["created_at"]),
+        "lastModified": _iso(row["updated_at"]),
+        "version": etag(row["version"]),
+    }
+
+
+def user_json(row: asyncpg.Record, groups: list[dict[str, Any]]) -> dict[str, Any]:
+    document: dict[str, Any] = row["attributes"]
+    resource: dict[str, Any] = {
+        "schemas": _schemas(user_schema(), document),
+        "id": str(row["user_id"]),
+    }
+    resource.update(document)
+    resource["active"] = row["active"]
+    resource["groups"] = groups
+    resource["meta"] = _meta("User", row)
+    return resource
+
+
+def group_json(row: asyncpg.Record, members: list[dict[str, Any]] | None) -> dict[str, Any]:
+    document: dict[str, Any] = row["attributes"]
+    resource: dict[str, Any] = {
+        "schemas": _schemas(group_schema(), document),
+        "id": str(row["group_id"]),
+    }
+    resource.update(document)
+    if members is not None:
+        resource["members"] = members
+    resource["meta"] = _meta("Group", row)
+    return resource
+
+
+def user_proto(row: asyncpg.Record, groups: list[dict[str, Any]]) -> scim_pb2.User:
+    return scim_pb2.User(
+        id=str(row["user_id"]),
+        user_name=row["user_name"],
+        external_id=row["external_id"] or "",
+        display_name=row["display_name"] or "",
+        active=row["active"],
+        resource=to_struct(user_json(row, groups)),
+        etag=etag(row["version"]),
+        create_time=timestamp(row["created_at"]),
+        update_time=timestamp(row["updated_at"]),
+    )
+
+
+def group_proto(
+    row: asyncpg.Record, members: list[dict[str, Any]] | None, member_count: int
+) -> scim_pb2.Group:
+    return scim_pb2.Group(
+        id=str(row["group_id"]),
+        display_name=row["display_name"],
+        external_id=row["external_id"] or "",
+        resource=to_struct(group_json(row, members)),
+        etag=etag(row["version"]),
+        create_time=timestamp(row["created_at"]),
+        update_time=timestamp(row["updated_at"]),
+        member_count=member_count,
+    )
+
+
+def group_ref(group_id: uuid.UUID, display_name: str) -> dict[str, Any]:
+    """An entry of a User's `groups`."""
+    return {"value": str(group_id), "display": display_name, "type": "direct"}
+
+
+def member_ref(user_id: uuid.UUID, user_name: str, display_name: str | None) -> dict[str, Any]:
+    """An entry of a Group's `members`."""
+    return {"value": str(user_id), "display": display_name or user_name, "type": "User"}

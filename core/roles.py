@@ -1,0 +1,207 @@
+"""Effective roles: resolution, and the change stream's outbox.
+
+effective role = the highest of admin > boss > member among the mapped groups
+a user belongs to, else the organisation's default role; a deactivated user
+has none. Every write that can change a role does, in its own transaction:
+
+    tracker = await RoleTracker.start(conn, org_id, user_ids)   # before
+    ... the write ...
+    await tracker.finish("cause")                              # after → outbox
+
+start() locks the organisation's role_counters row first, so role-affecting
+writes of one organisation are serialised: each sees the others' results, the
+before/after it computes are exact, and role_changes.seq is gapless and in
+commit order. Lock order is always resource row(s) first, the counter last.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import asyncpg
+
+from wando.provisioning.v1 import roles_pb2
+
+if TYPE_CHECKING:
+    from core.db import Conn
+
+RANK = {"member": 1, "boss": 2, "admin": 3}
+TO_PROTO = {
+    None: roles_pb2.ROLE_UNSPECIFIED,
+    "member": roles_pb2.ROLE_MEMBER,
+    "boss": roles_pb2.ROLE_BOSS,
+    "admin": roles_pb2.ROLE_ADMIN,
+}
+FROM_PROTO = {v: k for k, v in TO_PROTO.items()}
+NOTIFY_CHANNEL = "wando_role_changes"
+
+# users with their mapped groups and the organisation's default role
+RESOLVE_SQL = """
+SELECT u.user_id, u.user_name, u.external_id, u.active, o.default_role,
+       mg.group_id, mg.display_name, mg.role,
+       (SELECT c.last_seq FROM role_counters c WHERE c.org_id = $1) AS seq
+FROM users u
+JOIN organizations o ON o.org_id = u.org_id
+LEFT JOIN LATERAL (
+    SELECT r.group_id, g.display_name, r.role
+    FROM group_members m
+    JOIN group_roles r ON r.org_id = m.org_id AND r.group_id = m.group_id
+    JOIN groups g ON g.org_id = r.org_id AND g.group_id = r.group_id
+    WHERE m.org_id = u.org_id AND m.user_id = u.user_id
+) mg ON true
+WHERE u.org_id = $1 AND {where}
+"""
+
+LOCK_COUNTER = "SELECT last_seq FROM role_counters WHERE org_id = $1 FOR UPDATE"
+
+ADVANCE_COUNTER = """
+UPDATE role_counters SET last_seq = last_seq + $2 WHERE org_id = $1 RETURNING last_seq
+"""
+
+INSERT_CHANGES = """
+INSERT INTO role_changes (org_id, seq, user_id, old_role, new_role, cause)
+SELECT $1, s.seq, s.user_id, s.old_role, s.new_role, $6
+FROM unnest($2::bigint[], $3::uuid[], $4::text[], $5::text[]) AS s(seq, user_id, old_role, new_role)
+"""
+
+NOTIFY = "SELECT pg_notify($1, $2)"
+
+SELECT_GROUP_MEMBERS = "SELECT user_id FROM group_members WHERE org_id = $1 AND group_id = $2"
+
+SELECT_GROUP_ROLE = "SELECT role FROM group_roles WHERE org_id = $1 AND group_id = $2"
+
+
+@dataclass(frozen=True)
+class Grant:
+    group_id: uuid.UUID
+    display_name: str
+    role: str
+
+
+@dataclass(frozen=True)
+class Resolved:
+    user_id: uuid.UUID
+    user_name: str
+    active: bool
+    role: str | None  # None: no role (deactivated)
+    source: int  # roles_pb2.RoleSource
+    granted_by: list[Grant] = field(default_factory=list)
+
+    def to_proto(self) -> roles_pb2.EffectiveRole:
+        return roles_pb2.EffectiveRole(
+            user_id=str(self.user_id),
+            user_name=self.user_name,
+            role=TO_PROTO[self.role],
+            source=self.source,  # type: ignore[arg-type]
+            active=self.active,
+            granted_by=[
+                roles_pb2.GrantingGroup(
+                    group_id=str(g.group_id), display_name=g.display_name, role=TO_PROTO[g.role]
+                )
+                for g in self.granted_by
+            ],
+        )
+
+
+def resolve_rows(rows: Iterable[asyncpg.Record]) -> dict[uuid.UUID, Resolved]:
+    """Fold RESOLVE_SQL rows (one per user and mapped group) into effective roles."""
+    grants: dict[uuid.UUID, list[Grant]] = {}
+    first: dict[uuid.UUID, asyncpg.Record] = {}
+    for row in rows:
+        first.setdefault(row["user_id"], row)
+        found = grants.setdefault(row["user_id"], [])
+        if row["role"] is not None:
+            found.append(Grant(row["group_id"], row["display_name"], row["role"]))
+    resolved = {}
+    for user_id, row in first.items():
+        mapped = grants[user_id]
+        top = max((RANK[g.role] for g in mapped), default=0)
+        winners = sorted((g for g in mapped if RANK[g.role] == top), key=lambda g: g.display_name)
+        if not row["active"]:
+            role, source, winners = None, roles_pb2.ROLE_SOURCE_DEACTIVATED, []
+        elif top:
+            role, source = winners[0].role, roles_pb2.ROLE_SOURCE_GROUP
+        else:
+            role, source = row["default_role"], roles_pb2.ROLE_SOURCE_DEFAULT
+        resolved[user_id] = Resolved(
+            user_id, row["user_name"], row["active"], role, source, winners
+        )
+    return resolved
+
+
+async def resolve(
+    conn: Conn, org_id: uuid.UUID, user_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, Resolved]:
+    ids = list(dict.fromkeys(user_ids))
+    if not ids:
+        return {}
+    rows = await conn.fetch(RESOLVE_SQL.format(where="u.user_id = ANY($2::uuid[])"), org_id, ids)
+    return resolve_rows(rows)
+
+
+@dataclass
+class Change:
+    user_id: uuid.UUID
+    user_name: str
+    old_role: str | None
+    new_role: str | None
+
+
+class RoleTracker:
+    """Before/after effective roles around one write; see the module docstring."""
+
+    def __init__(self, conn: Conn, org_id: uuid.UUID, before: dict[uuid.UUID, Resolved]) -> None:
+        self._conn = conn
+        self._org_id = org_id
+        self._before = before
+
+    @classmethod
+    async def start(
+        cls, conn: Conn, org_id: uuid.UUID, user_ids: Iterable[uuid.UUID]
+    ) -> RoleTracker:
+        await conn.fetchval(LOCK_COUNTER, org_id)
+        return cls(conn, org_id, await resolve(conn, org_id, user_ids))
+
+    async def changes(self, also: Iterable[uuid.UUID] = ()) -> list[Change]:
+        """The role changes so far, for the users tracked plus `also` (new ones)."""
+        ids = [*self._before, *also]
+        after = await resolve(self._conn, self._org_id, ids)
+        out = []
+        for user_id in dict.fromkeys(ids):
+            old, new = self._before.get(user_id), after.get(user_id)
+            old_role = old.role if old else None
+            new_role = new.role if new else None
+            if old_role != new_role:
+                name = (new or old).user_name  # type: ignore[union-attr]
+                out.append(Change(user_id, name, old_role, new_role))
+        return out
+
+    async def finish(self, cause: str, also: Iterable[uuid.UUID] = ()) -> list[Change]:
+        """Write the changes to the outbox (and wake watchers on commit)."""
+        found = await self.changes(also)
+        if found:
+            last = await self._conn.fetchval(ADVANCE_COUNTER, self._org_id, len(found))
+            first = last - len(found) + 1
+            await self._conn.execute(
+                INSERT_CHANGES,
+                self._org_id,
+                list(range(first, last + 1)),
+                [c.user_id for c in found],
+                [c.old_role for c in found],
+                [c.new_role for c in found],
+                cause,
+            )
+            await self._conn.execute(NOTIFY, NOTIFY_CHANNEL, str(self._org_id))
+        return found
+
+
+async def group_role(conn: Conn, org_id: uuid.UUID, group_id: uuid.UUID) -> str | None:
+    role: str | None = await conn.fetchval(SELECT_GROUP_ROLE, org_id, group_id)
+    return role
+
+
+async def group_members(conn: Conn, org_id: uuid.UUID, group_id: uuid.UUID) -> list[uuid.UUID]:
+    return [r["user_id"] for r in await conn.fetch(SELECT_GROUP_MEMBERS, org_id, group_id)]

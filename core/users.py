@@ -1,0 +1,259 @@
+"""Users: SQL, and the UserService servicer (SCIM semantics on PostgreSQL)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from core import audit, documents, listing, patch, roles
+from core.auth import Guard
+from core.errors import AlreadyExists, InvalidArgument, NotFound, VersionMismatch
+from core.organizations import parse_uuid
+from core.representation import etag_matches, group_ref, user_proto
+from core.rpc import Ctx
+from core.schema import user_schema
+from core.structs import to_dict, to_value
+from core.tokens import Principal
+from wando.provisioning.v1 import user_service_pb2 as pb
+from wando.provisioning.v1 import user_service_pb2_grpc
+
+if TYPE_CHECKING:
+    from core.db import Conn
+
+TABLE = listing.Table("users", "user_id", user_schema())
+USER_NAME_KEY = "users_org_user_name_key"
+
+INSERT_USER = """
+INSERT INTO users (org_id, user_id, user_name, external_id, display_name, active, attributes)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+RETURNING *
+"""
+
+SELECT_USER = "SELECT * FROM users WHERE org_id = $1 AND user_id = $2"
+
+SELECT_USER_FOR_UPDATE = SELECT_USER + " FOR UPDATE"
+
+UPDATE_USER = """
+UPDATE users
+SET user_name = $3, external_id = $4, display_name = $5, active = $6, attributes = $7,
+    version = version + 1, updated_at = clock_timestamp()
+WHERE org_id = $1 AND user_id = $2
+RETURNING *
+"""
+
+DELETE_USER = "DELETE FROM users WHERE org_id = $1 AND user_id = $2"
+
+DELETE_EMAILS = "DELETE FROM user_emails WHERE org_id = $1 AND user_id = $2"
+
+INSERT_EMAILS = """
+INSERT INTO user_emails (org_id, user_id, value_lower)
+SELECT $1, $2, lower(v) FROM unnest($3::text[]) AS v
+ON CONFLICT DO NOTHING
+"""
+
+# the groups of a page of users, in one query
+SELECT_GROUPS_OF_USERS = """
+SELECT m.user_id, g.group_id, g.display_name
+FROM group_members m
+JOIN groups g ON g.org_id = m.org_id AND g.group_id = m.group_id
+WHERE m.org_id = $1 AND m.user_id = ANY($2::uuid[])
+ORDER BY g.display_name, g.group_id
+"""
+
+
+def columns(document: dict[str, Any]) -> tuple[str, str | None, str | None, bool]:
+    """The indexed copies of a document's attributes: userName, externalId,
+    displayName, active."""
+    return (
+        document["userName"],
+        document.get("externalId"),
+        document.get("displayName"),
+        bool(document.get("active", True)),
+    )
+
+
+def email_keys(document: dict[str, Any]) -> list[str]:
+    emails = document.get("emails") or []
+    # lower-cased by PostgreSQL (INSERT_EMAILS), as filters compare with lower($n)
+    return sorted({e["value"] for e in emails if isinstance(e.get("value"), str)})
+
+
+def diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+
+
+async def groups_of(
+    conn: Conn, org_id: uuid.UUID, user_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[dict[str, Any]]]:
+    found: dict[uuid.UUID, list[dict[str, Any]]] = {uid: [] for uid in user_ids}
+    if user_ids:
+        for row in await conn.fetch(SELECT_GROUPS_OF_USERS, org_id, user_ids):
+            found[row["user_id"]].append(group_ref(row["group_id"], row["display_name"]))
+    return found
+
+
+def user_id(raw: str) -> uuid.UUID:
+    """Parse a resource id; anything that is not one of ours is simply not found."""
+    parsed = parse_uuid(raw)
+    if parsed is None:
+        raise NotFound(f"no user with id {raw!r}", field="id")
+    return parsed
+
+
+async def lock(conn: Conn, principal: Principal, raw_id: str, expected_etag: str) -> asyncpg.Record:
+    """The user's row, locked for this transaction; checks the expected version."""
+    row = await conn.fetchrow(SELECT_USER_FOR_UPDATE, principal.org_id, user_id(raw_id))
+    if row is None:
+        raise NotFound(f"no user with id {raw_id!r}", field="id")
+    if expected_etag and not etag_matches(expected_etag, row["version"]):
+        raise VersionMismatch(
+            f'the user changed since version {expected_etag} (now W/"{row["version"]}")',
+            field="etag",
+        )
+    return row
+
+
+async def write(
+    conn: Conn, principal: Principal, row: asyncpg.Record, document: dict[str, Any]
+) -> asyncpg.Record:
+    """Store a new document for a locked user, keeping the email index in step."""
+    try:
+        updated = await conn.fetchrow(
+            UPDATE_USER, principal.org_id, row["user_id"], *columns(document), document
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise _conflict(exc, document) from None
+    assert updated is not None
+    if email_keys(document) != email_keys(row["attributes"]):
+        await conn.execute(DELETE_EMAILS, principal.org_id, row["user_id"])
+        await conn.execute(INSERT_EMAILS, principal.org_id, row["user_id"], email_keys(document))
+    return updated
+
+
+def _conflict(exc: asyncpg.UniqueViolationError, document: dict[str, Any]) -> Exception:
+    if exc.constraint_name == USER_NAME_KEY:
+        return AlreadyExists(
+            f"a user with userName {document['userName']!r} already exists", field="userName"
+        )
+    return exc
+
+
+class UserService(user_service_pb2_grpc.UserServiceServicer):
+    def __init__(self, pool: asyncpg.Pool, guard: Guard) -> None:
+        self._pool = pool
+        self._guard = guard
+
+    async def _reply(self, conn: Conn, principal: Principal, row: asyncpg.Record) -> Any:
+        groups = await groups_of(conn, principal.org_id, [row["user_id"]])
+        return user_proto(row, groups[row["user_id"]])
+
+    async def CreateUser(
+        self, request: pb.CreateUserRequest, context: Ctx
+    ) -> pb.CreateUserResponse:
+        principal = await self._guard.scim(context)
+        document = documents.normalize(TABLE.schema, to_dict(request.user))
+        document.setdefault("active", True)
+        new_id = uuid.uuid4()
+        async with self._pool.acquire() as conn, conn.transaction():
+            try:
+                row = await conn.fetchrow(
+                    INSERT_USER, principal.org_id, new_id, *columns(document), document
+                )
+            except asyncpg.UniqueViolationError as exc:
+                raise _conflict(exc, document) from None
+            assert row is not None
+            await conn.execute(INSERT_EMAILS, principal.org_id, new_id, email_keys(document))
+            await audit.record(conn, principal, "create", "User", new_id, sorted(document))
+            # nobody else can see the new user yet: its "before" is no role
+            tracker = await roles.RoleTracker.start(conn, principal.org_id, [])
+            await tracker.finish("user created", also=[new_id])
+        return pb.CreateUserResponse(user=user_proto(row, []))
+
+    async def GetUser(self, request: pb.GetUserRequest, context: Ctx) -> pb.GetUserResponse:
+        principal = await self._guard.scim(context)
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(SELECT_USER, principal.org_id, user_id(request.id))
+            if row is None:
+                raise NotFound(f"no user with id {request.id!r}", field="id")
+            return pb.GetUserResponse(user=await self._reply(conn, principal, row))
+
+    async def ListUsers(self, request: pb.ListUsersRequest, context: Ctx) -> pb.ListUsersResponse:
+        principal = await self._guard.scim(context)
+        async with self._pool.acquire() as conn:
+            page = await listing.list_page(conn, TABLE, principal.org_id, request.query)
+            groups = await groups_of(conn, principal.org_id, [r["user_id"] for r in page.rows])
+        return pb.ListUsersResponse(
+            users=[user_proto(r, groups[r["user_id"]]) for r in page.rows],
+            total_results=page.total,
+            start_index=page.start_index,
+        )
+
+    async def ReplaceUser(
+        self, request: pb.ReplaceUserRequest, context: Ctx
+    ) -> pb.ReplaceUserResponse:
+        principal = await self._guard.scim(context)
+        document = documents.normalize(TABLE.schema, to_dict(request.user))
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await lock(conn, principal, request.id, request.etag)
+            row = await self._update(conn, principal, row, document, "replace")
+            return pb.ReplaceUserResponse(user=await self._reply(conn, principal, row))
+
+    async def PatchUser(self, request: pb.PatchUserRequest, context: Ctx) -> pb.PatchUserResponse:
+        principal = await self._guard.scim(context)
+        operations = [operation(op) for op in request.operations]
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await lock(conn, principal, request.id, request.etag)
+            document = patch.apply(TABLE.schema, row["attributes"], operations).document
+            row = await self._update(conn, principal, row, document, "patch")
+            return pb.PatchUserResponse(user=await self._reply(conn, principal, row))
+
+    async def _update(
+        self,
+        conn: Conn,
+        principal: Principal,
+        row: asyncpg.Record,
+        document: dict[str, Any],
+        action: str,
+    ) -> asyncpg.Record:
+        """Store a locked user's new document; a new version only if something
+        changed, and the role stream told when `active` flips."""
+        # a write that says nothing about `active` leaves it as it is
+        document.setdefault("active", row["active"])
+        changed = diff(row["attributes"], document)
+        if not changed:
+            return row
+        tracker = None
+        if document["active"] != row["active"]:
+            tracker = await roles.RoleTracker.start(conn, principal.org_id, [row["user_id"]])
+        row = await write(conn, principal, row, document)
+        if tracker is not None:
+            await tracker.finish("user activated" if row["active"] else "user deactivated")
+        await audit.record(conn, principal, action, "User", row["user_id"], changed)
+        return row
+
+    async def DeleteUser(
+        self, request: pb.DeleteUserRequest, context: Ctx
+    ) -> pb.DeleteUserResponse:
+        principal = await self._guard.scim(context)
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await lock(conn, principal, request.id, request.etag)
+            tracker = await roles.RoleTracker.start(conn, principal.org_id, [row["user_id"]])
+            await conn.execute(DELETE_USER, principal.org_id, row["user_id"])
+            await tracker.finish("user deleted")
+            await audit.record(conn, principal, "delete", "User", row["user_id"])
+        return pb.DeleteUserResponse()
+
+
+def operation(message: Any) -> patch.Operation:
+    """A proto PatchOperation as the PATCH engine takes it."""
+    if len(message.op) > 32 or len(message.path) > 4096:
+        raise InvalidArgument("a PATCH operation's op or path is too long", field="Operations")
+    has_value = message.HasField("value")
+    return patch.Operation(
+        op=message.op,
+        path=message.path,
+        value=to_value(message.value) if has_value else None,
+        has_value=has_value,
+    )

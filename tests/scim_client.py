@@ -1,0 +1,155 @@
+"""A thin test client for the core's SCIM services: dicts in, dicts out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from google.protobuf import struct_pb2
+
+from core.structs import to_dict, to_struct
+from tests.support import bearer
+from wando.provisioning.v1 import error_pb2, scim_pb2
+from wando.provisioning.v1 import group_service_pb2 as gpb
+from wando.provisioning.v1 import group_service_pb2_grpc as ggrpc
+from wando.provisioning.v1 import user_service_pb2 as upb
+from wando.provisioning.v1 import user_service_pb2_grpc as ugrpc
+
+
+def reason(error: grpc.aio.AioRpcError) -> int:
+    """The ErrorInfo reason a failed call carried."""
+    for key, value in error.trailing_metadata() or ():
+        if key == "wando-error-bin":
+            return error_pb2.ErrorInfo.FromString(value).reason
+    return error_pb2.ERROR_REASON_UNSPECIFIED
+
+
+def ops(*operations: dict[str, Any]) -> list[scim_pb2.PatchOperation]:
+    out = []
+    for op in operations:
+        message = scim_pb2.PatchOperation(op=op["op"], path=op.get("path", ""))
+        if "value" in op:
+            holder = struct_pb2.Struct()
+            holder.update({"v": op["value"]})
+            message.value.CopyFrom(holder.fields["v"])
+        out.append(message)
+    return out
+
+
+class Scim:
+    """Calls UserService and GroupService with one organisation's token."""
+
+    def __init__(self, channel: grpc.aio.Channel, secret: str) -> None:
+        self.users = ugrpc.UserServiceStub(channel)
+        self.groups = ggrpc.GroupServiceStub(channel)
+        self.metadata = bearer(secret)
+
+    # users
+    async def create_user(self, body: dict[str, Any]) -> dict[str, Any]:
+        r = await self.users.CreateUser(
+            upb.CreateUserRequest(user=to_struct(body)), metadata=self.metadata
+        )
+        return to_dict(r.user.resource)
+
+    async def get_user(self, user_id: str) -> dict[str, Any]:
+        r = await self.users.GetUser(upb.GetUserRequest(id=user_id), metadata=self.metadata)
+        return to_dict(r.user.resource)
+
+    async def list_users(self, **query: Any) -> tuple[list[dict[str, Any]], int, int]:
+        r = await self.users.ListUsers(
+            upb.ListUsersRequest(query=scim_pb2.ListQuery(**query)), metadata=self.metadata
+        )
+        return [to_dict(u.resource) for u in r.users], r.total_results, r.start_index
+
+    async def replace_user(
+        self, user_id: str, body: dict[str, Any], etag: str = ""
+    ) -> dict[str, Any]:
+        r = await self.users.ReplaceUser(
+            upb.ReplaceUserRequest(id=user_id, user=to_struct(body), etag=etag),
+            metadata=self.metadata,
+        )
+        return to_dict(r.user.resource)
+
+    async def patch_user(
+        self, user_id: str, *operations: dict[str, Any], etag: str = ""
+    ) -> dict[str, Any]:
+        r = await self.users.PatchUser(
+            upb.PatchUserRequest(id=user_id, operations=ops(*operations), etag=etag),
+            metadata=self.metadata,
+        )
+        return to_dict(r.user.resource)
+
+    async def delete_user(self, user_id: str, etag: str = "") -> None:
+        await self.users.DeleteUser(
+            upb.DeleteUserRequest(id=user_id, etag=etag), metadata=self.metadata
+        )
+
+    # groups
+    async def create_group(
+        self, body: dict[str, Any], exclude_members: bool = False
+    ) -> dict[str, Any]:
+        r = await self.groups.CreateGroup(
+            gpb.CreateGroupRequest(group=to_struct(body), exclude_members=exclude_members),
+            metadata=self.metadata,
+        )
+        return to_dict(r.group.resource)
+
+    async def get_group(self, group_id: str, exclude_members: bool = False) -> dict[str, Any]:
+        r = await self.groups.GetGroup(
+            gpb.GetGroupRequest(id=group_id, exclude_members=exclude_members),
+            metadata=self.metadata,
+        )
+        return to_dict(r.group.resource)
+
+    async def list_groups(
+        self, exclude_members: bool = False, **query: Any
+    ) -> tuple[list[dict[str, Any]], int, int]:
+        r = await self.groups.ListGroups(
+            gpb.ListGroupsRequest(
+                query=scim_pb2.ListQuery(**query), exclude_members=exclude_members
+            ),
+            metadata=self.metadata,
+        )
+        return [to_dict(g.resource) for g in r.groups], r.total_results, r.start_index
+
+    async def replace_group(
+        self, group_id: str, body: dict[str, Any], etag: str = ""
+    ) -> dict[str, Any]:
+        r = await self.groups.ReplaceGroup(
+            gpb.ReplaceGroupRequest(id=group_id, group=to_struct(body), etag=etag),
+            metadata=self.metadata,
+        )
+        return to_dict(r.group.resource)
+
+    async def patch_group(
+        self, group_id: str, *operations: dict[str, Any], etag: str = ""
+    ) -> dict[str, Any]:
+        r = await self.groups.PatchGroup(
+            gpb.PatchGroupRequest(id=group_id, operations=ops(*operations), etag=etag),
+            metadata=self.metadata,
+        )
+        return to_dict(r.group.resource)
+
+    async def delete_group(self, group_id: str, etag: str = "") -> None:
+        await self.groups.DeleteGroup(
+            gpb.DeleteGroupRequest(id=group_id, etag=etag), metadata=self.metadata
+        )
+
+
+def okta_user(user_name: str, **extra: Any) -> dict[str, Any]:
+    """The body Okta sends to create a user (shared/reference §1.2 (3b))."""
+    given, _, family = user_name.partition("@")[0].partition(".")
+    body = {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": user_name,
+        "name": {"givenName": given.title() or "Test", "familyName": family.title() or "User"},
+        "emails": [{"primary": True, "value": user_name, "type": "work"}],
+        "displayName": f"{given.title()} {family.title()}".strip(),
+        "locale": "en-US",
+        "externalId": f"00u{abs(hash(user_name)) % 10**12:012d}",
+        "groups": [],
+        "password": "1mz050nq",
+        "active": True,
+    }
+    body.update(extra)
+    return body
