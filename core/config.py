@@ -48,13 +48,18 @@ class Settings:
     public_base_url: str
     scim_prefix: str
     admin_token: str | None
+    service_token: str | None
     log_level: str
     log_format: str
     db_pool_min: int
     db_pool_max: int
     shutdown_grace_seconds: float
+    max_body_bytes: int
+    rate_limit_per_second: float
+    rate_limit_burst: int
+    core_timeout_seconds: float
 
-    SECRET_FIELDS = ("admin_token", "database_url")
+    SECRET_FIELDS = ("admin_token", "service_token", "database_url")
 
     def redacted(self) -> dict[str, str]:
         """The effective settings as strings, secrets replaced, for the start-up log."""
@@ -93,6 +98,19 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
     if not low <= value <= high:
         raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not low <= value <= high:  # also refuses nan
+        raise ConfigError(f"{name} must be between {low:g} and {high:g}, got {raw}")
     return value
 
 
@@ -143,9 +161,14 @@ def load(env: Mapping[str, str] | None = None, **overrides: str | None) -> Setti
         public_base_url=public.rstrip("/"),
         scim_prefix=prefix,
         admin_token=source.get("WANDO_ADMIN_TOKEN") or None,
+        service_token=source.get("WANDO_SERVICE_TOKEN") or None,
         log_level=_choice(source, "WANDO_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
         log_format=_choice(source, "WANDO_LOG_FORMAT", "text", ("text", "json")),
         db_pool_min=pool_min,
         db_pool_max=pool_max,
         shutdown_grace_seconds=float(_int(source, "WANDO_SHUTDOWN_GRACE_SECONDS", 10, 0, 600)),
+        max_body_bytes=_int(source, "WANDO_MAX_BODY_BYTES", 1024 * 1024, 1024, 4 * 1024 * 1024),
+        rate_limit_per_second=_float(source, "WANDO_RATE_LIMIT_PER_SECOND", 50.0, 0.0, 1e6),
+        rate_limit_burst=_int(source, "WANDO_RATE_LIMIT_BURST", 200, 1, 1_000_000),
+        core_timeout_seconds=_float(source, "WANDO_CORE_TIMEOUT_SECONDS", 10.0, 0.1, 300.0),
     )

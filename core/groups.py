@@ -70,22 +70,21 @@ SELECT $1, $2, unnest($3::uuid[])
 ON CONFLICT DO NOTHING
 """
 
+# one primary-key probe per id, whatever plan PostgreSQL caches for the statement
 DELETE_MEMBERS = """
-DELETE FROM group_members
-WHERE org_id = $1 AND group_id = $2 AND user_id = ANY($3::uuid[])
+DELETE FROM group_members m
+USING unnest($3::uuid[]) AS d(user_id)
+WHERE m.org_id = $1 AND m.group_id = $2 AND m.user_id = d.user_id
 """
 
 # current members among the given ids
 SELECT_MEMBERS_AMONG = """
-SELECT user_id FROM group_members
-WHERE org_id = $1 AND group_id = $2 AND user_id = ANY($3::uuid[])
+SELECT m.user_id FROM group_members m
+JOIN unnest($3::uuid[]) AS d(user_id) ON m.user_id = d.user_id
+WHERE m.org_id = $1 AND m.group_id = $2
 """
 
-# current members not among the given ids
-SELECT_MEMBERS_NOT_AMONG = """
-SELECT user_id FROM group_members
-WHERE org_id = $1 AND group_id = $2 AND user_id NOT IN (SELECT unnest($3::uuid[]))
-"""
+SELECT_MEMBER_IDS = "SELECT user_id FROM group_members WHERE org_id = $1 AND group_id = $2"
 
 SELECT_MEMBERS = """
 SELECT m.group_id, u.user_id, u.user_name, u.display_name
@@ -179,21 +178,32 @@ async def plan(
     """What to insert and delete for `changes` on a locked group. New members
     must be users of this organisation; reads grow with the request, writes
     with the change."""
+    # arrays here range from one id to a whole group: plan each statement for
+    # the array it gets, never a cached generic plan made for another size
+    await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
     removed = set(member_uuids(changes.remove, strict=False))
     keep = [
         i
         for i in member_uuids([*(changes.replace or []), *changes.add], strict=True)
         if i not in removed
     ]
+    if changes.replace is not None:
+        # a full list: diff against the current members here, so that the
+        # queries below carry only what changes (no plan over a large array)
+        current = {r["user_id"] for r in await conn.fetch(SELECT_MEMBER_IDS, org_id, gid)}
+        wanted = set(keep)
+        keep = [i for i in keep if i not in current]
+        gone = [i for i in current if i not in wanted]
+    else:
+        found = (
+            await conn.fetch(SELECT_MEMBERS_AMONG, org_id, gid, list(removed)) if removed else []
+        )
+        gone = [r["user_id"] for r in found]
     rows = await conn.fetch(SELECT_NEW_MEMBERS, org_id, gid, keep) if keep else []
     unknown = [str(r["id"]) for r in rows if not r["known"]]
     if unknown:
         raise _unknown_members(unknown)
-    if changes.replace is not None:
-        gone = await conn.fetch(SELECT_MEMBERS_NOT_AMONG, org_id, gid, keep)
-    else:
-        gone = await conn.fetch(SELECT_MEMBERS_AMONG, org_id, gid, list(removed)) if removed else []
-    return MemberPlan(add=[r["id"] for r in rows], remove=[r["user_id"] for r in gone])
+    return MemberPlan(add=[r["id"] for r in rows], remove=gone)
 
 
 async def write_members(conn: Conn, org_id: uuid.UUID, gid: uuid.UUID, members: MemberPlan) -> None:

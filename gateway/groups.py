@@ -1,0 +1,82 @@
+"""/Groups: the core's GroupService behind the shared resource endpoints.
+
+Every call says whether the response needs `members`, so the core does not
+read a large membership nobody asked for (excludedAttributes=members, or
+attributes without members)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+from google.protobuf import struct_pb2
+
+from gateway.resources import Call
+from wando.provisioning.v1 import group_service_pb2 as pb
+from wando.provisioning.v1 import group_service_pb2_grpc, scim_pb2
+
+GROUP_URN = "urn:ietf:params:scim:schemas:core:2.0:Group"
+
+
+class Groups:
+    name = "Group"
+    endpoint = "Groups"
+    core_urn = GROUP_URN
+    has_members = True
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = group_service_pb2_grpc.GroupServiceStub(channel)
+
+    async def create(
+        self, body: struct_pb2.Struct, call: Call, *, exclude_members: bool
+    ) -> scim_pb2.Group:
+        request = pb.CreateGroupRequest(group=body, exclude_members=exclude_members)
+        return (
+            await self._stub.CreateGroup(request, metadata=call.metadata, timeout=call.timeout)
+        ).group
+
+    async def get(self, id: str, call: Call, *, exclude_members: bool) -> scim_pb2.Group:
+        request = pb.GetGroupRequest(id=id, exclude_members=exclude_members)
+        return (
+            await self._stub.GetGroup(request, metadata=call.metadata, timeout=call.timeout)
+        ).group
+
+    async def list(
+        self, query: scim_pb2.ListQuery, call: Call, *, exclude_members: bool
+    ) -> tuple[Sequence[scim_pb2.Group], int, int]:
+        request = pb.ListGroupsRequest(query=query, exclude_members=exclude_members)
+        response = await self._stub.ListGroups(
+            request, metadata=call.metadata, timeout=call.timeout
+        )
+        return response.groups, response.total_results, response.start_index
+
+    async def replace(
+        self, id: str, body: struct_pb2.Struct, etag: str, call: Call, *, exclude_members: bool
+    ) -> scim_pb2.Group:
+        request = pb.ReplaceGroupRequest(
+            id=id, group=body, etag=etag, exclude_members=exclude_members
+        )
+        return (
+            await self._stub.ReplaceGroup(request, metadata=call.metadata, timeout=call.timeout)
+        ).group
+
+    async def patch(
+        self,
+        id: str,
+        operations: Sequence[scim_pb2.PatchOperation],
+        etag: str,
+        call: Call,
+        *,
+        exclude_members: bool,
+    ) -> scim_pb2.Group:
+        request = pb.PatchGroupRequest(
+            id=id, operations=operations, etag=etag, exclude_members=exclude_members
+        )
+        return (
+            await self._stub.PatchGroup(request, metadata=call.metadata, timeout=call.timeout)
+        ).group
+
+    async def delete(self, id: str, etag: str, call: Call) -> None:
+        await self._stub.DeleteGroup(
+            pb.DeleteGroupRequest(id=id, etag=etag), metadata=call.metadata, timeout=call.timeout
+        )

@@ -1,0 +1,23 @@
+"""Typed keys for what the application and each request carry."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from core.config import Settings
+
+if TYPE_CHECKING:
+    from gateway.ratelimit import RateLimiter
+    from gateway.resources import ResourceCalls
+
+SETTINGS = web.AppKey("settings", Settings)
+# the core's resource services by endpoint ("Users", "Groups"), on the one
+# gRPC channel of the process; set up and torn down by the app's cleanup_ctx
+CORE: web.AppKey[dict[str, ResourceCalls]] = web.AppKey("core")
+RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
+
+REQUEST_ID = web.RequestKey("request_id", str)
+# the caller's bearer token, forwarded to the core; never logged
+TOKEN = web.RequestKey("token", str)

@@ -1,0 +1,149 @@
+"""SCIM JSON ⇄ the core's protos: the one mapping at the gateway's boundary,
+each function named by its direction.
+
+Struct carries every JSON number as a double; `json_from_struct` turns the
+integral ones back into ints, here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2
+from scim2_models import InvalidSyntaxException
+
+from gateway.projection import project
+from gateway.query import ListQuery, Projection
+from wando.provisioning.v1 import scim_pb2
+
+LIST_RESPONSE_URN = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
+PATCH_OP_URN = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+MAX_SAFE_INTEGER = 2**53
+
+CoreResource = scim_pb2.User | scim_pb2.Group
+
+_SORT_ORDERS = {
+    "": scim_pb2.SORT_ORDER_UNSPECIFIED,
+    "ascending": scim_pb2.SORT_ORDER_ASCENDING,
+    "descending": scim_pb2.SORT_ORDER_DESCENDING,
+}
+
+
+def _ints(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) < MAX_SAFE_INTEGER:
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _ints(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_ints(item) for item in value]
+    return value
+
+
+def json_from_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
+    result: dict[str, Any] = _ints(json_format.MessageToDict(struct))
+    return result
+
+
+def struct_from_json(body: dict[str, Any]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(body)
+    return struct
+
+
+def value_from_json(value: Any) -> struct_pb2.Value:
+    holder = struct_pb2.Struct()
+    holder.update({"v": value})
+    return holder.fields["v"]
+
+
+def patch_operations_from_scim(body: dict[str, Any]) -> list[scim_pb2.PatchOperation]:
+    """The operations of a PatchOp body, forwarded as sent; only the envelope
+    is checked here (an `Operations` list of objects with a string `op`)."""
+    operations = _member(body, "operations")
+    if not isinstance(operations, list):
+        raise InvalidSyntaxException(
+            detail=f'a PATCH body must be a {PATCH_OP_URN} message with an "Operations" list'
+        )
+    out: list[scim_pb2.PatchOperation] = []
+    for index, raw in enumerate(operations):
+        if not isinstance(raw, dict):
+            raise InvalidSyntaxException(detail=f"Operations[{index}] must be an object")
+        op = _member(raw, "op")
+        if not isinstance(op, str) or not op:
+            raise InvalidSyntaxException(detail=f'Operations[{index}] needs an "op" string')
+        path = _member(raw, "path")
+        if path is not None and not isinstance(path, str):
+            raise InvalidSyntaxException(detail=f'Operations[{index}]: "path" must be a string')
+        operation = scim_pb2.PatchOperation(op=op, path=path or "")
+        if _has_member(raw, "value"):
+            operation.value.CopyFrom(value_from_json(_member(raw, "value")))
+        out.append(operation)
+    return out
+
+
+def _has_member(obj: dict[str, Any], name: str) -> bool:
+    return any(key.lower() == name for key in obj)
+
+
+def _member(obj: dict[str, Any], name: str) -> Any:
+    """obj[name], the key matched without regard to case."""
+    for key, value in obj.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def list_query_to_proto(query: ListQuery) -> scim_pb2.ListQuery:
+    message = scim_pb2.ListQuery(
+        filter=query.filter,
+        start_index=query.start_index,
+        sort_by=query.sort_by,
+        sort_order=_SORT_ORDERS[query.sort_order],
+    )
+    if query.count is not None:
+        message.count = query.count
+    return message
+
+
+def scim_from_resource(
+    resource: CoreResource, *, location: str, projection: Projection, core_urn: str
+) -> dict[str, Any]:
+    """The SCIM JSON of a core resource: meta.location added, never a
+    password, projected as the request asked."""
+    body = {
+        key: value
+        for key, value in json_from_struct(resource.resource).items()
+        if key.lower() != "password"
+    }
+    meta = body.pop("meta", None)
+    body["meta"] = {**(meta if isinstance(meta, dict) else {}), "location": location}
+    return project(_in_reading_order(body), projection, core_urn)
+
+
+_FIRST = {"schemas": 0, "id": 1, "externalid": 2}
+
+
+def _in_reading_order(body: dict[str, Any]) -> dict[str, Any]:
+    """schemas, id and externalId first, extensions and meta last (a Struct
+    keeps no order); what people expect to read, though no client depends on it."""
+
+    def rank(key: str) -> tuple[int, int]:
+        lowered = key.lower()
+        if lowered in _FIRST:
+            return (0, _FIRST[lowered])
+        if lowered == "meta":
+            return (3, 0)
+        return (2 if lowered.startswith("urn:") else 1, 0)
+
+    return {key: body[key] for key in sorted(body, key=rank)}
+
+
+def list_response(resources: list[dict[str, Any]], total: int, start_index: int) -> dict[str, Any]:
+    """An RFC 7644 §3.4.2 ListResponse: integers, and Resources always a list."""
+    return {
+        "schemas": [LIST_RESPONSE_URN],
+        "totalResults": int(total),
+        "startIndex": int(start_index),
+        "itemsPerPage": len(resources),
+        "Resources": resources,
+    }

@@ -1,0 +1,178 @@
+"""Cross-cutting work on every HTTP request, outermost first:
+
+- request_context (root app): a request id (X-Request-Id if the caller sent a
+  sane one) for the logs, the core call and the response; one access-log line.
+- render_errors (root app): SCIM exceptions, failed core calls (through
+  gateway.errors.TABLE), aiohttp's own 404/405/413 and anything unexpected
+  become RFC 7644 §3.12 error responses; never a traceback.
+- limit_body (SCIM app): a declared Content-Length over the limit is 413
+  before anything is read (gateway.body enforces it for chunked bodies).
+- authenticate (SCIM app): `Authorization: Bearer <token>`, scheme in any
+  case; the token is checked by the core on every call. The reason for a 401
+  is logged, the token never.
+- rate_limit (SCIM app): a token bucket per bearer token; 429 + Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+
+import grpc
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from scim2_models import Error, NotFoundException, SCIMException, UnauthorizedException
+
+from core import logs
+from gateway import errors
+from gateway.body import too_large
+from gateway.keys import RATE_LIMITER, REQUEST_ID, SETTINGS, TOKEN
+
+log = logging.getLogger("gateway")
+access_log = logging.getLogger("gateway.access")
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# RFC 6750 §2.1 b64token
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]{1,1024}=*")
+_PUBLIC = "scim_public"
+
+
+def public(handler: Handler) -> Handler:
+    """Mark a handler as needing no bearer token (the discovery endpoints)."""
+    setattr(handler, _PUBLIC, True)
+    return handler
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    sent = request.headers.get("X-Request-Id", "")
+    request_id = sent if _REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    context = logs.request_id.set(request_id)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers["X-Request-Id"] = request_id
+        return response
+    except asyncio.CancelledError:
+        status = 499  # the client went away
+        raise
+    finally:
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        # the path only: query strings hold filter values (user names, e-mails)
+        access_log.info(
+            "%s %s %s %.1fms",
+            request.method,
+            request.path,
+            status,
+            elapsed_ms,
+            extra={
+                "fields": {
+                    "method": request.method,
+                    "path": request.path,
+                    "status": status,
+                    "duration_ms": round(elapsed_ms, 1),
+                }
+            },
+        )
+        logs.request_id.reset(context)
+
+
+@web.middleware
+async def render_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except SCIMException as exc:
+        return errors.error_response(exc)
+    except grpc.aio.AioRpcError as exc:
+        return errors.error_response(_from_core(request, exc))
+    except web.HTTPException as exc:
+        return errors.error_response(_from_http(request, exc))
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unexpected error")
+        return errors.error_response(errors.internal_error(request[REQUEST_ID]))
+
+
+def _from_core(request: web.Request, exc: grpc.aio.AioRpcError) -> SCIMException:
+    scim = errors.from_grpc(exc, request[REQUEST_ID])
+    reason = errors.error_info(exc).reason
+    if scim.status >= 500:
+        log.warning("core call failed: %s %s", exc.code().name, exc.details())
+    elif scim.status == 401:
+        log.info("core refused the bearer token: %s", exc.details())
+    else:
+        log.debug("core answered %s (reason %s)", exc.code().name, reason)
+    return scim
+
+
+def _from_http(request: web.Request, exc: web.HTTPException) -> SCIMException:
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return errors.MethodNotAllowed(
+            allowed=exc.allowed_methods,
+            detail=f"{request.method} is not allowed on {request.path}",
+        )
+    if isinstance(exc, web.HTTPNotFound):
+        return NotFoundException(detail=f"no SCIM endpoint at {request.path}")
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return too_large(request.config_dict[SETTINGS].max_body_bytes)
+    return SCIMException.from_error(
+        Error(status=exc.status, detail=exc.reason or "request refused")
+    )
+
+
+@web.middleware
+async def limit_body(request: web.Request, handler: Handler) -> web.StreamResponse:
+    limit = request.config_dict[SETTINGS].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large(limit)
+    return await handler(request)
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.match_info.http_exception is not None or getattr(
+        request.match_info.handler, _PUBLIC, False
+    ):
+        return await handler(request)  # 404, 405, or a discovery endpoint
+    header = request.headers.get("Authorization")
+    if header is None:
+        raise _unauthorized("no Authorization header")
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer":
+        raise _unauthorized("the Authorization scheme is not Bearer")
+    if not token:
+        raise _unauthorized("the bearer token is empty")
+    if not _BEARER_TOKEN.fullmatch(token):
+        raise _unauthorized("the bearer token is malformed")
+    request[TOKEN] = token
+    return await handler(request)
+
+
+def _unauthorized(reason: str) -> UnauthorizedException:
+    log.info("401: %s", reason)
+    return UnauthorizedException(
+        detail=f"{reason}; send the SCIM token issued by Wando as 'Authorization: Bearer <token>'"
+    )
+
+
+@web.middleware
+async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+    token = request.get(TOKEN)
+    if token is not None:
+        wait = request.config_dict[RATE_LIMITER].acquire(token)
+        if wait:
+            log.info("429: rate limit reached; retry after %ss", wait)
+            raise errors.TooManyRequests(retry_after=wait)
+    return await handler(request)
+
+
+ROOT: list[Middleware] = [request_context, render_errors]
+SCIM: list[Middleware] = [limit_body, authenticate, rate_limit]

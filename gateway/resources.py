@@ -1,0 +1,219 @@
+"""The SCIM resource endpoints (RFC 7644 §3.3 to §3.6), once for every resource
+type: list, search, create, get, replace, patch, delete.
+
+A resource type (gateway.users, gateway.groups) only says how to call its
+core service; everything HTTP is here. Failed core calls surface as
+grpc.aio.AioRpcError and are rendered by the error middleware.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import quote
+
+import grpc
+from aiohttp import web
+from google.protobuf import struct_pb2
+
+from gateway import body, mapping
+from gateway.keys import CORE, REQUEST_ID, SETTINGS, TOKEN
+from gateway.query import (
+    ListQuery,
+    Projection,
+    list_query_from_params,
+    list_query_from_search_request,
+    projection_from_params,
+)
+from gateway.responses import no_content, scim_response
+from wando.provisioning.v1 import scim_pb2
+
+
+@dataclass(frozen=True)
+class Call:
+    """How to call the core for one HTTP request."""
+
+    metadata: tuple[tuple[str, str], ...]
+    timeout: float
+
+
+class ResourceCalls(Protocol):
+    """One resource type's core service, as the endpoints need it."""
+
+    name: str  # "User"
+    endpoint: str  # "Users"
+    core_urn: str
+    has_members: bool
+
+    def __init__(self, channel: grpc.aio.Channel) -> None: ...
+
+    async def create(
+        self, body: struct_pb2.Struct, call: Call, *, exclude_members: bool
+    ) -> mapping.CoreResource: ...
+
+    async def get(self, id: str, call: Call, *, exclude_members: bool) -> mapping.CoreResource: ...
+
+    async def list(
+        self, query: scim_pb2.ListQuery, call: Call, *, exclude_members: bool
+    ) -> tuple[Sequence[mapping.CoreResource], int, int]: ...
+
+    async def replace(
+        self, id: str, body: struct_pb2.Struct, etag: str, call: Call, *, exclude_members: bool
+    ) -> mapping.CoreResource: ...
+
+    async def patch(
+        self,
+        id: str,
+        operations: Sequence[scim_pb2.PatchOperation],
+        etag: str,
+        call: Call,
+        *,
+        exclude_members: bool,
+    ) -> mapping.CoreResource: ...
+
+    async def delete(self, id: str, etag: str, call: Call) -> None: ...
+
+
+class ResourceEndpoints:
+    """The HTTP handlers of one resource type, e.g. /Users and /Users/{id}."""
+
+    def __init__(self, name: str, endpoint: str, core_urn: str, has_members: bool) -> None:
+        self.name = name
+        self.endpoint = endpoint
+        self.core_urn = core_urn
+        self.has_members = has_members
+
+    @classmethod
+    def of(cls, calls: type[ResourceCalls]) -> ResourceEndpoints:
+        return cls(calls.name, calls.endpoint, calls.core_urn, calls.has_members)
+
+    def add_routes(self, app: web.Application) -> None:
+        collection = f"/{self.endpoint}"
+        item = f"{collection}/{{id}}"
+        app.router.add_get(collection, self.list)
+        app.router.add_post(collection, self.create)
+        app.router.add_post(f"{collection}/.search", self.search)
+        app.router.add_get(item, self.get)
+        app.router.add_put(item, self.replace)
+        app.router.add_patch(item, self.patch)
+        app.router.add_delete(item, self.delete)
+
+    # the handlers
+
+    async def list(self, request: web.Request) -> web.Response:
+        return await self._list(request, list_query_from_params(request.query))
+
+    async def search(self, request: web.Request) -> web.Response:
+        search = await self._body(request)
+        return await self._list(request, list_query_from_search_request(search))
+
+    async def create(self, request: web.Request) -> web.Response:
+        projection = projection_from_params(request.query)
+        resource = await self._core(request).create(
+            mapping.struct_from_json(await self._body(request)),
+            self._call(request),
+            exclude_members=self._excludes_members(projection),
+        )
+        return self._one(request, resource, projection, status=201)
+
+    async def get(self, request: web.Request) -> web.Response:
+        projection = projection_from_params(request.query)
+        resource = await self._core(request).get(
+            request.match_info["id"],
+            self._call(request),
+            exclude_members=self._excludes_members(projection),
+        )
+        return self._one(request, resource, projection)
+
+    async def replace(self, request: web.Request) -> web.Response:
+        projection = projection_from_params(request.query)
+        resource = await self._core(request).replace(
+            request.match_info["id"],
+            mapping.struct_from_json(await self._body(request)),
+            _if_match(request),
+            self._call(request),
+            exclude_members=self._excludes_members(projection),
+        )
+        return self._one(request, resource, projection)
+
+    async def patch(self, request: web.Request) -> web.Response:
+        projection = projection_from_params(request.query)
+        operations = mapping.patch_operations_from_scim(await self._body(request))
+        resource = await self._core(request).patch(
+            request.match_info["id"],
+            operations,
+            _if_match(request),
+            self._call(request),
+            exclude_members=self._excludes_members(projection),
+        )
+        return self._one(request, resource, projection)
+
+    async def delete(self, request: web.Request) -> web.Response:
+        await self._core(request).delete(
+            request.match_info["id"], _if_match(request), self._call(request)
+        )
+        return no_content()
+
+    # the parts they share
+
+    async def _list(self, request: web.Request, query: ListQuery) -> web.Response:
+        resources, total, start_index = await self._core(request).list(
+            mapping.list_query_to_proto(query),
+            self._call(request),
+            exclude_members=self._excludes_members(query.projection),
+        )
+        rendered = [self._render(request, r, query.projection) for r in resources]
+        return scim_response(mapping.list_response(rendered, total, start_index))
+
+    def _one(
+        self,
+        request: web.Request,
+        resource: mapping.CoreResource,
+        projection: Projection,
+        *,
+        status: int = 200,
+    ) -> web.Response:
+        headers = {"ETag": resource.etag} if resource.etag else {}
+        if status == 201:
+            headers["Location"] = self._location(request, resource.id)
+        body = self._render(request, resource, projection)
+        return scim_response(body, status=status, headers=headers)
+
+    def _render(
+        self, request: web.Request, resource: mapping.CoreResource, projection: Projection
+    ) -> dict[str, object]:
+        return mapping.scim_from_resource(
+            resource,
+            location=self._location(request, resource.id),
+            projection=projection,
+            core_urn=self.core_urn,
+        )
+
+    def _location(self, request: web.Request, id: str) -> str:
+        base = request.config_dict[SETTINGS].scim_base_url
+        return f"{base}/{self.endpoint}/{quote(id, safe='')}"
+
+    def _excludes_members(self, projection: Projection) -> bool:
+        return self.has_members and projection.excludes("members", self.core_urn)
+
+    def _core(self, request: web.Request) -> ResourceCalls:
+        return request.config_dict[CORE][self.endpoint]
+
+    def _call(self, request: web.Request) -> Call:
+        return Call(
+            metadata=(
+                ("authorization", f"Bearer {request[TOKEN]}"),
+                ("x-request-id", request[REQUEST_ID]),
+            ),
+            timeout=request.config_dict[SETTINGS].core_timeout_seconds,
+        )
+
+    async def _body(self, request: web.Request) -> dict[str, object]:
+        return await body.json_object(request, request.config_dict[SETTINGS].max_body_bytes)
+
+
+def _if_match(request: web.Request) -> str:
+    """The If-Match precondition for the core; '*' (any version) is no condition."""
+    value = request.headers.get("If-Match", "").strip()
+    return "" if value == "*" else value

@@ -1,0 +1,74 @@
+"""/Users: the core's UserService behind the shared resource endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+from google.protobuf import struct_pb2
+
+from gateway.resources import Call
+from wando.provisioning.v1 import scim_pb2, user_service_pb2_grpc
+from wando.provisioning.v1 import user_service_pb2 as pb
+
+USER_URN = "urn:ietf:params:scim:schemas:core:2.0:User"
+
+
+class Users:
+    name = "User"
+    endpoint = "Users"
+    core_urn = USER_URN
+    has_members = False
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = user_service_pb2_grpc.UserServiceStub(channel)
+
+    async def create(
+        self, body: struct_pb2.Struct, call: Call, *, exclude_members: bool
+    ) -> scim_pb2.User:
+        request = pb.CreateUserRequest(user=body)
+        return (
+            await self._stub.CreateUser(request, metadata=call.metadata, timeout=call.timeout)
+        ).user
+
+    async def get(self, id: str, call: Call, *, exclude_members: bool) -> scim_pb2.User:
+        return (
+            await self._stub.GetUser(
+                pb.GetUserRequest(id=id), metadata=call.metadata, timeout=call.timeout
+            )
+        ).user
+
+    async def list(
+        self, query: scim_pb2.ListQuery, call: Call, *, exclude_members: bool
+    ) -> tuple[Sequence[scim_pb2.User], int, int]:
+        response = await self._stub.ListUsers(
+            pb.ListUsersRequest(query=query), metadata=call.metadata, timeout=call.timeout
+        )
+        return response.users, response.total_results, response.start_index
+
+    async def replace(
+        self, id: str, body: struct_pb2.Struct, etag: str, call: Call, *, exclude_members: bool
+    ) -> scim_pb2.User:
+        request = pb.ReplaceUserRequest(id=id, user=body, etag=etag)
+        return (
+            await self._stub.ReplaceUser(request, metadata=call.metadata, timeout=call.timeout)
+        ).user
+
+    async def patch(
+        self,
+        id: str,
+        operations: Sequence[scim_pb2.PatchOperation],
+        etag: str,
+        call: Call,
+        *,
+        exclude_members: bool,
+    ) -> scim_pb2.User:
+        request = pb.PatchUserRequest(id=id, operations=operations, etag=etag)
+        return (
+            await self._stub.PatchUser(request, metadata=call.metadata, timeout=call.timeout)
+        ).user
+
+    async def delete(self, id: str, etag: str, call: Call) -> None:
+        await self._stub.DeleteUser(
+            pb.DeleteUserRequest(id=id, etag=etag), metadata=call.metadata, timeout=call.timeout
+        )

@@ -1,0 +1,118 @@
+"""`wando serve` runs the gateway beside the core (real gRPC on loopback), and
+`wando gateway` runs it alone against a core: both as subprocesses, spoken to
+over HTTP the way the README's curl examples do, stopped by SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+
+from tests.gateway.support import LIST_URN, SCIM_JSON, okta_user
+from tests.support import free_port, run_wando
+
+
+@asynccontextmanager
+async def running(*args: str, env: dict[str, str], ready: str) -> AsyncIterator[list[str]]:
+    """Run `wando ARGS` until its log shows `ready`; SIGTERM it on the way out
+    and insist it exits 0."""
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "wando"),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **env},
+    )
+    lines: list[str] = []
+    assert proc.stderr is not None
+    try:
+        async with asyncio.timeout(60):
+            while True:
+                line = (await proc.stderr.readline()).decode()
+                assert line, f"wando {args[0]} exited early: {''.join(lines)}"
+                lines.append(line)
+                if ready in line:
+                    break
+        yield lines
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        rest = await asyncio.wait_for(proc.stderr.read(), timeout=60)
+        lines.extend(rest.decode().splitlines(keepends=True))
+        assert await proc.wait() == 0, "".join(lines)
+
+
+async def test_serve_and_gateway_answer_scim(tmp_path: Path) -> None:
+    grpc_port, http_port, gateway_port = free_port(), free_port(), free_port()
+    data_dir = tmp_path / "data"
+    env = {
+        "WANDO_DATA_DIR": str(data_dir),
+        "WANDO_GRPC_LISTEN": f"127.0.0.1:{grpc_port}",
+        "WANDO_HTTP_LISTEN": f"127.0.0.1:{http_port}",
+        "WANDO_METRICS_LISTEN": "",
+    }
+    cli_env = {k: v for k, v in os.environ.items() if k != "WANDO_ADMIN_TOKEN"} | {
+        "WANDO_CORE": f"127.0.0.1:{grpc_port}",
+        "WANDO_DATA_DIR": str(data_dir),
+    }
+    base = f"http://127.0.0.1:{http_port}/api/auth/scim/v2"
+    async with (
+        running("serve", env=env, ready="gateway listening") as lines,
+        aiohttp.ClientSession() as http,
+    ):
+        assert f"gateway listening on {base}" in lines[-1]
+        async with http.get(f"{base}/ServiceProviderConfig") as r:
+            assert r.status == 200 and r.headers["Content-Type"] == SCIM_JSON
+            assert (await r.json(content_type=None))["patch"] == {"supported": True}
+        async with http.get(f"{base}/Users") as r:
+            assert r.status == 401 and (await r.json(content_type=None))["status"] == "401"
+
+        code, out, err = await run_wando("admin", "--json", "org", "create", "acme", env=cli_env)
+        assert code == 0, err
+        code, out, err = await run_wando(
+            "admin", "--json", "token", "issue", "--org", "acme", env=cli_env
+        )
+        assert code == 0, err
+        secret = json.loads(out)["token"]
+        auth = {"Authorization": f"Bearer {secret}"}
+        async with http.get(f"{base}/Users?startIndex=1&count=2", headers=auth) as r:
+            assert r.status == 200
+            assert await r.json(content_type=None) == {
+                "schemas": [LIST_URN],
+                "totalResults": 0,
+                "startIndex": 1,
+                "itemsPerPage": 0,
+                "Resources": [],
+            }
+        body = okta_user("curl.user@acme.example")
+        async with http.post(f"{base}/Users", json=body, headers=auth) as r:
+            assert r.status == 201, await r.text()
+            assert r.headers["Location"].startswith(f"{base}/Users/")
+
+        # the gateway alone, against the same core
+        gateway_env = {"WANDO_HTTP_LISTEN": f"127.0.0.1:{gateway_port}", "WANDO_METRICS_LISTEN": ""}
+        gateway_base = f"http://127.0.0.1:{gateway_port}/api/auth/scim/v2"
+        async with running(
+            "gateway",
+            "--core",
+            f"127.0.0.1:{grpc_port}",
+            env=gateway_env,
+            ready="gateway listening",
+        ) as gateway_lines:
+            url = f"{gateway_base}/Users?filter=userName%20eq%20%22CURL.USER%40acme.example%22"
+            async with http.get(url, headers=auth) as r:
+                found = await r.json(content_type=None)
+                assert r.status == 200 and found["totalResults"] == 1, found
+        assert any("stopped" in line for line in gateway_lines)
+        assert secret not in "".join(gateway_lines)
+
+    assert any("stopped" in line for line in lines)
+    assert secret not in "".join(lines)
+    assert "1mz050nq" not in "".join(lines)
