@@ -21,6 +21,8 @@ from core.tokens import Authenticator, Principal
 
 log = logging.getLogger(__name__)
 
+# trailer naming the organisation a SCIM token authenticated as (internal)
+ORG_METADATA_KEY = "wando-org-id"
 ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name
 SERVICE_TOKEN_FILE = "service-token"  # noqa: S105 - a file name
 SERVICE_PREFIX = "wando_svc_"
@@ -105,4 +107,7 @@ class Guard:
         secret = bearer(context)
         if secret is None:
             raise Unauthenticated("this method needs an organisation's SCIM bearer token")
-        return await self._authenticator.authenticate(secret)
+        principal = await self._authenticator.authenticate(secret)
+        # for the gateway's per-organisation rate limit; an error's trailers replace it
+        context.set_trailing_metadata(((ORG_METADATA_KEY, str(principal.org_id)),))
+        return principal

@@ -1,8 +1,9 @@
-"""Rate limiting per organisation: a token bucket per SCIM bearer token.
+"""Rate limiting per organisation: a token bucket per organisation.
 
-The gateway cannot tell a token's organisation without asking the core, so it
-keys buckets by the token's SHA-256 (one token per IdP connection, so in
-practice per organisation; an organisation rotating tokens briefly has two).
+The gateway learns a token's organisation from the core's answers (the
+"wando-org-id" trailer of every authenticated call, read by OrgLearner on the
+channel); until it has seen one answer for a token, that token has a bucket of
+its own. So every token of an organisation (rotation) shares one bucket.
 Buckets live in this process only: with N gateway replicas behind a balancer,
 an organisation gets up to N times the rate. Okta retries a 429 after its
 Retry-After.
@@ -10,13 +11,19 @@ Retry-After.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+import grpc
+
+# the core's trailer naming the organisation a token authenticated as (core.auth)
+ORG_METADATA_KEY = "wando-org-id"
 MAX_BUCKETS = 100_000  # least recently used buckets beyond this are forgotten (they refill)
 
 
@@ -37,6 +44,25 @@ class RateLimiter:
         self.burst = burst
         self._clock = clock
         self._buckets: OrderedDict[bytes, _Bucket] = OrderedDict()
+        self._orgs: OrderedDict[bytes, bytes] = OrderedDict()  # token hash -> org key
+
+    def learn(self, token: str, org_id: str) -> None:
+        """Remember which organisation a token belongs to."""
+        key = hashlib.sha256(token.encode()).digest()
+        org_key = b"org:" + org_id.encode()
+        if self._orgs.get(key) == org_key:
+            return
+        self._orgs.pop(key, None)
+        self._orgs[key] = org_key
+        # what the token spent on its own carries over into the organisation's bucket
+        own = self._buckets.pop(key, None)
+        shared = self._buckets.get(org_key)
+        if own is not None and shared is None:
+            self._buckets[org_key] = own
+        elif own is not None and shared is not None:
+            shared.tokens = max(0.0, shared.tokens - (self.burst - own.tokens))
+        while len(self._orgs) > MAX_BUCKETS:
+            self._orgs.popitem(last=False)
 
     @property
     def enabled(self) -> bool:
@@ -47,7 +73,8 @@ class RateLimiter:
         many seconds (at least 1) to wait before retrying."""
         if not self.enabled:
             return 0
-        key = hashlib.sha256(token.encode()).digest()
+        token_key = hashlib.sha256(token.encode()).digest()
+        key = self._orgs.get(token_key, token_key)
         now = self._clock()
         bucket = self._buckets.pop(key, None)
         if bucket is None:
@@ -63,3 +90,33 @@ class RateLimiter:
             bucket.tokens -= 1.0
             return 0
         return max(1, math.ceil((1.0 - bucket.tokens) / self.rate))
+
+
+class OrgLearner(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """A client interceptor on the gateway's channel: after each call that
+    carried a bearer token, tell the limiter the organisation the core named."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self._limiter = limiter
+
+    async def intercept_unary_unary(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        call = await continuation(client_call_details, request)
+        token = _bearer(client_call_details.metadata)
+        if token is not None and self._limiter.enabled:
+            try:
+                trailers = await call.trailing_metadata()
+            except (grpc.aio.AioRpcError, asyncio.CancelledError):
+                return call
+            for key, value in trailers or ():
+                if key == ORG_METADATA_KEY and isinstance(value, str):
+                    self._limiter.learn(token, value)
+        return call
+
+
+def _bearer(metadata: Any) -> str | None:
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+            return value[len("Bearer ") :]
+    return None

@@ -278,7 +278,7 @@ async def test_json_is_parsed_whatever_the_content_type(
 # rate limiting
 
 
-async def test_rate_limit_per_token_is_429_with_retry_after(
+async def test_rate_limit_is_429_with_retry_after(
     core: CoreServer, admin_stub: admin_service_pb2_grpc.AdminServiceStub
 ) -> None:
     from tests.support import new_org_with_token
@@ -297,6 +297,34 @@ async def test_rate_limit_per_token_is_429_with_retry_after(
         assert 1 <= int(reply.headers["Retry-After"]) <= 2
         assert (await ScimHttp(client, second).get("/Users")).status == 200
         assert (await busy.get("/ServiceProviderConfig")).status == 200  # discovery is free
+
+
+async def test_rate_limit_is_shared_by_all_tokens_of_an_organisation(
+    core: CoreServer, admin_stub: admin_service_pb2_grpc.AdminServiceStub
+) -> None:
+    from tests.support import ADMIN, new_org_with_token
+    from wando.provisioning.v1 import admin_service_pb2
+
+    _, first = await new_org_with_token(admin_stub, "rotating")
+    second = (
+        await admin_stub.IssueScimToken(
+            admin_service_pb2.IssueScimTokenRequest(organization="rotating"), metadata=ADMIN
+        )
+    ).secret
+    _, stranger = await new_org_with_token(admin_stub, "stranger")
+    settings = gateway_settings(
+        f"127.0.0.1:{core.port}", WANDO_RATE_LIMIT_PER_SECOND="0.5", WANDO_RATE_LIMIT_BURST="4"
+    )
+    async with gateway(settings) as client:
+        # each token's first answer tells the gateway its organisation
+        assert (await ScimHttp(client, first).get("/Users")).status == 200
+        assert (await ScimHttp(client, second).get("/Users")).status == 200
+        # from then on both draw from the organisation's one bucket
+        assert (await ScimHttp(client, first).get("/Users")).status == 200
+        assert (await ScimHttp(client, second).get("/Users")).status == 200
+        (await ScimHttp(client, second).get("/Users")).assert_error(429)
+        (await ScimHttp(client, first).get("/Users")).assert_error(429)
+        assert (await ScimHttp(client, stranger).get("/Users")).status == 200
 
 
 async def test_rate_limit_zero_disables_it(core: CoreServer) -> None:
