@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from core import audit, documents, listing, patch, roles
+from core import audit, documents, listing, locking, patch, roles
 from core.auth import Guard
-from core.errors import AlreadyExists, InvalidArgument, NotFound, TooMany, VersionMismatch
+from core.errors import AlreadyExists, InvalidArgument, NotFound, TooMany
 from core.organizations import parse_uuid
-from core.representation import etag_matches, group_proto, member_ref
+from core.representation import group_proto, member_ref
 from core.rpc import Ctx
 from core.schema import group_schema
 from core.structs import to_dict
@@ -106,10 +106,7 @@ def columns(document: dict[str, Any]) -> tuple[str, str | None]:
 
 
 def group_id(raw: str) -> uuid.UUID:
-    parsed = parse_uuid(raw)
-    if parsed is None:
-        raise NotFound(f"no group with id {raw!r}", field="id")
-    return parsed
+    return locking.resource_id(raw, "group")
 
 
 def member_uuids(ids: list[str] | set[str], *, strict: bool) -> list[uuid.UUID]:
@@ -244,15 +241,9 @@ def _conflict(exc: asyncpg.UniqueViolationError, document: dict[str, Any]) -> Ex
 
 
 async def lock(conn: Conn, principal: Principal, raw_id: str, expected_etag: str) -> asyncpg.Record:
-    row = await conn.fetchrow(SELECT_GROUP_FOR_UPDATE, principal.org_id, group_id(raw_id))
-    if row is None:
-        raise NotFound(f"no group with id {raw_id!r}", field="id")
-    if expected_etag and not etag_matches(expected_etag, row["version"]):
-        raise VersionMismatch(
-            f'the group changed since version {expected_etag} (now W/"{row["version"]}")',
-            field="etag",
-        )
-    return row
+    return await locking.lock(
+        conn, SELECT_GROUP_FOR_UPDATE, principal.org_id, raw_id, expected_etag, "group"
+    )
 
 
 async def write(

@@ -7,11 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from core import audit, documents, listing, patch, roles
+from core import audit, documents, listing, locking, patch, roles
 from core.auth import Guard
-from core.errors import AlreadyExists, InvalidArgument, NotFound, VersionMismatch
-from core.organizations import parse_uuid
-from core.representation import etag_matches, group_ref, user_proto
+from core.errors import AlreadyExists, InvalidArgument, NotFound
+from core.representation import group_ref, user_proto
 from core.rpc import Ctx
 from core.schema import user_schema
 from core.structs import to_dict, to_value
@@ -95,24 +94,13 @@ async def groups_of(
 
 
 def user_id(raw: str) -> uuid.UUID:
-    """Parse a resource id; anything that is not one of ours is simply not found."""
-    parsed = parse_uuid(raw)
-    if parsed is None:
-        raise NotFound(f"no user with id {raw!r}", field="id")
-    return parsed
+    return locking.resource_id(raw, "user")
 
 
 async def lock(conn: Conn, principal: Principal, raw_id: str, expected_etag: str) -> asyncpg.Record:
-    """The user's row, locked for this transaction; checks the expected version."""
-    row = await conn.fetchrow(SELECT_USER_FOR_UPDATE, principal.org_id, user_id(raw_id))
-    if row is None:
-        raise NotFound(f"no user with id {raw_id!r}", field="id")
-    if expected_etag and not etag_matches(expected_etag, row["version"]):
-        raise VersionMismatch(
-            f'the user changed since version {expected_etag} (now W/"{row["version"]}")',
-            field="etag",
-        )
-    return row
+    return await locking.lock(
+        conn, SELECT_USER_FOR_UPDATE, principal.org_id, raw_id, expected_etag, "user"
+    )
 
 
 async def write(
