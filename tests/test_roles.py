@@ -299,3 +299,19 @@ async def test_credentials_do_not_cross(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await admin_stub.ListOrganizations(apb.ListOrganizationsRequest(), metadata=SERVICE)
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_hard_delete_ends_the_role_and_the_stream_says_so(acme: Scim, roles_stub) -> None:  # type: ignore[no-untyped-def]
+    user = await acme.create_user(okta_user("purged@x.example"))
+    group = await acme.create_group({"displayName": "Bosses", "members": [{"value": user["id"]}]})
+    await acme.create_group({"displayName": "Other", "members": [{"value": user["id"]}]})
+    start = (await role_of(roles_stub, user_id=user["id"])).sequence
+    await acme.delete_user(user["id"])  # Entra's DELETE /Users/{id}
+    (change,) = await watch(roles_stub, start, 1)
+    assert (change.user_id, change.old_role, change.new_role, change.cause) == (
+        user["id"],
+        R.ROLE_MEMBER,
+        R.ROLE_UNSPECIFIED,
+        "user deleted",
+    )
+    assert (await acme.get_group(group["id"]))["members"] == []
