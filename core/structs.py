@@ -1,4 +1,4 @@
-"""google.protobuf.Struct ⇄ plain JSON values.
+"""google.protobuf.Struct ⇄ plain JSON values, for the core and the gateway alike.
 
 Struct carries every number as a double; integral ones come back as int so
 that an extension attribute sent as 5 is returned as 5, not 5.0.
@@ -10,9 +10,11 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 
+MAX_SAFE_INTEGER = 2**53  # doubles hold every integer below this exactly
+
 
 def _ints(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+    if isinstance(value, float) and value.is_integer() and abs(value) < MAX_SAFE_INTEGER:
         return int(value)
     if isinstance(value, dict):
         return {k: _ints(v) for k, v in value.items()}
@@ -34,3 +36,9 @@ def to_struct(data: dict[str, Any]) -> struct_pb2.Struct:
     struct = struct_pb2.Struct()
     struct.update(data)
     return struct
+
+
+def to_value_message(value: Any) -> struct_pb2.Value:
+    holder = struct_pb2.Struct()
+    holder.update({"v": value})
+    return holder.fields["v"]

@@ -1,59 +1,36 @@
 """SCIM JSON ⇄ the core's protos: the one mapping at the gateway's boundary,
 each function named by its direction.
 
-Struct carries every JSON number as a double; `json_from_struct` turns the
-integral ones back into ints, here and nowhere else.
+Struct ⇄ JSON itself (with integral numbers back as ints) is core.structs',
+shared with the core.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2
 from scim2_models import InvalidSyntaxException
 
+from core import structs
 from gateway.projection import project
 from gateway.query import ListQuery, Projection
 from wando.provisioning.v1 import scim_pb2
 
 LIST_RESPONSE_URN = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 PATCH_OP_URN = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
-MAX_SAFE_INTEGER = 2**53
 
 CoreResource = scim_pb2.User | scim_pb2.Group
+
+# the directions this boundary needs, by the names it uses
+json_from_struct = structs.to_dict
+struct_from_json = structs.to_struct
+value_from_json = structs.to_value_message
 
 _SORT_ORDERS = {
     "": scim_pb2.SORT_ORDER_UNSPECIFIED,
     "ascending": scim_pb2.SORT_ORDER_ASCENDING,
     "descending": scim_pb2.SORT_ORDER_DESCENDING,
 }
-
-
-def _ints(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer() and abs(value) < MAX_SAFE_INTEGER:
-        return int(value)
-    if isinstance(value, dict):
-        return {key: _ints(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_ints(item) for item in value]
-    return value
-
-
-def json_from_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
-    result: dict[str, Any] = _ints(json_format.MessageToDict(struct))
-    return result
-
-
-def struct_from_json(body: dict[str, Any]) -> struct_pb2.Struct:
-    struct = struct_pb2.Struct()
-    struct.update(body)
-    return struct
-
-
-def value_from_json(value: Any) -> struct_pb2.Value:
-    holder = struct_pb2.Struct()
-    holder.update({"v": value})
-    return holder.fields["v"]
 
 
 def patch_operations_from_scim(body: dict[str, Any]) -> list[scim_pb2.PatchOperation]:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
 
-from core.structs import to_dict, to_struct
+from core.structs import to_dict, to_struct, to_value_message
 from tests.support import bearer
 from wando.provisioning.v1 import error_pb2, scim_pb2
 from wando.provisioning.v1 import group_service_pb2 as gpb
@@ -29,9 +28,7 @@ def ops(*operations: dict[str, Any]) -> list[scim_pb2.PatchOperation]:
     for op in operations:
         message = scim_pb2.PatchOperation(op=op["op"], path=op.get("path", ""))
         if "value" in op:
-            holder = struct_pb2.Struct()
-            holder.update({"v": op["value"]})
-            message.value.CopyFrom(holder.fields["v"])
+            message.value.CopyFrom(to_value_message(op["value"]))
         out.append(message)
     return out
 
