@@ -65,7 +65,7 @@ def _load_or_create(configured: str | None, path: Path, prefix: str) -> str:
     return token
 
 
-def read_admin_token(
+def read_credential(
     configured: str | None, data_dir: Path, name: str = ADMIN_TOKEN_FILE
 ) -> str | None:
     """For clients: the configured credential, else the one in the data directory."""

@@ -16,7 +16,7 @@ import asyncpg
 
 from core import audit, documents, listing, locking, patch, roles
 from core.auth import Guard
-from core.errors import AlreadyExists, InvalidArgument, NotFound, TooMany
+from core.errors import AlreadyExists, InvalidArgument, TooMany
 from core.organizations import parse_uuid
 from core.representation import group_proto, member_ref
 from core.rpc import Ctx
@@ -103,10 +103,6 @@ GROUP BY m.group_id
 
 def columns(document: dict[str, Any]) -> tuple[str, str | None]:
     return document["displayName"], document.get("externalId")
-
-
-def group_id(raw: str) -> uuid.UUID:
-    return locking.resource_id(raw, "group")
 
 
 def member_uuids(ids: list[str] | set[str], *, strict: bool) -> list[uuid.UUID]:
@@ -307,9 +303,7 @@ class GroupService(group_service_pb2_grpc.GroupServiceServicer):
             self._pool.acquire() as conn,
             conn.transaction(isolation="repeatable_read", readonly=True),
         ):
-            row = await conn.fetchrow(SELECT_GROUP, principal.org_id, group_id(request.id))
-            if row is None:
-                raise NotFound(f"no group with id {request.id!r}", field="id")
+            row = await locking.fetch(conn, SELECT_GROUP, principal.org_id, request.id, "group")
             group = await self._reply(conn, principal, row, request.exclude_members)
         return pb.GetGroupResponse(group=group)
 

@@ -23,6 +23,16 @@ def resource_id(raw: str, kind: str) -> uuid.UUID:
     return parsed
 
 
+async def fetch(
+    conn: Conn, select: str, org_id: uuid.UUID, raw_id: str, kind: str
+) -> asyncpg.Record:
+    """The resource's row, or NotFound (also for another organisation's id)."""
+    row = await conn.fetchrow(select, org_id, resource_id(raw_id, kind))
+    if row is None:
+        raise NotFound(f"no {kind} with id {raw_id!r}", field="id")
+    return row
+
+
 async def lock(
     conn: Conn,
     select_for_update: str,
@@ -33,9 +43,7 @@ async def lock(
 ) -> asyncpg.Record:
     """The resource's row, locked for this transaction, at the expected version
     (If-Match) when one is given."""
-    row = await conn.fetchrow(select_for_update, org_id, resource_id(raw_id, kind))
-    if row is None:
-        raise NotFound(f"no {kind} with id {raw_id!r}", field="id")
+    row = await fetch(conn, select_for_update, org_id, raw_id, kind)
     if expected_etag and not etag_matches(expected_etag, row["version"]):
         raise VersionMismatch(
             f'the {kind} changed since version {expected_etag} (now W/"{row["version"]}")',

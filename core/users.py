@@ -9,7 +9,7 @@ import asyncpg
 
 from core import audit, documents, listing, locking, patch, roles
 from core.auth import Guard
-from core.errors import AlreadyExists, InvalidArgument, NotFound
+from core.errors import AlreadyExists, InvalidArgument
 from core.representation import group_ref, user_proto
 from core.rpc import Ctx
 from core.schema import user_schema
@@ -93,10 +93,6 @@ async def groups_of(
     return found
 
 
-def user_id(raw: str) -> uuid.UUID:
-    return locking.resource_id(raw, "user")
-
-
 async def lock(conn: Conn, principal: Principal, raw_id: str, expected_etag: str) -> asyncpg.Record:
     return await locking.lock(
         conn, SELECT_USER_FOR_UPDATE, principal.org_id, raw_id, expected_etag, "user"
@@ -162,9 +158,7 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
     async def GetUser(self, request: pb.GetUserRequest, context: Ctx) -> pb.GetUserResponse:
         principal = await self._guard.scim(context)
         async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(SELECT_USER, principal.org_id, user_id(request.id))
-            if row is None:
-                raise NotFound(f"no user with id {request.id!r}", field="id")
+            row = await locking.fetch(conn, SELECT_USER, principal.org_id, request.id, "user")
             return pb.GetUserResponse(user=await self._reply(conn, principal, row))
 
     async def ListUsers(self, request: pb.ListUsersRequest, context: Ctx) -> pb.ListUsersResponse:

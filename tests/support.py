@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from wando.provisioning.v1 import admin_service_pb2 as admin_pb
@@ -35,8 +43,6 @@ async def new_org_with_token(stub: admin_grpc.AdminServiceStub, slug: str) -> tu
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -47,11 +53,6 @@ async def run_wando(
     *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> tuple[int, str, str]:
     """Run the installed `wando` command without blocking the event loop."""
-    import asyncio
-    import os
-    import sys
-    from pathlib import Path
-
     proc = await asyncio.create_subprocess_exec(
         str(Path(sys.executable).parent / "wando"),
         *args,
@@ -61,3 +62,33 @@ async def run_wando(
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout)
     return proc.returncode or 0, out.decode(), err.decode()
+
+
+@asynccontextmanager
+async def running(*args: str, env: dict[str, str], ready: str) -> AsyncIterator[list[str]]:
+    """Run `wando ARGS` until its log shows `ready`; SIGTERM it on the way out
+    and insist it exits 0."""
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "wando"),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **env},
+    )
+    lines: list[str] = []
+    assert proc.stderr is not None
+    try:
+        async with asyncio.timeout(60):
+            while True:
+                line = (await proc.stderr.readline()).decode()
+                assert line, f"wando {args[0]} exited early: {''.join(lines)}"
+                lines.append(line)
+                if ready in line:
+                    break
+        yield lines
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        rest = await asyncio.wait_for(proc.stderr.read(), timeout=60)
+        lines.extend(rest.decode().splitlines(keepends=True))
+        assert await proc.wait() == 0, "".join(lines)

@@ -6,45 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import stat
-import sys
 import urllib.request
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
-from tests.support import free_port, run_wando
+from tests.support import free_port, run_wando, running
 
 
-@asynccontextmanager
-async def serving(data_dir: Path, env: dict[str, str]) -> AsyncIterator[list[str]]:
-    proc = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "wando"),
-        "serve",
-        "--data-dir",
-        str(data_dir),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **env},
-    )
-    lines: list[str] = []
-    assert proc.stderr is not None
-    try:
-        async with asyncio.timeout(60):
-            while True:
-                line = (await proc.stderr.readline()).decode()
-                assert line, f"wando serve exited early: {''.join(lines)}"
-                lines.append(line)
-                if "core gRPC listening" in line:
-                    break
-        yield lines
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-        rest = await asyncio.wait_for(proc.stderr.read(), timeout=60)
-        lines.extend(rest.decode().splitlines(keepends=True))
-        assert await proc.wait() == 0, "".join(lines)
+def serving(data_dir: Path, env: dict[str, str]) -> AbstractAsyncContextManager[list[str]]:
+    return running("serve", "--data-dir", str(data_dir), env=env, ready="core gRPC listening")
 
 
 async def test_serve_keeps_data_across_restarts(tmp_path: Path) -> None:

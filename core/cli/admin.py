@@ -79,7 +79,7 @@ class Admin:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.settings = config.load(data_dir=args.data_dir, core=args.core)
-        credential = auth.read_admin_token(self.settings.admin_token, self.settings.data_dir)
+        credential = auth.read_credential(self.settings.admin_token, self.settings.data_dir)
         if not credential:
             raise CliError(
                 "no admin credential: set WANDO_ADMIN_TOKEN, or run on the machine where "

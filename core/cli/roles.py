@@ -105,7 +105,7 @@ def roles_preview(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _role_stub(admin: Admin) -> tuple[Any, tuple[tuple[str, str]]]:
-    credential = auth.read_admin_token(
+    credential = auth.read_credential(
         admin.settings.service_token, admin.settings.data_dir, auth.SERVICE_TOKEN_FILE
     )
     if not credential:

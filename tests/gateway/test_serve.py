@@ -4,49 +4,14 @@ over HTTP the way the README's curl examples do, stopped by SIGTERM."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import signal
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
 
 from tests.gateway.support import LIST_URN, SCIM_JSON, okta_user
-from tests.support import free_port, run_wando
-
-
-@asynccontextmanager
-async def running(*args: str, env: dict[str, str], ready: str) -> AsyncIterator[list[str]]:
-    """Run `wando ARGS` until its log shows `ready`; SIGTERM it on the way out
-    and insist it exits 0."""
-    proc = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "wando"),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **env},
-    )
-    lines: list[str] = []
-    assert proc.stderr is not None
-    try:
-        async with asyncio.timeout(60):
-            while True:
-                line = (await proc.stderr.readline()).decode()
-                assert line, f"wando {args[0]} exited early: {''.join(lines)}"
-                lines.append(line)
-                if ready in line:
-                    break
-        yield lines
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-        rest = await asyncio.wait_for(proc.stderr.read(), timeout=60)
-        lines.extend(rest.decode().splitlines(keepends=True))
-        assert await proc.wait() == 0, "".join(lines)
+from tests.support import free_port, run_wando, running
 
 
 async def test_serve_and_gateway_answer_scim(tmp_path: Path) -> None:
