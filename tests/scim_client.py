@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 import grpc
+import pytest
 
 from core.structs import to_dict, to_struct, to_value_message
 from tests.support import bearer
@@ -21,6 +23,14 @@ def reason(error: grpc.aio.AioRpcError) -> int:
         if key == "wando-error-bin":
             return error_pb2.ErrorInfo.FromString(value).reason
     return error_pb2.ERROR_REASON_UNSPECIFIED
+
+
+async def fails(call: Awaitable[Any], code: grpc.StatusCode) -> grpc.aio.AioRpcError:
+    """Await a call that must fail with `code`; returns the error."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    assert caught.value.code() == code, caught.value.details()
+    return caught.value
 
 
 def ops(*operations: dict[str, Any]) -> list[scim_pb2.PatchOperation]:

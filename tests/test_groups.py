@@ -7,17 +7,9 @@ import random
 
 import asyncpg
 import grpc
-import pytest
 
-from tests.scim_client import Scim, okta_user, reason
+from tests.scim_client import Scim, fails, okta_user, reason
 from wando.provisioning.v1 import error_pb2
-
-
-async def fails(call, code: grpc.StatusCode) -> grpc.aio.AioRpcError:  # type: ignore[no-untyped-def]
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    assert caught.value.code() == code, caught.value.details()
-    return caught.value
 
 
 async def users(scim: Scim, n: int, prefix: str = "m") -> list[str]:

@@ -7,19 +7,11 @@ import json
 
 import asyncpg
 import grpc
-import pytest
 
-from tests.scim_client import Scim, okta_user, reason
+from tests.scim_client import Scim, fails, okta_user, reason
 from wando.provisioning.v1 import error_pb2
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
-
-
-async def fails(call, code: grpc.StatusCode) -> grpc.aio.AioRpcError:  # type: ignore[no-untyped-def]
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    assert caught.value.code() == code, caught.value.details()
-    return caught.value
 
 
 async def test_create_returns_the_full_user_without_password(acme: Scim) -> None:
