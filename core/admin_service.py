@@ -136,13 +136,41 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
             _, changed = await role_mappings.set_mapping(conn, org["org_id"], request.group, None)
         return pb.ClearGroupRoleResponse(changed_users=changed)
 
+    async def SetRoleValueMapping(
+        self, request: pb.SetRoleValueMappingRequest, context: Ctx
+    ) -> pb.SetRoleValueMappingResponse:
+        self._guard.admin(context)
+        role = role_mappings.role_name(roles.FROM_PROTO.get(request.role), "role")
+        async with self._pool.acquire() as conn, conn.transaction():
+            org = await organizations.resolve(conn, request.organization)
+            holders, changed = await role_mappings.set_value_mapping(
+                conn, org["org_id"], request.value, role
+            )
+        return pb.SetRoleValueMappingResponse(
+            mapping=roles_pb2.RoleValueMapping(
+                value=request.value, role=roles.TO_PROTO[role], users=holders
+            ),
+            changed_users=changed,
+        )
+
+    async def ClearRoleValueMapping(
+        self, request: pb.ClearRoleValueMappingRequest, context: Ctx
+    ) -> pb.ClearRoleValueMappingResponse:
+        self._guard.admin(context)
+        async with self._pool.acquire() as conn, conn.transaction():
+            org = await organizations.resolve(conn, request.organization)
+            _, changed = await role_mappings.set_value_mapping(
+                conn, org["org_id"], request.value, None
+            )
+        return pb.ClearRoleValueMappingResponse(changed_users=changed)
+
     async def ListGroupRoles(
         self, request: pb.ListGroupRolesRequest, context: Ctx
     ) -> pb.ListGroupRolesResponse:
         self._guard.admin(context)
         async with self._pool.acquire() as conn:
             org = await organizations.resolve(conn, request.organization)
-            rows, default = await role_mappings.list_mappings(conn, org["org_id"])
+            listing = await role_mappings.list_mappings(conn, org["org_id"])
         return pb.ListGroupRolesResponse(
             mappings=[
                 roles_pb2.GroupRoleMapping(
@@ -150,9 +178,15 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
                     display_name=r["display_name"],
                     role=roles.TO_PROTO[r["role"]],
                 )
-                for r in rows
+                for r in listing.groups
             ],
-            default_role=roles.TO_PROTO[default],
+            default_role=roles.TO_PROTO[listing.default_role],
+            role_values=[
+                roles_pb2.RoleValueMapping(
+                    value=r["value"], role=roles.TO_PROTO[r["role"]], users=r["users"]
+                )
+                for r in listing.role_values
+            ],
         )
 
     async def SetDefaultRole(
@@ -174,11 +208,15 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
             default = role_mappings.role_name(
                 roles.FROM_PROTO.get(request.default_role), "default_role"
             )
-        proposed = []
+        proposed: list[tuple[role_mappings.Target, str | None]] = []
         for mapping in request.mappings:
+            kind = mapping.WhichOneof("target") or "group"
             role = roles.FROM_PROTO.get(mapping.role)
             proposed.append(
-                (mapping.group, None if role is None else role_mappings.role_name(role, "role"))
+                (
+                    (kind, getattr(mapping, kind)),
+                    None if role is None else role_mappings.role_name(role, "role"),
+                )
             )
         async with self._pool.acquire() as conn:
             org = await organizations.resolve(conn, request.organization)

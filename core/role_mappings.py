@@ -1,6 +1,6 @@
-"""Group → role mappings and the default role: the writes Wando staff make,
-their dry run, and the listing. Every write changes effective roles in its
-own transaction, through roles.RoleTracker."""
+"""Group → role and role value → role mappings, and the default role: the
+writes Wando staff make, their dry run, and the listing. Every write changes
+effective roles in its own transaction, through roles.RoleTracker."""
 
 from __future__ import annotations
 
@@ -40,26 +40,66 @@ WHERE r.org_id = $1
 ORDER BY lower(g.display_name), r.group_id
 """
 
+UPSERT_VALUE_MAPPING = """
+INSERT INTO role_value_mappings (org_id, value, role) VALUES ($1, $2, $3)
+ON CONFLICT (org_id, value) DO UPDATE SET role = excluded.role
+"""
+
+DELETE_VALUE_MAPPING = "DELETE FROM role_value_mappings WHERE org_id = $1 AND value = $2"
+
+SELECT_VALUE_MAPPING = "SELECT role FROM role_value_mappings WHERE org_id = $1 AND value = $2"
+
+# mapped values and values users carry, with how many carry each
+SELECT_ROLE_VALUES = """
+SELECT coalesce(m.value, c.value) AS value, m.role, coalesce(c.users, 0) AS users
+FROM (SELECT value, role FROM role_value_mappings WHERE org_id = $1) AS m
+FULL JOIN (
+    SELECT value, count(*) AS users FROM user_role_values WHERE org_id = $1 GROUP BY value
+) AS c ON c.value = m.value
+ORDER BY 1
+LIMIT $2
+"""
+
+COUNT_VALUE_HOLDERS = "SELECT count(*) FROM user_role_values WHERE org_id = $1 AND value = $2"
+
 SELECT_DEFAULT_ROLE = "SELECT default_role FROM organizations WHERE org_id = $1"
 
 UPDATE_DEFAULT_ROLE = "UPDATE organizations SET default_role = $2 WHERE org_id = $1"
 
-# active users in no mapped group: those whose role is the default
+# active users with no mapped group or value: those whose role is the default
 SELECT_DEFAULT_ROLE_USERS = """
 SELECT u.user_id FROM users u
 WHERE u.org_id = $1 AND u.active AND NOT EXISTS (
     SELECT 1 FROM group_members m
     JOIN group_roles r ON r.org_id = m.org_id AND r.group_id = m.group_id
     WHERE m.org_id = u.org_id AND m.user_id = u.user_id
+) AND NOT EXISTS (
+    SELECT 1 FROM user_role_values v
+    JOIN role_value_mappings vm ON vm.org_id = v.org_id AND vm.value = v.value
+    WHERE v.org_id = u.org_id AND v.user_id = u.user_id
 )
 """
+
+MAX_ROLE_VALUE_LENGTH = 4096  # documents.MAX_STRING_LENGTH: no longer value can be sent
+MAX_LISTED_ROLE_VALUES = 1000
 
 
 @dataclass(frozen=True)
 class Mapping:
-    group_id: uuid.UUID
-    display_name: str
-    role: str | None  # None: remove the group's mapping
+    """One mapping change: of a group (group_id set) or of a role value."""
+
+    role: str | None  # None: remove the mapping
+    group_id: uuid.UUID | None = None
+    display_name: str = ""
+    value: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.display_name if self.group_id else f"role value {self.value!r}"
+
+
+# what a proposed mapping is of: ("group", id or displayName) or ("role_value", value)
+Target = tuple[str, str]
 
 
 def role_name(role: str | None, field: str) -> str:
@@ -78,6 +118,27 @@ async def lock_group(conn: Conn, org_id: uuid.UUID, ref: str) -> asyncpg.Record:
     return row
 
 
+def role_value(value: str, field: str = "value") -> str:
+    if not value:
+        raise InvalidArgument(
+            f"{field} (a value of the SCIM roles attribute) is required", field=field
+        )
+    if len(value) > MAX_ROLE_VALUE_LENGTH:
+        raise InvalidArgument(
+            f"{field} is longer than {MAX_ROLE_VALUE_LENGTH} characters", field=field
+        )
+    return value
+
+
+async def target(conn: Conn, org_id: uuid.UUID, proposed: Target, role: str | None) -> Mapping:
+    """The mapping change a (kind, reference) pair names; a group is locked."""
+    kind, ref = proposed
+    if kind == "role_value":
+        return Mapping(role, value=role_value(ref, "role_value"))
+    group = await lock_group(conn, org_id, ref)
+    return Mapping(role, group["group_id"], group["display_name"])
+
+
 async def apply(
     conn: Conn, org_id: uuid.UUID, mappings: list[Mapping], default_role: str | None
 ) -> tuple[roles.RoleTracker, str]:
@@ -85,18 +146,24 @@ async def apply(
     every user they can affect; the caller finishes or inspects the tracker."""
     affected: list[uuid.UUID] = []
     for mapping in mappings:
-        affected += await roles.group_members(conn, org_id, mapping.group_id)
+        if mapping.group_id is None:
+            affected += await roles.value_holders(conn, org_id, mapping.value)
+        else:
+            affected += await roles.group_members(conn, org_id, mapping.group_id)
     if default_role is not None:
         affected += [r["user_id"] for r in await conn.fetch(SELECT_DEFAULT_ROLE_USERS, org_id)]
     tracker = await roles.RoleTracker.start(conn, org_id, affected)
     causes = []
     for mapping in mappings:
+        key = mapping.group_id or mapping.value
         if mapping.role is None:
-            await conn.execute(DELETE_MAPPING, org_id, mapping.group_id)
-            causes.append(f"mapping of {mapping.display_name} removed")
+            sql = DELETE_MAPPING if mapping.group_id else DELETE_VALUE_MAPPING
+            await conn.execute(sql, org_id, key)
+            causes.append(f"mapping of {mapping.label} removed")
         else:
-            await conn.execute(UPSERT_MAPPING, org_id, mapping.group_id, mapping.role)
-            causes.append(f"{mapping.display_name} mapped to {mapping.role}")
+            sql = UPSERT_MAPPING if mapping.group_id else UPSERT_VALUE_MAPPING
+            await conn.execute(sql, org_id, key, mapping.role)
+            causes.append(f"{mapping.label} mapped to {mapping.role}")
     if default_role is not None:
         await conn.execute(UPDATE_DEFAULT_ROLE, org_id, default_role)
         causes.append(f"default role set to {default_role}")
@@ -108,13 +175,28 @@ async def set_mapping(
 ) -> tuple[Mapping, int]:
     """Map (or with role None, unmap) a group; returns the mapping and how many
     users' roles changed."""
-    group = await lock_group(conn, org_id, group_ref)
-    mapping = Mapping(group["group_id"], group["display_name"], role)
+    mapping = await target(conn, org_id, ("group", group_ref), role)
     tracker, cause = await apply(conn, org_id, [mapping], None)
     changes = await tracker.finish(cause)
     action = "unmap" if role is None else "map"
-    await audit.record_admin(conn, org_id, action, "GroupRole", group["group_id"], ["role"])
+    await audit.record_admin(conn, org_id, action, "GroupRole", str(mapping.group_id), ["role"])
     return mapping, len(changes)
+
+
+async def set_value_mapping(
+    conn: Conn, org_id: uuid.UUID, value: str, role: str | None
+) -> tuple[int, int]:
+    """Map (or with role None, unmap) a role value; returns how many users
+    carry it and how many users' roles changed."""
+    value = role_value(value)
+    if role is None and await conn.fetchval(SELECT_VALUE_MAPPING, org_id, value) is None:
+        raise NotFound(f"role value {value!r} is not mapped in this organisation", field="value")
+    tracker, cause = await apply(conn, org_id, [Mapping(role, value=value)], None)
+    changes = await tracker.finish(cause)
+    action = "unmap" if role is None else "map"
+    await audit.record_admin(conn, org_id, action, "RoleValueMapping", value, ["role"])
+    holders: int = await conn.fetchval(COUNT_VALUE_HOLDERS, org_id, value)
+    return holders, len(changes)
 
 
 async def set_default(conn: Conn, org_id: uuid.UUID, role: str) -> int:
@@ -130,23 +212,31 @@ class _DryRun(Exception):
 
 
 async def preview(
-    conn: Conn, org_id: uuid.UUID, proposed: list[tuple[str, str | None]], default_role: str | None
+    conn: Conn,
+    org_id: uuid.UUID,
+    proposed: list[tuple[Target, str | None]],
+    default_role: str | None,
 ) -> list[roles.Change]:
     """What the proposed changes would do: the very code path of the real
     change, inside a transaction that is rolled back."""
     try:
         async with conn.transaction():
-            mappings = []
-            for group_ref, role in proposed:
-                group = await lock_group(conn, org_id, group_ref)
-                mappings.append(Mapping(group["group_id"], group["display_name"], role))
+            mappings = [await target(conn, org_id, ref, role) for ref, role in proposed]
             tracker, _ = await apply(conn, org_id, mappings, default_role)
             raise _DryRun(await tracker.changes())
     except _DryRun as dry:
         return dry.changes
 
 
-async def list_mappings(conn: Conn, org_id: uuid.UUID) -> tuple[list[asyncpg.Record], str]:
-    rows = await conn.fetch(SELECT_MAPPINGS, org_id)
+@dataclass(frozen=True)
+class Listing:
+    groups: list[asyncpg.Record]  # group_id, display_name, role
+    default_role: str
+    role_values: list[asyncpg.Record]  # value, role (None: unmapped), users
+
+
+async def list_mappings(conn: Conn, org_id: uuid.UUID) -> Listing:
+    groups = await conn.fetch(SELECT_MAPPINGS, org_id)
     default: str = await conn.fetchval(SELECT_DEFAULT_ROLE, org_id)
-    return rows, default
+    values = await conn.fetch(SELECT_ROLE_VALUES, org_id, MAX_LISTED_ROLE_VALUES)
+    return Listing(groups, default, values)

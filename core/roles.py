@@ -1,8 +1,9 @@
 """Effective roles: resolution, and the change stream's outbox.
 
 effective role = the highest of admin > boss > member among the mapped groups
-a user belongs to, else the organisation's default role; a deactivated user
-has none. Every write that can change a role does, in its own transaction:
+a user belongs to and the mapped values of their SCIM `roles` attribute, else
+the organisation's default role; a deactivated user has none. Every write
+that can change a role does, in its own transaction:
 
     tracker = await RoleTracker.start(conn, org_id, user_ids)   # before
     ... the write ...
@@ -38,19 +39,25 @@ TO_PROTO = {
 FROM_PROTO = {v: k for k, v in TO_PROTO.items()}
 NOTIFY_CHANNEL = "wando_role_changes"
 
-# users with their mapped groups and the organisation's default role
+# users with their grants (mapped groups, mapped role values; one row each)
+# and the organisation's default role
 RESOLVE_SQL = """
 SELECT u.user_id, u.user_name, u.external_id, u.active, o.default_role,
-       mg.group_id, mg.display_name, mg.role,
+       mg.group_id, mg.display_name, mg.role_value, mg.role,
        (SELECT c.last_seq FROM role_counters c WHERE c.org_id = $1) AS seq
 FROM users u
 JOIN organizations o ON o.org_id = u.org_id
 LEFT JOIN LATERAL (
-    SELECT r.group_id, g.display_name, r.role
+    SELECT r.group_id, g.display_name, NULL::text AS role_value, r.role
     FROM group_members m
     JOIN group_roles r ON r.org_id = m.org_id AND r.group_id = m.group_id
     JOIN groups g ON g.org_id = r.org_id AND g.group_id = r.group_id
     WHERE m.org_id = u.org_id AND m.user_id = u.user_id
+    UNION ALL
+    SELECT NULL, NULL, v.value, vm.role
+    FROM user_role_values v
+    JOIN role_value_mappings vm ON vm.org_id = v.org_id AND vm.value = v.value
+    WHERE v.org_id = u.org_id AND v.user_id = u.user_id
 ) mg ON true
 WHERE u.org_id = $1 AND {where}
 """
@@ -73,11 +80,19 @@ SELECT_GROUP_MEMBERS = "SELECT user_id FROM group_members WHERE org_id = $1 AND 
 
 SELECT_GROUP_ROLE = "SELECT role FROM group_roles WHERE org_id = $1 AND group_id = $2"
 
+SELECT_VALUE_HOLDERS = "SELECT user_id FROM user_role_values WHERE org_id = $1 AND value = $2"
+
 
 @dataclass(frozen=True)
 class Grant:
     group_id: uuid.UUID
     display_name: str
+    role: str
+
+
+@dataclass(frozen=True)
+class ValueGrant:
+    value: str  # a `roles[].value` of the user's
     role: str
 
 
@@ -89,6 +104,7 @@ class Resolved:
     role: str | None  # None: no role (deactivated)
     source: int  # roles_pb2.RoleSource
     granted_by: list[Grant] = field(default_factory=list)
+    granted_by_values: list[ValueGrant] = field(default_factory=list)
 
     def to_proto(self) -> roles_pb2.EffectiveRole:
         return roles_pb2.EffectiveRole(
@@ -103,33 +119,55 @@ class Resolved:
                 )
                 for g in self.granted_by
             ],
+            granted_by_values=[
+                roles_pb2.GrantingRoleValue(value=v.value, role=TO_PROTO[v.role])
+                for v in self.granted_by_values
+            ],
         )
 
 
 def resolve_rows(rows: Iterable[asyncpg.Record]) -> dict[uuid.UUID, Resolved]:
-    """Fold RESOLVE_SQL rows (one per user and mapped group) into effective roles."""
-    grants: dict[uuid.UUID, list[Grant]] = {}
+    """Fold RESOLVE_SQL rows (one per user and grant) into effective roles.
+    The winning grants are those with the top role; the source is GROUP when
+    a group is among them, else ROLES_ATTRIBUTE."""
+    groups: dict[uuid.UUID, list[Grant]] = {}
+    values: dict[uuid.UUID, list[ValueGrant]] = {}
     first: dict[uuid.UUID, asyncpg.Record] = {}
     for row in rows:
-        first.setdefault(row["user_id"], row)
-        found = grants.setdefault(row["user_id"], [])
-        if row["role"] is not None:
-            found.append(Grant(row["group_id"], row["display_name"], row["role"]))
+        user_id = row["user_id"]
+        first.setdefault(user_id, row)
+        by_group, by_value = groups.setdefault(user_id, []), values.setdefault(user_id, [])
+        if row["role"] is None:
+            continue
+        if row["role_value"] is not None:
+            by_value.append(ValueGrant(row["role_value"], row["role"]))
+        else:
+            by_group.append(Grant(row["group_id"], row["display_name"], row["role"]))
     resolved = {}
     for user_id, row in first.items():
-        mapped = grants[user_id]
-        top = max((RANK[g.role] for g in mapped), default=0)
-        winners = sorted((g for g in mapped if RANK[g.role] == top), key=lambda g: g.display_name)
+        ranks = [RANK[g.role] for g in groups[user_id]] + [RANK[v.role] for v in values[user_id]]
+        top = max(ranks, default=0)
+        winners = sorted(
+            (g for g in groups[user_id] if RANK[g.role] == top), key=lambda g: g.display_name
+        )
+        by_values = sorted((v for v in values[user_id] if RANK[v.role] == top), key=_value)
+        role: str | None
         if not row["active"]:
-            role, source, winners = None, roles_pb2.ROLE_SOURCE_DEACTIVATED, []
-        elif top:
+            role, source, winners, by_values = None, roles_pb2.ROLE_SOURCE_DEACTIVATED, [], []
+        elif winners:
             role, source = winners[0].role, roles_pb2.ROLE_SOURCE_GROUP
+        elif by_values:
+            role, source = by_values[0].role, roles_pb2.ROLE_SOURCE_ROLES_ATTRIBUTE
         else:
             role, source = row["default_role"], roles_pb2.ROLE_SOURCE_DEFAULT
         resolved[user_id] = Resolved(
-            user_id, row["user_name"], row["active"], role, source, winners
+            user_id, row["user_name"], row["active"], role, source, winners, by_values
         )
     return resolved
+
+
+def _value(grant: ValueGrant) -> str:
+    return grant.value
 
 
 async def resolve(
@@ -205,3 +243,8 @@ async def group_role(conn: Conn, org_id: uuid.UUID, group_id: uuid.UUID) -> str 
 
 async def group_members(conn: Conn, org_id: uuid.UUID, group_id: uuid.UUID) -> list[uuid.UUID]:
     return [r["user_id"] for r in await conn.fetch(SELECT_GROUP_MEMBERS, org_id, group_id)]
+
+
+async def value_holders(conn: Conn, org_id: uuid.UUID, value: str) -> list[uuid.UUID]:
+    """The users whose `roles` attribute carries `value`."""
+    return [r["user_id"] for r in await conn.fetch(SELECT_VALUE_HOLDERS, org_id, value)]

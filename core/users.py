@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,14 @@ SELECT $1, $2, lower(v) FROM unnest($3::text[]) AS v
 ON CONFLICT DO NOTHING
 """
 
+DELETE_ROLE_VALUES = "DELETE FROM user_role_values WHERE org_id = $1 AND user_id = $2"
+
+INSERT_ROLE_VALUES = """
+INSERT INTO user_role_values (org_id, user_id, value)
+SELECT $1, $2, v FROM unnest($3::text[]) AS v
+ON CONFLICT DO NOTHING
+"""
+
 # the groups of a page of users, in one query
 SELECT_GROUPS_OF_USERS = """
 SELECT m.user_id, g.group_id, g.display_name
@@ -79,6 +88,29 @@ def email_keys(document: dict[str, Any]) -> list[str]:
     return sorted({e["value"] for e in emails if isinstance(e.get("value"), str)})
 
 
+def role_values(document: dict[str, Any]) -> list[str]:
+    """The `roles[].value`s that role-value mappings match, exactly
+    (case-sensitive). Entra's PATCH of app-role assignments sends each value
+    as a JSON-encoded object ('{"id": …, "value": "Admin", "displayName": …}');
+    the entry is stored as sent, and its inner value is what is matched."""
+    entries = document.get("roles") or []
+    found = {_role_value(e.get("value")) for e in entries if isinstance(e, dict)}
+    return sorted(v for v in found if v)
+
+
+def _role_value(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    if value.startswith("{"):
+        try:
+            inner = json.loads(value)
+        except ValueError:
+            return value
+        if isinstance(inner, dict) and isinstance(inner.get("value"), str):
+            return str(inner["value"])
+    return value
+
+
 def diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
 
@@ -102,7 +134,8 @@ async def lock(conn: Conn, principal: Principal, raw_id: str, expected_etag: str
 async def write(
     conn: Conn, principal: Principal, row: asyncpg.Record, document: dict[str, Any]
 ) -> asyncpg.Record:
-    """Store a new document for a locked user, keeping the email index in step."""
+    """Store a new document for a locked user, keeping the email and role-value
+    indexes in step."""
     try:
         updated = await conn.fetchrow(
             UPDATE_USER, principal.org_id, row["user_id"], *columns(document), document
@@ -113,6 +146,11 @@ async def write(
     if email_keys(document) != email_keys(row["attributes"]):
         await conn.execute(DELETE_EMAILS, principal.org_id, row["user_id"])
         await conn.execute(INSERT_EMAILS, principal.org_id, row["user_id"], email_keys(document))
+    if role_values(document) != role_values(row["attributes"]):
+        await conn.execute(DELETE_ROLE_VALUES, principal.org_id, row["user_id"])
+        await conn.execute(
+            INSERT_ROLE_VALUES, principal.org_id, row["user_id"], role_values(document)
+        )
     return updated
 
 
@@ -149,6 +187,7 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
                 raise _conflict(exc, document) from None
             assert row is not None
             await conn.execute(INSERT_EMAILS, principal.org_id, new_id, email_keys(document))
+            await conn.execute(INSERT_ROLE_VALUES, principal.org_id, new_id, role_values(document))
             await audit.record(conn, principal, "create", "User", new_id, sorted(document))
             # nobody else can see the new user yet: its "before" is no role
             tracker = await roles.RoleTracker.start(conn, principal.org_id, [])
@@ -200,18 +239,24 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
         action: str,
     ) -> asyncpg.Record:
         """Store a locked user's new document; a new version only if something
-        changed, and the role stream told when `active` flips."""
+        changed, and the role stream told when `active` or the role values change."""
         # a write that says nothing about `active` leaves it as it is
         document.setdefault("active", row["active"])
         changed = diff(row["attributes"], document)
         if not changed:
             return row
         tracker = None
-        if document["active"] != row["active"]:
+        flipped = document["active"] != row["active"]
+        if flipped or role_values(document) != role_values(row["attributes"]):
             tracker = await roles.RoleTracker.start(conn, principal.org_id, [row["user_id"]])
+        old_active = row["active"]
         row = await write(conn, principal, row, document)
         if tracker is not None:
-            await tracker.finish("user activated" if row["active"] else "user deactivated")
+            if not flipped:
+                cause = "roles attribute changed"
+            else:
+                cause = "user deactivated" if old_active else "user activated"
+            await tracker.finish(cause)
         await audit.record(conn, principal, action, "User", row["user_id"], changed)
         return row
 

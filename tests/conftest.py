@@ -18,7 +18,7 @@ from core import db
 from core.server import CoreServer, start_server
 from tests.scim_client import Scim
 from tests.support import ADMIN_TOKEN, SERVICE_TOKEN, new_org_with_token, with_database
-from wando.provisioning.v1 import admin_service_pb2_grpc
+from wando.provisioning.v1 import admin_service_pb2_grpc, role_service_pb2_grpc
 
 TEMPLATE = "wando_template"
 
@@ -97,6 +97,12 @@ async def channel(core: CoreServer) -> AsyncIterator[grpc.aio.Channel]:
 @pytest.fixture
 def admin_stub(channel: grpc.aio.Channel) -> admin_service_pb2_grpc.AdminServiceStub:
     return admin_service_pb2_grpc.AdminServiceStub(channel)
+
+
+@pytest.fixture
+def roles_stub(channel: grpc.aio.Channel) -> role_service_pb2_grpc.RoleServiceStub:
+    """RoleService, as another Wando service calls it (SERVICE credential)."""
+    return role_service_pb2_grpc.RoleServiceStub(channel)
 
 
 @pytest.fixture

@@ -30,11 +30,6 @@ ROLE = {
 Admin = admin_service_pb2_grpc.AdminServiceStub
 
 
-@pytest.fixture
-def roles_stub(channel: grpc.aio.Channel) -> role_service_pb2_grpc.RoleServiceStub:
-    return role_service_pb2_grpc.RoleServiceStub(channel)
-
-
 async def role_of(
     stub: role_service_pb2_grpc.RoleServiceStub, **selector: str
 ) -> rpb.GetEffectiveRoleResponse:

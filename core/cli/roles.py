@@ -1,5 +1,5 @@
-"""`wando admin roles …`: group → role mappings (admin credential) and
-effective roles (RoleService, service credential)."""
+"""`wando admin roles …`: group → role and role value → role mappings (admin
+credential), and effective roles (RoleService, service credential)."""
 
 from __future__ import annotations
 
@@ -25,11 +25,14 @@ SOURCES = {
     roles_pb2.ROLE_SOURCE_GROUP: "from group",
     roles_pb2.ROLE_SOURCE_DEFAULT: "the organisation's default (in no mapped group)",
     roles_pb2.ROLE_SOURCE_DEACTIVATED: "the user is deactivated",
+    roles_pb2.ROLE_SOURCE_ROLES_ATTRIBUTE: "from the SCIM roles attribute",
 }
 
 
 def add_commands(topics: Any) -> None:
-    roles = topics.add_parser("roles", help="group → role mappings and effective roles")
+    roles = topics.add_parser(
+        "roles", help="group → role and role value → role mappings, and effective roles"
+    )
     actions = roles.add_subparsers(required=True, metavar="ACTION")
 
     def org_command(name: str, text: str) -> argparse.ArgumentParser:
@@ -37,19 +40,28 @@ def add_commands(topics: Any) -> None:
         cmd.add_argument("--org", required=True, help="organisation id or slug")
         return cmd
 
-    cmd = org_command("map", "map a group (id or displayName) to a role")
-    cmd.add_argument("--group", required=True)
+    def what(cmd: argparse.ArgumentParser) -> None:
+        which = cmd.add_mutually_exclusive_group(required=True)
+        which.add_argument("--group", help="a group's id or displayName")
+        which.add_argument(
+            "--value", help="a value of the users' SCIM roles attribute, exactly as sent"
+        )
+
+    cmd = org_command("map", "map a group, or a value of the SCIM roles attribute, to a role")
+    what(cmd)
     cmd.add_argument("--role", required=True, choices=sorted(ROLES))
     cmd.set_defaults(handler=_run(roles_map))
-    cmd = org_command("unmap", "remove a group's mapping")
-    cmd.add_argument("--group", required=True)
+    cmd = org_command("unmap", "remove a group's or a role value's mapping")
+    what(cmd)
     cmd.set_defaults(handler=_run(roles_unmap))
-    org_command("list", "list mappings and the default role").set_defaults(handler=_run(roles_list))
+    org_command(
+        "list", "list group and role value mappings, role values users carry, the default role"
+    ).set_defaults(handler=_run(roles_list))
     cmd = org_command("default", "set the role of active users in no mapped group")
     cmd.add_argument("--role", required=True, choices=sorted(ROLES))
     cmd.set_defaults(handler=_run(roles_default))
     cmd = org_command("preview", "dry run: whose role would a mapping change change")
-    cmd.add_argument("--group", required=True)
+    what(cmd)
     cmd.add_argument("--role", required=True, choices=[*sorted(ROLES), "none"])
     cmd.set_defaults(handler=_run(roles_preview))
     cmd = org_command("show", "a user's effective role and why")
@@ -61,7 +73,16 @@ def add_commands(topics: Any) -> None:
 
 
 def roles_map(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
-    request = pb.SetGroupRoleRequest(organization=args.org, group=args.group, role=ROLES[args.role])
+    role = ROLES[args.role]
+    if args.value is not None:
+        by_value = pb.SetRoleValueMappingRequest(organization=args.org, value=args.value, role=role)
+        response = admin.call("SetRoleValueMapping", by_value)
+        text = (
+            f"role value {args.value!r} → {args.role} (carried by {response.mapping.users} users;"
+            f" {response.changed_users} users' role changed)"
+        )
+        return {"json": _dict(response), "text": text}
+    request = pb.SetGroupRoleRequest(organization=args.org, group=args.group, role=role)
     response = admin.call("SetGroupRole", request)
     m = response.mapping
     text = f"{m.display_name} → {args.role} ({response.changed_users} users' role changed)"
@@ -69,9 +90,15 @@ def roles_map(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def roles_unmap(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
-    response = admin.call(
-        "ClearGroupRole", pb.ClearGroupRoleRequest(organization=args.org, group=args.group)
-    )
+    if args.value is not None:
+        response = admin.call(
+            "ClearRoleValueMapping",
+            pb.ClearRoleValueMappingRequest(organization=args.org, value=args.value),
+        )
+    else:
+        response = admin.call(
+            "ClearGroupRole", pb.ClearGroupRoleRequest(organization=args.org, group=args.group)
+        )
     return {
         "json": _dict(response),
         "text": f"unmapped ({response.changed_users} users' role changed)",
@@ -80,7 +107,11 @@ def roles_unmap(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
 
 def roles_list(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
     response = admin.call("ListGroupRoles", pb.ListGroupRolesRequest(organization=args.org))
-    lines = [f"{m.display_name}\t{NAMES[m.role]}\t{m.group_id}" for m in response.mappings]
+    lines = [f"group {m.display_name}\t{NAMES[m.role]}\t{m.group_id}" for m in response.mappings]
+    lines += [
+        f"role value {v.value!r}\t{NAMES[v.role] if v.role else 'not mapped'}\t{v.users} users"
+        for v in response.role_values
+    ]
     lines.append(f"(default role: {NAMES[response.default_role]})")
     return {"json": _dict(response), "text": "\n".join(lines)}
 
@@ -96,9 +127,12 @@ def roles_default(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
 
 def roles_preview(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
     role = ROLES.get(args.role, roles_pb2.ROLE_UNSPECIFIED)
-    request = pb.PreviewRoleChangesRequest(
-        organization=args.org, mappings=[pb.ProposedMapping(group=args.group, role=role)]
+    proposed = (
+        pb.ProposedMapping(role_value=args.value, role=role)
+        if args.value is not None
+        else pb.ProposedMapping(group=args.group, role=role)
     )
+    request = pb.PreviewRoleChangesRequest(organization=args.org, mappings=[proposed])
     response = admin.call("PreviewRoleChanges", request)
     lines = [f"{c.user_name}\t{NAMES[c.old_role]} → {NAMES[c.new_role]}" for c in response.changes]
     return {"json": _dict(response), "text": "\n".join(lines) or "no user's role would change"}
@@ -137,6 +171,8 @@ def roles_show(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
     why = SOURCES.get(found.source, "")
     if found.source == roles_pb2.ROLE_SOURCE_GROUP:
         why += " " + ", ".join(g.display_name for g in found.granted_by)
+    elif found.source == roles_pb2.ROLE_SOURCE_ROLES_ATTRIBUTE:
+        why += " " + ", ".join(repr(v.value) for v in found.granted_by_values)
     text = f"{found.user_name}: {NAMES[found.role]} ({why})"
     return {"json": _dict(found), "text": text}
 

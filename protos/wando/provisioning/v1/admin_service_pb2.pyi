@@ -586,21 +586,27 @@ class ListGroupRolesResponse(_message.Message):
 
     MAPPINGS_FIELD_NUMBER: _builtins.int
     DEFAULT_ROLE_FIELD_NUMBER: _builtins.int
+    ROLE_VALUES_FIELD_NUMBER: _builtins.int
     default_role: _roles_pb2.Role.ValueType
-    """The role of active users in no mapped group."""
+    """The role of active users with no mapped group or role value."""
     @_builtins.property
     def mappings(self) -> _containers.RepeatedCompositeFieldContainer[_roles_pb2.GroupRoleMapping]:
         """The mappings, by group displayName."""
+
+    @_builtins.property
+    def role_values(self) -> _containers.RepeatedCompositeFieldContainer[_roles_pb2.RoleValueMapping]:
+        """Every `roles[].value` that is mapped or carried by a user, by value."""
 
     def __init__(
         self,
         *,
         mappings: _abc.Iterable[_roles_pb2.GroupRoleMapping] | None = ...,
         default_role: _roles_pb2.Role.ValueType = ...,
+        role_values: _abc.Iterable[_roles_pb2.RoleValueMapping] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_role", b"default_role", "mappings", b"mappings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_role", b"default_role", "mappings", b"mappings", "role_values", b"role_values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -661,22 +667,28 @@ class ProposedMapping(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     GROUP_FIELD_NUMBER: _builtins.int
+    ROLE_VALUE_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
     group: _builtins.str
     """The group's id or displayName."""
+    role_value: _builtins.str
+    """A value of the SCIM `roles` attribute."""
     role: _roles_pb2.Role.ValueType
     """The role to map it to; ROLE_UNSPECIFIED proposes removing its mapping."""
     def __init__(
         self,
         *,
         group: _builtins.str = ...,
+        role_value: _builtins.str = ...,
         role: _roles_pb2.Role.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "role_value", b"role_value", "target", b"target"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "role", b"role", "role_value", b"role_value", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["group", "role_value"]  # noqa: Y015
+    _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_target) -> _WhichOneofReturnType_target | None: ...
 
 Global___ProposedMapping: _TypeAlias = ProposedMapping  # noqa: Y015
 
@@ -769,3 +781,109 @@ class PreviewedChange(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PreviewedChange: _TypeAlias = PreviewedChange  # noqa: Y015
+
+@_typing.final
+class SetRoleValueMappingRequest(_message.Message):
+    """Request of SetRoleValueMapping."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    organization: _builtins.str
+    """The organisation's id or slug."""
+    value: _builtins.str
+    """The `roles[].value`, matched exactly (case-sensitive)."""
+    role: _roles_pb2.Role.ValueType
+    """The role the value grants; must not be ROLE_UNSPECIFIED."""
+    def __init__(
+        self,
+        *,
+        organization: _builtins.str = ...,
+        value: _builtins.str = ...,
+        role: _roles_pb2.Role.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["organization", b"organization", "role", b"role", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRoleValueMappingRequest: _TypeAlias = SetRoleValueMappingRequest  # noqa: Y015
+
+@_typing.final
+class SetRoleValueMappingResponse(_message.Message):
+    """Response of SetRoleValueMapping."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAPPING_FIELD_NUMBER: _builtins.int
+    CHANGED_USERS_FIELD_NUMBER: _builtins.int
+    changed_users: _builtins.int
+    """How many users' effective role changed."""
+    @_builtins.property
+    def mapping(self) -> _roles_pb2.RoleValueMapping:
+        """The mapping now in force, with how many users carry the value."""
+
+    def __init__(
+        self,
+        *,
+        mapping: _roles_pb2.RoleValueMapping | None = ...,
+        changed_users: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["mapping", b"mapping"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_users", b"changed_users", "mapping", b"mapping"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRoleValueMappingResponse: _TypeAlias = SetRoleValueMappingResponse  # noqa: Y015
+
+@_typing.final
+class ClearRoleValueMappingRequest(_message.Message):
+    """Request of ClearRoleValueMapping."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    organization: _builtins.str
+    """The organisation's id or slug."""
+    value: _builtins.str
+    """The `roles[].value` whose mapping to remove."""
+    def __init__(
+        self,
+        *,
+        organization: _builtins.str = ...,
+        value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["organization", b"organization", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClearRoleValueMappingRequest: _TypeAlias = ClearRoleValueMappingRequest  # noqa: Y015
+
+@_typing.final
+class ClearRoleValueMappingResponse(_message.Message):
+    """Response of ClearRoleValueMapping."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGED_USERS_FIELD_NUMBER: _builtins.int
+    changed_users: _builtins.int
+    """How many users' effective role changed."""
+    def __init__(
+        self,
+        *,
+        changed_users: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_users", b"changed_users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClearRoleValueMappingResponse: _TypeAlias = ClearRoleValueMappingResponse  # noqa: Y015

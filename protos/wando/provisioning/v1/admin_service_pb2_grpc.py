@@ -102,6 +102,16 @@ class AdminServiceStub:
                 request_serializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.PreviewRoleChangesRequest.SerializeToString,
                 response_deserializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.PreviewRoleChangesResponse.FromString,
                 _registered_method=True)
+        self.SetRoleValueMapping = channel.unary_unary(
+                '/wando.provisioning.v1.AdminService/SetRoleValueMapping',
+                request_serializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.SetRoleValueMappingRequest.SerializeToString,
+                response_deserializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.SetRoleValueMappingResponse.FromString,
+                _registered_method=True)
+        self.ClearRoleValueMapping = channel.unary_unary(
+                '/wando.provisioning.v1.AdminService/ClearRoleValueMapping',
+                request_serializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ClearRoleValueMappingRequest.SerializeToString,
+                response_deserializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ClearRoleValueMappingResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -207,6 +217,21 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetRoleValueMapping(self, request, context):
+        """Map a value of the SCIM `roles` attribute (e.g. "wando-admin") to a role,
+        for identity providers that send roles on the user rather than groups.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearRoleValueMapping(self, request, context):
+        """Remove a role value's mapping.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -274,6 +299,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.PreviewRoleChanges,
                     request_deserializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.PreviewRoleChangesRequest.FromString,
                     response_serializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.PreviewRoleChangesResponse.SerializeToString,
+            ),
+            'SetRoleValueMapping': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRoleValueMapping,
+                    request_deserializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.SetRoleValueMappingRequest.FromString,
+                    response_serializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.SetRoleValueMappingResponse.SerializeToString,
+            ),
+            'ClearRoleValueMapping': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearRoleValueMapping,
+                    request_deserializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ClearRoleValueMappingRequest.FromString,
+                    response_serializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ClearRoleValueMappingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -630,6 +665,60 @@ class AdminService:
             '/wando.provisioning.v1.AdminService/PreviewRoleChanges',
             wando_dot_provisioning_dot_v1_dot_admin__service__pb2.PreviewRoleChangesRequest.SerializeToString,
             wando_dot_provisioning_dot_v1_dot_admin__service__pb2.PreviewRoleChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRoleValueMapping(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wando.provisioning.v1.AdminService/SetRoleValueMapping',
+            wando_dot_provisioning_dot_v1_dot_admin__service__pb2.SetRoleValueMappingRequest.SerializeToString,
+            wando_dot_provisioning_dot_v1_dot_admin__service__pb2.SetRoleValueMappingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearRoleValueMapping(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wando.provisioning.v1.AdminService/ClearRoleValueMapping',
+            wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ClearRoleValueMappingRequest.SerializeToString,
+            wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ClearRoleValueMappingResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -74,6 +74,12 @@ class AdminServiceStub:
     """Dry run: the users whose effective role a proposed change would change,
     and how. Nothing is written.
     """
+    SetRoleValueMapping: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.SetRoleValueMappingRequest, _admin_service_pb2.SetRoleValueMappingResponse]
+    """Map a value of the SCIM `roles` attribute (e.g. "wando-admin") to a role,
+    for identity providers that send roles on the user rather than groups.
+    """
+    ClearRoleValueMapping: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ClearRoleValueMappingRequest, _admin_service_pb2.ClearRoleValueMappingResponse]
+    """Remove a role value's mapping."""
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -121,6 +127,12 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Dry run: the users whose effective role a proposed change would change,
     and how. Nothing is written.
     """
+    SetRoleValueMapping: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.SetRoleValueMappingRequest, _admin_service_pb2.SetRoleValueMappingResponse]  # type: ignore[assignment]
+    """Map a value of the SCIM `roles` attribute (e.g. "wando-admin") to a role,
+    for identity providers that send roles on the user rather than groups.
+    """
+    ClearRoleValueMapping: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ClearRoleValueMappingRequest, _admin_service_pb2.ClearRoleValueMappingResponse]  # type: ignore[assignment]
+    """Remove a role value's mapping."""
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Administration of organisations and their SCIM tokens, for Wando staff.
@@ -243,5 +255,23 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """Dry run: the users whose effective role a proposed change would change,
         and how. Nothing is written.
         """
+
+    @_abc_1.abstractmethod
+    def SetRoleValueMapping(
+        self,
+        request: _admin_service_pb2.SetRoleValueMappingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.SetRoleValueMappingResponse, _abc.Awaitable[_admin_service_pb2.SetRoleValueMappingResponse]]:
+        """Map a value of the SCIM `roles` attribute (e.g. "wando-admin") to a role,
+        for identity providers that send roles on the user rather than groups.
+        """
+
+    @_abc_1.abstractmethod
+    def ClearRoleValueMapping(
+        self,
+        request: _admin_service_pb2.ClearRoleValueMappingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ClearRoleValueMappingResponse, _abc.Awaitable[_admin_service_pb2.ClearRoleValueMappingResponse]]:
+        """Remove a role value's mapping."""
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

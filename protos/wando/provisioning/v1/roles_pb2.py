@@ -25,23 +25,27 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!wando/provisioning/v1/roles.proto\x12\x15wando.provisioning.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"b\n\rGrantingGroup\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12)\n\x04role\x18\x03 \x01(\x0e\x32\x1b.wando.provisioning.v1.Role\"\xdb\x01\n\rEffectiveRole\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tuser_name\x18\x02 \x01(\t\x12)\n\x04role\x18\x03 \x01(\x0e\x32\x1b.wando.provisioning.v1.Role\x12\x31\n\x06source\x18\x04 \x01(\x0e\x32!.wando.provisioning.v1.RoleSource\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x08\x12\x38\n\ngranted_by\x18\x06 \x03(\x0b\x32$.wando.provisioning.v1.GrantingGroup\"\xe6\x01\n\nRoleChange\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12-\n\x08old_role\x18\x04 \x01(\x0e\x32\x1b.wando.provisioning.v1.Role\x12-\n\x08new_role\x18\x05 \x01(\x0e\x32\x1b.wando.provisioning.v1.Role\x12\r\n\x05\x63\x61use\x18\x06 \x01(\t\x12/\n\x0b\x63hange_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"e\n\x10GroupRoleMapping\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12)\n\x04role\x18\x03 \x01(\x0e\x32\x1b.wando.provisioning.v1.Role*L\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_MEMBER\x10\x01\x12\r\n\tROLE_BOSS\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03*v\n\nRoleSource\x12\x1b\n\x17ROLE_SOURCE_UNSPECIFIED\x10\x00\x12\x15\n\x11ROLE_SOURCE_GROUP\x10\x01\x12\x17\n\x13ROLE_SOURCE_DEFAULT\x10\x02\x12\x1b\n\x17ROLE_SOURCE_DEACTIVATED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!wando/provisioning/v1/roles.proto\x12\x15wando.provisioning.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"b\n\rGrantingGroup\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12)\n\x04role\x18\x03 \x01(\x0e\x32\x1b.wando.provisioning.v1.Role\"\xa0\x02\n\rEffectiveRole\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tuser_name\x18\x02 \x01(\t\x12)\n\x04role\x18\x03 \x01(\x0e\x32\x1b.wando.provisioning.v1.Role\x12\x31\n\x06source\x18\x04 \x01(\x0e\x32!.wando.provisioning.v1.RoleSource\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x08\x12\x38\n\ngranted_by\x18\x06 \x03(\x0b\x32$.wando.provisioning.v1.GrantingGroup\x12\x43\n\x11granted_by_values\x18\x07 \x03(\x0b\x32(.wando.provisioning.v1.GrantingRoleValue\"M\n\x11GrantingRoleValue\x12\r\n\x05value\x18\x01 \x01(\t\x12)\n\x04role\x18\x02 \x01(\x0e\x32\x1b.wando.provisioning.v1.Role\"\xe6\x01\n\nRoleChange\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12-\n\x08old_role\x18\x04 \x01(\x0e\x32\x1b.wando.provisioning.v1.Role\x12-\n\x08new_role\x18\x05 \x01(\x0e\x32\x1b.wando.provisioning.v1.Role\x12\r\n\x05\x63\x61use\x18\x06 \x01(\t\x12/\n\x0b\x63hange_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"e\n\x10GroupRoleMapping\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12)\n\x04role\x18\x03 \x01(\x0e\x32\x1b.wando.provisioning.v1.Role\"[\n\x10RoleValueMapping\x12\r\n\x05value\x18\x01 \x01(\t\x12)\n\x04role\x18\x02 \x01(\x0e\x32\x1b.wando.provisioning.v1.Role\x12\r\n\x05users\x18\x03 \x01(\x05*L\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_MEMBER\x10\x01\x12\r\n\tROLE_BOSS\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03*\x97\x01\n\nRoleSource\x12\x1b\n\x17ROLE_SOURCE_UNSPECIFIED\x10\x00\x12\x15\n\x11ROLE_SOURCE_GROUP\x10\x01\x12\x17\n\x13ROLE_SOURCE_DEFAULT\x10\x02\x12\x1b\n\x17ROLE_SOURCE_DEACTIVATED\x10\x03\x12\x1f\n\x1bROLE_SOURCE_ROLES_ATTRIBUTE\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'wando.provisioning.v1.roles_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=751
-  _globals['_ROLE']._serialized_end=827
-  _globals['_ROLESOURCE']._serialized_start=829
-  _globals['_ROLESOURCE']._serialized_end=947
+  _globals['_ROLE']._serialized_start=992
+  _globals['_ROLE']._serialized_end=1068
+  _globals['_ROLESOURCE']._serialized_start=1071
+  _globals['_ROLESOURCE']._serialized_end=1222
   _globals['_GRANTINGGROUP']._serialized_start=93
   _globals['_GRANTINGGROUP']._serialized_end=191
   _globals['_EFFECTIVEROLE']._serialized_start=194
-  _globals['_EFFECTIVEROLE']._serialized_end=413
-  _globals['_ROLECHANGE']._serialized_start=416
-  _globals['_ROLECHANGE']._serialized_end=646
-  _globals['_GROUPROLEMAPPING']._serialized_start=648
-  _globals['_GROUPROLEMAPPING']._serialized_end=749
+  _globals['_EFFECTIVEROLE']._serialized_end=482
+  _globals['_GRANTINGROLEVALUE']._serialized_start=484
+  _globals['_GRANTINGROLEVALUE']._serialized_end=561
+  _globals['_ROLECHANGE']._serialized_start=564
+  _globals['_ROLECHANGE']._serialized_end=794
+  _globals['_GROUPROLEMAPPING']._serialized_start=796
+  _globals['_GROUPROLEMAPPING']._serialized_end=897
+  _globals['_ROLEVALUEMAPPING']._serialized_start=899
+  _globals['_ROLEVALUEMAPPING']._serialized_end=990
 # @@protoc_insertion_point(module_scope)

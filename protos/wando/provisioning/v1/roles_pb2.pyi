@@ -62,6 +62,10 @@ class _RoleSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RoleSource
     """The organisation's default role: the user is in no mapped group."""
     ROLE_SOURCE_DEACTIVATED: _RoleSource.ValueType  # 3
     """The user is deactivated and has no role."""
+    ROLE_SOURCE_ROLES_ATTRIBUTE: _RoleSource.ValueType  # 4
+    """The highest role among the mapped values of the user's SCIM `roles`
+    attribute (no mapped group grants as much).
+    """
 
 class RoleSource(_RoleSource, metaclass=_RoleSourceEnumTypeWrapper):
     """Why a user has the role they have."""
@@ -74,6 +78,10 @@ ROLE_SOURCE_DEFAULT: RoleSource.ValueType  # 2
 """The organisation's default role: the user is in no mapped group."""
 ROLE_SOURCE_DEACTIVATED: RoleSource.ValueType  # 3
 """The user is deactivated and has no role."""
+ROLE_SOURCE_ROLES_ATTRIBUTE: RoleSource.ValueType  # 4
+"""The highest role among the mapped values of the user's SCIM `roles`
+attribute (no mapped group grants as much).
+"""
 Global___RoleSource: _TypeAlias = RoleSource  # noqa: Y015
 
 @_typing.final
@@ -118,6 +126,7 @@ class EffectiveRole(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     ACTIVE_FIELD_NUMBER: _builtins.int
     GRANTED_BY_FIELD_NUMBER: _builtins.int
+    GRANTED_BY_VALUES_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """The user's id."""
     user_name: _builtins.str
@@ -134,6 +143,12 @@ class EffectiveRole(_message.Message):
         with the winning role).
         """
 
+    @_builtins.property
+    def granted_by_values(self) -> _containers.RepeatedCompositeFieldContainer[Global___GrantingRoleValue]:
+        """The mapped values of the user's SCIM `roles` attribute that grant the
+        role (all those with the winning role).
+        """
+
     def __init__(
         self,
         *,
@@ -143,14 +158,41 @@ class EffectiveRole(_message.Message):
         source: Global___RoleSource.ValueType = ...,
         active: _builtins.bool = ...,
         granted_by: _abc.Iterable[Global___GrantingGroup] | None = ...,
+        granted_by_values: _abc.Iterable[Global___GrantingRoleValue] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "granted_by", b"granted_by", "role", b"role", "source", b"source", "user_id", b"user_id", "user_name", b"user_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "granted_by", b"granted_by", "granted_by_values", b"granted_by_values", "role", b"role", "source", b"source", "user_id", b"user_id", "user_name", b"user_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EffectiveRole: _TypeAlias = EffectiveRole  # noqa: Y015
+
+@_typing.final
+class GrantingRoleValue(_message.Message):
+    """A value of a user's SCIM `roles` attribute that grants a role."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUE_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    value: _builtins.str
+    """The `roles[].value`, as the identity provider sent it."""
+    role: Global___Role.ValueType
+    """The role the value maps to."""
+    def __init__(
+        self,
+        *,
+        value: _builtins.str = ...,
+        role: Global___Role.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["role", b"role", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GrantingRoleValue: _TypeAlias = GrantingRoleValue  # noqa: Y015
 
 @_typing.final
 class RoleChange(_message.Message):
@@ -231,3 +273,35 @@ class GroupRoleMapping(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GroupRoleMapping: _TypeAlias = GroupRoleMapping  # noqa: Y015
+
+@_typing.final
+class RoleValueMapping(_message.Message):
+    """A `roles[].value` → role mapping of an organisation, or a value its users
+    carry that is not mapped.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUE_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    USERS_FIELD_NUMBER: _builtins.int
+    value: _builtins.str
+    """The value, matched exactly (case-sensitive) against `roles[].value`."""
+    role: Global___Role.ValueType
+    """The role the value grants; ROLE_UNSPECIFIED when it is not mapped."""
+    users: _builtins.int
+    """How many users' `roles` attribute carries the value."""
+    def __init__(
+        self,
+        *,
+        value: _builtins.str = ...,
+        role: Global___Role.ValueType = ...,
+        users: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["role", b"role", "users", b"users", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoleValueMapping: _TypeAlias = RoleValueMapping  # noqa: Y015
