@@ -82,3 +82,38 @@ def test_every_key_and_index_leads_with_org_id() -> None:
     ):
         if table not in reference_tables:
             assert columns.strip().startswith("org_id"), index
+
+
+async def test_role_values_are_backfilled_for_existing_users(empty_dsn: str) -> None:
+    """0003 indexes the `roles[].value`s of users stored before it existed."""
+    conn = await asyncpg.connect(empty_dsn)
+    try:
+        await conn.execute(db.CREATE_MIGRATIONS_TABLE)
+        for migration in db.known_migrations()[:2]:
+            await conn.execute(migration.sql)
+            await conn.execute(db.INSERT_APPLIED, migration.version, migration.name)
+        org = await conn.fetchval(
+            "INSERT INTO organizations (org_id, slug, display_name)"
+            " VALUES (gen_random_uuid(), 'acme', 'A') RETURNING org_id"
+        )
+        documents = {
+            "u1": '{"roles": [{"value": "wando-admin", "primary": true}, {"value": "x"}]}',
+            "u2": '{"roles": [{"type": "no value"}, {"value": ""}]}',
+            "u3": '{"roles": "not a list"}',
+        }
+        for name, document in documents.items():
+            await conn.execute(
+                "INSERT INTO users (org_id, user_id, user_name, active, attributes)"
+                " VALUES ($1, gen_random_uuid(), $2, true, $3::jsonb)",
+                org,
+                name,
+                document,
+            )
+        assert await db.migrate(conn) == [m.version for m in db.known_migrations()[2:]]
+        rows = await conn.fetch(
+            "SELECT u.user_name, v.value FROM user_role_values v"
+            " JOIN users u USING (org_id, user_id) ORDER BY 1, 2"
+        )
+        assert [tuple(r) for r in rows] == [("u1", "wando-admin"), ("u1", "x")]
+    finally:
+        await conn.close()

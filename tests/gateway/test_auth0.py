@@ -1,14 +1,22 @@
 """Auth0's outbound SCIM Action replayed through the real gateway, core and
 PostgreSQL (issue #9, user flow): correlation by externalId (the Auth0
 user_id), update by PUT or PATCH, block → deactivate, delete, and retries of
-the same event being harmless. Roles from the `roles` attribute are not yet
-mapped; their entries are kept as sent."""
+the same event being harmless; and roles from the `roles` attribute, mapped by
+Wando staff with the CLI, resolving through RoleService like group roles."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
+import grpc
+
+from core.server import CoreServer
 from tests.gateway.support import USER_URN, ScimHttp
+from tests.support import ADMIN_TOKEN, SERVICE, SERVICE_TOKEN, run_wando
+from wando.provisioning.v1 import role_service_pb2 as rpb
+from wando.provisioning.v1 import role_service_pb2_grpc, roles_pb2
 
 AUTH0 = {"User-Agent": None, "Accept-Charset": None}
 
@@ -61,6 +69,10 @@ async def test_auth0_user_lifecycle(scim: ScimHttp) -> None:
     # a retried create event finds the user and changes nothing
     again = await upsert(scim, auth0_user(auth0_id, "ada@example.com", roles=roles))
     assert again["id"] == created["id"] and again["meta"]["version"] == created["meta"]["version"]
+    # ... and one that POSTs blindly is a 409 that creates nothing twice
+    blind = await scim.post("/Users", auth0_user(auth0_id, "ada@example.com"), headers=AUTH0)
+    blind.assert_error(409, "uniqueness")
+    assert [u["id"] for u in await find(scim, auth0_id)] == [created["id"]]
 
     # an update, by PUT and by PATCH
     put = await upsert(scim, auth0_user(auth0_id, "ada@example.com", name={"givenName": "Augusta"}))
@@ -80,3 +92,96 @@ async def test_auth0_user_lifecycle(scim: ScimHttp) -> None:
     assert await find(scim, auth0_id) == []
     recreated = await upsert(scim, auth0_user(auth0_id, "ada.l@example.com"))
     assert recreated["id"] != created["id"]
+
+
+async def test_auth0_roles_attribute_resolves_through_role_service(
+    core: CoreServer, scim: ScimHttp, channel: grpc.aio.Channel
+) -> None:
+    """Issue #9's promise: a user provisioned from Auth0 with
+    roles [{"value": "wando-admin"}] is an admin once the organisation maps
+    that value, and later Auth0 events move the role."""
+    auth0_id = "auth0|65a0f1e2d3c4b5a697887766"
+    admin_role = [{"value": "wando-admin"}]
+    created = await upsert(scim, auth0_user(auth0_id, "grace@example.com", roles=admin_role))
+    roles = role_service_pb2_grpc.RoleServiceStub(channel)
+
+    request = rpb.GetEffectiveRoleRequest(
+        organization="initech", user=rpb.UserSelector(external_id=auth0_id)
+    )
+
+    async def role_of() -> roles_pb2.EffectiveRole:
+        return (await roles.GetEffectiveRole(request, metadata=SERVICE)).role
+
+    before = await roles.GetEffectiveRole(request, metadata=SERVICE)
+    assert before.role.role == roles_pb2.ROLE_MEMBER  # not mapped yet: the default role
+
+    env = {
+        "WANDO_CORE": f"127.0.0.1:{core.port}",
+        "WANDO_ADMIN_TOKEN": ADMIN_TOKEN,
+        "WANDO_SERVICE_TOKEN": SERVICE_TOKEN,
+    }
+    code, out, err = await run_wando("admin", "roles", "list", "--org", "initech", env=env)
+    assert code == 0, err
+    assert "role value 'wando-admin'\tnot mapped\t1 users" in out  # what Auth0 sends
+    code, out, err = await run_wando(
+        "admin",
+        "roles",
+        "map",
+        "--org",
+        "initech",
+        "--value",
+        "wando-admin",
+        "--role",
+        "admin",
+        env=env,
+    )
+    assert code == 0, err
+    assert "carried by 1 users; 1 users' role changed" in out
+    answer = await role_of()
+    assert answer.role == roles_pb2.ROLE_ADMIN
+    assert answer.source == roles_pb2.ROLE_SOURCE_ROLES_ATTRIBUTE
+    code, out, err = await run_wando(
+        "admin",
+        "--json",
+        "roles",
+        "show",
+        "--org",
+        "initech",
+        "--user",
+        "grace@example.com",
+        env=env,
+    )
+    assert code == 0, err
+    assert json.loads(out)["role"] == "ROLE_ADMIN"
+
+    # Auth0 events move the role, and each move is on the change stream
+    call = roles.WatchRoleChanges(
+        rpb.WatchRoleChangesRequest(organization="initech", after_sequence=before.sequence),
+        metadata=SERVICE,
+    )
+    await upsert(scim, auth0_user(auth0_id, "grace@example.com"))  # PUT without roles
+    assert (await role_of()).role == roles_pb2.ROLE_MEMBER
+    await upsert(scim, auth0_user(auth0_id, "grace@example.com", roles=admin_role), patch=True)
+    assert (await role_of()).role == roles_pb2.ROLE_ADMIN
+    await upsert(scim, auth0_user(auth0_id, "grace@example.com", roles=admin_role, active=False))
+    assert (await role_of()).role == roles_pb2.ROLE_UNSPECIFIED  # blocked: no role at all
+    seen = []
+    async with asyncio.timeout(20):
+        async for response in call:
+            seen.append((response.change.new_role, response.change.cause))
+            if len(seen) == 4:
+                break
+    call.cancel()
+    assert seen == [
+        (roles_pb2.ROLE_ADMIN, "role value 'wando-admin' mapped to admin"),
+        (roles_pb2.ROLE_MEMBER, "roles attribute changed"),
+        (roles_pb2.ROLE_ADMIN, "roles attribute changed"),
+        (roles_pb2.ROLE_UNSPECIFIED, "user deactivated"),
+    ]
+    # deleted in Auth0: the user, and with it any role, is gone
+    assert (await scim.delete(f"/Users/{created['id']}", headers=AUTH0)).status == 204
+    try:
+        await roles.GetEffectiveRole(request, metadata=SERVICE)
+        raise AssertionError("a deleted user still has a role")
+    except grpc.aio.AioRpcError as exc:
+        assert exc.code() == grpc.StatusCode.NOT_FOUND

@@ -4,12 +4,20 @@ checks (shared/reference/idp-scim-traffic.md §2 and §3.3)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
 import pytest
 
 from tests.gateway.support import ENTERPRISE_URN, GROUP_URN, USER_URN, ScimHttp
+from tests.support import ADMIN, SERVICE
+from wando.provisioning.v1 import admin_service_pb2 as apb
+from wando.provisioning.v1 import admin_service_pb2_grpc, role_service_pb2_grpc, roles_pb2
+from wando.provisioning.v1 import role_service_pb2 as rpb
+
+AdminStub = admin_service_pb2_grpc.AdminServiceStub
+RoleStub = role_service_pb2_grpc.RoleServiceStub
 
 ADSCIM = "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group"
 ENTRA = {"User-Agent": None, "Accept-Charset": None}  # Entra's User-Agent is unpublished
@@ -311,3 +319,45 @@ async def test_validator_group_lookups_and_missing_deletes(scim: ScimHttp) -> No
     ] == [group["id"]]  # 17
     (await scim.delete(f"/Users/{uuid.uuid4()}", headers=ENTRA)).assert_error(404)  # P3
     (await scim.delete(f"/Groups/{uuid.uuid4()}", headers=ENTRA)).assert_error(404)  # P6
+
+
+async def test_app_role_assignments_in_the_roles_attribute(
+    scim: ScimHttp, admin_stub: AdminStub, roles_stub: RoleStub
+) -> None:
+    """Entra sends app-role assignments in `roles` (issue #9): on POST as
+    {primary, type, value} entries; on PATCH (AppRoleAssignmentsComplex, no
+    flag) with each value a JSON-encoded object; SingleAppRoleAssignment as a
+    value under `roles[primary eq "True"].value`. Mapped values give roles."""
+    for value, role in (("Admin", roles_pb2.ROLE_ADMIN), ("Approver", roles_pb2.ROLE_BOSS)):
+        await admin_stub.SetRoleValueMapping(
+            apb.SetRoleValueMappingRequest(organization="initech", value=value, role=role),
+            metadata=ADMIN,
+        )
+
+    async def role_of(user_id: str) -> int:
+        request = rpb.GetEffectiveRoleRequest(
+            organization="initech", user=rpb.UserSelector(user_id=user_id)
+        )
+        return (await roles_stub.GetEffectiveRole(request, metadata=SERVICE)).role.role
+
+    entry = {"primary": "True", "type": "WindowsAzureActiveDirectoryRole", "value": "Admin"}
+    admin = await created(scim, "/Users", entra_user("roles1", roles=[entry]))
+    assert admin["roles"] == [{**entry, "primary": True}]
+    assert await role_of(admin["id"]) == roles_pb2.ROLE_ADMIN
+
+    # AppRoleAssignmentsComplex over PATCH: Add, then Remove, JSON-encoded values
+    user = await created(scim, "/Users", entra_user("roles2"))
+    encoded = json.dumps({"id": str(uuid.uuid4()), "value": "Approver", "displayName": "Approver"})
+    add = {"op": "Add", "path": "roles", "value": [{"value": encoded}]}
+    assert (await scim.patch(f"/Users/{user['id']}", add, headers=ENTRA)).status == 200
+    assert await role_of(user["id"]) == roles_pb2.ROLE_BOSS
+    remove = {"op": "Remove", "path": "roles", "value": [{"value": encoded}]}
+    assert (await scim.patch(f"/Users/{user['id']}", remove, headers=ENTRA)).status == 200
+    assert await role_of(user["id"]) == roles_pb2.ROLE_MEMBER
+
+    # SingleAppRoleAssignment: replace the primary role's value
+    single = {"op": "Replace", "path": 'roles[primary eq "True"].value', "value": "Approver"}
+    reply = await scim.patch(f"/Users/{admin['id']}", single, headers=ENTRA)
+    assert reply.status == 200, reply.text
+    assert reply.body["roles"] == [{**entry, "primary": True, "value": "Approver"}]
+    assert await role_of(admin["id"]) == roles_pb2.ROLE_BOSS
