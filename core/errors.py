@@ -107,8 +107,21 @@ WIRE: dict[type[CoreError], tuple[grpc.StatusCode, int]] = {
 }
 
 
+# Messages often quote what the client sent (a sortBy, a member id, a key); the
+# status travels in gRPC trailers, which refuse more than 16 KiB altogether
+# (and percent-encode non-ASCII text to up to 12 bytes a character).
+MAX_MESSAGE_LENGTH = 1000
+MAX_FIELD_LENGTH = 200
+
+
+def _shortened(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def to_status(error: CoreError) -> tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]:
     """The gRPC status code, message and trailing metadata for an error."""
     code, reason = WIRE[type(error)]
-    info = error_pb2.ErrorInfo(reason=reason, field=error.field)  # type: ignore[arg-type]
-    return code, error.message, ((ERROR_INFO_METADATA_KEY, info.SerializeToString()),)
+    field = _shortened(error.field, MAX_FIELD_LENGTH)
+    info = error_pb2.ErrorInfo(reason=reason, field=field)  # type: ignore[arg-type]
+    message = _shortened(error.message, MAX_MESSAGE_LENGTH)
+    return code, message, ((ERROR_INFO_METADATA_KEY, info.SerializeToString()),)

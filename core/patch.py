@@ -57,6 +57,8 @@ from core.errors import (
 from core.schema import Attr, ResourceSchema
 
 MAX_OPERATIONS = 1000
+MAX_OP_LENGTH = 32  # characters of an operation's "op" (the longest valid one is 7)
+MAX_PATH_LENGTH = 4096  # characters of an operation's "path"
 
 # keys of a path-less value that are never attributes to patch
 _IGNORED_KEYS = frozenset({"schemas", "meta", "id", "groups", "password"})

@@ -10,7 +10,7 @@ import asyncpg
 
 from core import audit, documents, listing, locking, patch, roles
 from core.auth import Guard
-from core.errors import AlreadyExists, InvalidArgument
+from core.errors import AlreadyExists, InvalidArgument, InvalidPath
 from core.representation import group_ref, user_proto
 from core.rpc import Ctx
 from core.schema import user_schema
@@ -275,8 +275,16 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
 
 def operation(message: Any) -> patch.Operation:
     """A proto PatchOperation as the PATCH engine takes it."""
-    if len(message.op) > 32 or len(message.path) > 4096:
-        raise InvalidArgument("a PATCH operation's op or path is too long", field="Operations")
+    if len(message.op) > patch.MAX_OP_LENGTH:
+        raise InvalidArgument(
+            f'a PATCH operation\'s "op" is longer than {patch.MAX_OP_LENGTH} characters',
+            field="op",
+        )
+    if len(message.path) > patch.MAX_PATH_LENGTH:
+        raise InvalidPath(
+            f'a PATCH operation\'s "path" is longer than {patch.MAX_PATH_LENGTH} characters',
+            field="path",
+        )
     has_value = message.HasField("value")
     return patch.Operation(
         op=message.op,

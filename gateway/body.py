@@ -4,7 +4,8 @@ or without charset; some clients send none).
 
 Refused, as SCIM errors: a body over the limit (413), an empty body, bytes
 that are not JSON (including NaN and Infinity), JSON nested deeper than
-MAX_DEPTH, and a top level that is not an object (400 invalidSyntax).
+MAX_DEPTH, strings that are not Unicode (lone surrogate escapes), and a top
+level that is not an object (400 invalidSyntax).
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ from typing import Any
 from aiohttp import web
 from scim2_models import InvalidSyntaxException, PayloadTooLargeException
 
-MAX_DEPTH = 64
+# Every body travels on to the core as a protobuf Struct, and protobuf refuses
+# a message nested deeper than 100 messages: an object level costs three (Struct,
+# map entry, Value), so a PATCH value can carry about 32 levels and no more.
+# (SCIM itself nests 4: an extension's manager's value.)
+MAX_DEPTH = 32
 
 
 def too_large(limit: int) -> PayloadTooLargeException:
@@ -66,6 +71,25 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+def _lone_surrogate(value: Any) -> str | None:
+    """The first string (key or value) holding a lone surrogate, which JSON's
+    \\uD800 escapes can spell but UTF-8 (and so protobuf and PostgreSQL) cannot."""
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and not item.isascii():
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return item
+    return None
+
+
 def parse_json_object(data: bytes) -> dict[str, Any]:
     """The JSON object in `data`, or an invalidSyntax error saying what is wrong."""
     if not data.strip():
@@ -88,6 +112,13 @@ def parse_json_object(data: bytes) -> dict[str, Any]:
     if _depth(value) > MAX_DEPTH:
         raise InvalidSyntaxException(
             detail=f"the request body nests deeper than {MAX_DEPTH} levels"
+        )
+    bad = _lone_surrogate(value)
+    if bad is not None:
+        shown = json.dumps(bad[:40])
+        raise InvalidSyntaxException(
+            detail=f"the request body holds a string that is not valid Unicode"
+            f" (a lone surrogate escape): {shown}"
         )
     return value
 

@@ -14,10 +14,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from scim2_models import InvalidSyntaxException, InvalidValueException
+from scim2_models import InvalidSyntaxException, InvalidValueException, TooManyException
 
 MAX_COUNT = 1000  # also advertised as filter.maxResults in /ServiceProviderConfig
 MAX_INT32 = 2**31 - 1
+# attributes / excludedAttributes: every listed resource is projected through
+# every path, so their number and size bound the work of one request (a User
+# has about 100 attribute and sub-attribute paths in all)
+MAX_ATTRIBUTE_PATHS = 100
+MAX_ATTRIBUTE_PATH_LENGTH = 512
 SEARCH_REQUEST_URN = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 
 
@@ -77,7 +82,19 @@ def _paths(name: str, value: Any) -> tuple[str, ...]:
         raise InvalidValueException(detail=f"{name} must be a comma-separated list of attributes")
     if not all(isinstance(item, str) for item in items):
         raise InvalidValueException(detail=f"{name} must list attribute names as strings")
-    return tuple(item.strip() for item in items if item.strip())
+    paths = tuple(item.strip() for item in items if item.strip())
+    if len(paths) > MAX_ATTRIBUTE_PATHS:
+        raise TooManyException(
+            detail=f"{name} lists {len(paths)} attributes;"
+            f" at most {MAX_ATTRIBUTE_PATHS} are allowed"
+        )
+    for path in paths:
+        if len(path) > MAX_ATTRIBUTE_PATH_LENGTH:
+            raise InvalidValueException(
+                detail=f"{name} holds an attribute path longer than"
+                f" {MAX_ATTRIBUTE_PATH_LENGTH} characters: {path[:40]!r}…"
+            )
+    return paths
 
 
 def _integer(name: str, value: Any) -> int | None:
