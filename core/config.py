@@ -58,6 +58,8 @@ class Settings:
     rate_limit_per_second: float
     rate_limit_burst: int
     core_timeout_seconds: float
+    auth_failure_per_second: float
+    auth_failure_burst: int
 
     SECRET_FIELDS = ("admin_token", "service_token", "database_url")
 
@@ -171,4 +173,6 @@ def load(env: Mapping[str, str] | None = None, **overrides: str | None) -> Setti
         rate_limit_per_second=_float(source, "WANDO_RATE_LIMIT_PER_SECOND", 50.0, 0.0, 1e6),
         rate_limit_burst=_int(source, "WANDO_RATE_LIMIT_BURST", 200, 1, 1_000_000),
         core_timeout_seconds=_float(source, "WANDO_CORE_TIMEOUT_SECONDS", 10.0, 0.1, 300.0),
+        auth_failure_per_second=_float(source, "WANDO_AUTH_FAILURE_PER_SECOND", 1.0, 0.0, 1e6),
+        auth_failure_burst=_int(source, "WANDO_AUTH_FAILURE_BURST", 20, 1, 1_000_000),
     )

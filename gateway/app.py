@@ -18,8 +18,9 @@ from aiohttp import web
 
 from core.config import Settings
 from gateway import discovery, middlewares
+from gateway.authlimit import AuthFailures
 from gateway.groups import Groups
-from gateway.keys import CORE, RATE_LIMITER, SETTINGS
+from gateway.keys import AUTH_FAILURES, CORE, RATE_LIMITER, SETTINGS
 from gateway.ratelimit import OrgLearner, RateLimiter
 from gateway.resources import ResourceCalls, ResourceEndpoints
 from gateway.users import Users
@@ -43,7 +44,7 @@ async def core_channel(app: web.Application) -> AsyncIterator[None]:
     channel = grpc.aio.insecure_channel(
         app[SETTINGS].core_address,
         options=CHANNEL_OPTIONS,
-        interceptors=[OrgLearner(app[RATE_LIMITER])],
+        interceptors=[OrgLearner(app[RATE_LIMITER], app[AUTH_FAILURES].vouch)],
     )
     app[CORE] = {calls.endpoint: calls(channel) for calls in RESOURCE_TYPES}
     try:
@@ -64,6 +65,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=middlewares.ROOT, client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[RATE_LIMITER] = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app[AUTH_FAILURES] = AuthFailures(settings.auth_failure_per_second, settings.auth_failure_burst)
     app.cleanup_ctx.append(core_channel)
     app.add_subapp(settings.scim_prefix, create_scim_app())
     return app

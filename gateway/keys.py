@@ -9,6 +9,7 @@ from aiohttp import web
 from core.config import Settings
 
 if TYPE_CHECKING:
+    from gateway.authlimit import AuthFailures
     from gateway.ratelimit import RateLimiter
     from gateway.resources import ResourceCalls
 
@@ -17,6 +18,8 @@ SETTINGS = web.AppKey("settings", Settings)
 # gRPC channel of the process; set up and torn down by the app's cleanup_ctx
 CORE: web.AppKey[dict[str, ResourceCalls]] = web.AppKey("core")
 RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
+# failed authentications per client address (gateway.authlimit)
+AUTH_FAILURES: web.AppKey[AuthFailures] = web.AppKey("auth_failures")
 
 REQUEST_ID = web.RequestKey("request_id", str)
 # the caller's bearer token, forwarded to the core; never logged

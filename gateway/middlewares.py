@@ -9,7 +9,8 @@
   before anything is read (gateway.body enforces it for chunked bodies).
 - authenticate (SCIM app): `Authorization: Bearer <token>`, scheme in any
   case; the token is checked by the core on every call. The reason for a 401
-  is logged, the token never.
+  is logged, the token never. An address with too many failed
+  authentications gets 429 first (gateway.authlimit).
 - rate_limit (SCIM app): a token bucket per bearer token; 429 + Retry-After.
 """
 
@@ -27,9 +28,9 @@ from aiohttp.typedefs import Handler, Middleware
 from scim2_models import Error, NotFoundException, SCIMException, UnauthorizedException
 
 from core import logs
-from gateway import errors
+from gateway import authlimit, errors
 from gateway.body import too_large
-from gateway.keys import RATE_LIMITER, REQUEST_ID, SETTINGS, TOKEN
+from gateway.keys import AUTH_FAILURES, RATE_LIMITER, REQUEST_ID, SETTINGS, TOKEN
 
 log = logging.getLogger("gateway")
 access_log = logging.getLogger("gateway.access")
@@ -141,7 +142,27 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         request.match_info.handler, _PUBLIC, False
     ):
         return await handler(request)  # 404, 405, or a discovery endpoint
-    header = request.headers.get("Authorization")
+    # repeated failures from one address wait before the core is asked (gateway.authlimit)
+    failures = request.config_dict[AUTH_FAILURES]
+    address, header = request.remote or "-", request.headers.get("Authorization")
+    wait = failures.wait(address, header)
+    if wait:
+        log.info("429: too many failed authentications from this address; retry after %ss", wait)
+        raise errors.TooManyRequests(retry_after=wait, detail=authlimit.DETAIL)
+    try:
+        return await _check_bearer(request, handler, header)
+    except UnauthorizedException:
+        failures.failed(address, header)
+        raise
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+            failures.failed(address, header)
+        raise
+
+
+async def _check_bearer(
+    request: web.Request, handler: Handler, header: str | None
+) -> web.StreamResponse:
     if header is None:
         raise _unauthorized("no Authorization header")
     scheme, _, token = header.strip().partition(" ")

@@ -94,24 +94,31 @@ class RateLimiter:
 
 class OrgLearner(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     """A client interceptor on the gateway's channel: after each call that
-    carried a bearer token, tell the limiter the organisation the core named."""
+    carried a bearer token, tell the limiter the organisation the core named,
+    and `on_accepted` (gateway.authlimit) that the core accepted the token."""
 
-    def __init__(self, limiter: RateLimiter) -> None:
+    def __init__(
+        self, limiter: RateLimiter, on_accepted: Callable[[str], None] | None = None
+    ) -> None:
         self._limiter = limiter
+        self._on_accepted = on_accepted
 
     async def intercept_unary_unary(
         self, continuation: Any, client_call_details: Any, request: Any
     ) -> Any:
         call = await continuation(client_call_details, request)
         token = _bearer(client_call_details.metadata)
-        if token is not None and self._limiter.enabled:
+        if token is not None and (self._limiter.enabled or self._on_accepted is not None):
             try:
                 trailers = await call.trailing_metadata()
             except (grpc.aio.AioRpcError, asyncio.CancelledError):
                 return call
             for key, value in trailers or ():
                 if key == ORG_METADATA_KEY and isinstance(value, str):
-                    self._limiter.learn(token, value)
+                    if self._limiter.enabled:
+                        self._limiter.learn(token, value)
+                    if self._on_accepted is not None:
+                        self._on_accepted(token)
         return call
 
 

@@ -22,6 +22,9 @@ from wando.provisioning.v1 import admin_service_pb2_grpc, role_service_pb2_grpc
 
 TEMPLATE = "wando_template"
 
+# fails the run if a secret reaches any log line (issue #8, item 6)
+pytest_plugins = ["tests.drills.logscan"]
+
 
 @pytest.fixture(scope="session")
 def pg_server_dsn() -> Iterator[str]:

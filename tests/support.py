@@ -7,7 +7,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -19,6 +19,16 @@ ADMIN_TOKEN = "wando_admin_test-credential-for-the-suite"
 ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 SERVICE_TOKEN = "wando_svc_test-credential-for-the-suite"
 SERVICE = (("authorization", f"Bearer {SERVICE_TOKEN}"),)
+
+# each gets the stderr (the logs) of every `wando` subprocess; tests/drills/logscan.py
+# checks it for secrets
+STDERR_WATCHERS: list[Callable[[str, str], None]] = []
+
+
+def _watched(stderr: str, args: tuple[str, ...]) -> str:
+    for watch in STDERR_WATCHERS:
+        watch(stderr, f"stderr of wando {' '.join(args[:3])}")
+    return stderr
 
 
 def bearer(secret: str) -> tuple[tuple[str, str]]:
@@ -61,7 +71,7 @@ async def run_wando(
         env={**os.environ, **(env or {})},
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout)
-    return proc.returncode or 0, out.decode(), err.decode()
+    return proc.returncode or 0, out.decode(), _watched(err.decode(), args)
 
 
 @asynccontextmanager
@@ -91,4 +101,5 @@ async def running(*args: str, env: dict[str, str], ready: str) -> AsyncIterator[
             proc.send_signal(signal.SIGTERM)
         rest = await asyncio.wait_for(proc.stderr.read(), timeout=60)
         lines.extend(rest.decode().splitlines(keepends=True))
+        _watched("".join(lines), args)
         assert await proc.wait() == 0, "".join(lines)
