@@ -1,0 +1,179 @@
+"""The counted workloads: a fixed amount of work, timed as a whole or request
+by request, rather than a rate over a fixed time.
+
+- Okta's import: pages of 100 read one after the other (Okta reads the next
+  page after the last), at two sizes, each on freshly started core and gateway
+  processes so that VmHWM (a peak that cannot be reset) is that import's.
+- A full-list PUT of a large group changing one member vs. all members, and
+  the structural check that the one-member change writes one row.
+- Okta's first push: users (lookup + POST), then groups (lookup + POST +
+  PATCH members); its wall time.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import asyncpg
+
+from bench import checks, dataset, processes, targets
+from bench.dataset import Dataset
+from bench.processes import Child
+from bench.run import Run
+from bench.service import Service
+
+PAGE = 100  # Okta's import page size
+EDGE_PAGES = 5  # first and last pages compared
+IMPORT_IN_FLIGHT = 1  # Okta reads one page after the other
+
+
+def _hwm_mib(children: Iterable[Child]) -> dict[str, float]:
+    return {c.name: round(processes.memory_kib(c.pid).get("VmHWM", 0) / 1024, 1) for c in children}
+
+
+async def one_import(
+    run: Run, service: Service, name: str, org: dataset.Org, total: int
+) -> dict[str, Any]:
+    """Okta's import of `total` users, page after page, on fresh processes."""
+    await service.restart()
+    pages = math.ceil(total / PAGE)
+    params = {"token": org.token, "total": total, "count": PAGE}
+    title = f"Okta import, {total:,} users (pages of {PAGE})"
+    # Okta's "Test Connector" read comes first; here it also opens the pools
+    warm_up = run.counted_spec("import_page", params, 2, 1, http=service.scim_base)
+    await run.aside(f"{title}, warm-up", warm_up)
+    spec = run.counted_spec(
+        "import_page", params, pages, IMPORT_IN_FLIGHT, http=service.scim_base, keep_order=True
+    )
+    row = await run.measure(name, title, spec, service.children)
+    ordered: list[float] = row.pop("ordered_ms")
+    first = statistics.median(ordered[:EDGE_PAGES])
+    if row["complete"]:
+        last = statistics.median(ordered[-EDGE_PAGES:])
+    else:  # the time cap ended the walk: read the last pages on their own
+        tail_first = max(0, pages - EDGE_PAGES)
+        tail = await run.aside(
+            f"{title}, last pages",
+            run.counted_spec(
+                "import_page",
+                params,
+                pages - tail_first,
+                1,
+                http=service.scim_base,
+                keep_order=True,
+                first_index=tail_first,
+            ),
+        )
+        last = statistics.median(tail["ordered_ms"])
+        row["note"] = f"walked {row['jobs']} of {pages} pages within the cap"
+    row.update(
+        first_page_ms=round(first, 2),
+        last_page_ms=round(last, 2),
+        peak_rss_mib=_hwm_mib(service.children),  # VmHWM of these fresh processes
+        rss_method="VmHWM of core and gateway started just before this import",
+    )
+    run.rows[-1] = row
+    return row
+
+
+async def run_imports(run: Run, service: Service, data: Dataset) -> None:
+    small = await one_import(run, service, "import-small", data.small, data.small_users)
+    large = await one_import(run, service, "import", data.main, len(data.users))
+    ratio = large["last_page_ms"] / large["first_page_ms"]
+    run.checks["import last page vs first"] = {
+        "value": round(ratio, 2),
+        "target": f"≤ {targets.LAST_PAGE_VS_FIRST:g}",
+        "met": ratio <= targets.LAST_PAGE_VS_FIRST,
+    }
+    for process in ("core", "gateway"):
+        growth = large["peak_rss_mib"][process] / small["peak_rss_mib"][process]
+        run.checks[f"peak RSS of {process}, large vs small import"] = {
+            "value": round(growth, 2),
+            "small_mib": small["peak_rss_mib"][process],
+            "large_mib": large["peak_rss_mib"][process],
+            "target": f"≤ {targets.RSS_GROWTH:g}",
+            "met": growth <= targets.RSS_GROWTH,
+        }
+
+
+async def run_group_replace(run: Run, service: Service, data: Dataset, pool: asyncpg.Pool) -> None:
+    size = run.sizes.big_group
+    base = [u.id for u in data.users[:size]]
+    other = [u.id for u in data.users[size : 2 * size]]
+    spare = data.users[2 * size].id
+    written = await checks.one_change_writes(
+        pool,
+        service.scim_base,
+        data.main.token,
+        data.main.id,
+        data.big_group,
+        data.big_group_name,
+        base,
+        spare,
+    )
+    run.checks["group PUT changing one member writes one membership row"] = written
+    params = {
+        "token": data.main.token,
+        "group": data.big_group,
+        "display_name": data.big_group_name,
+        "base": base,
+        "other": other,
+        "spare": spare,
+    }
+    timed = {}
+    for mode, what in (("one", "one member changes"), ("all", "all members change")):
+        spec = run.counted_spec(
+            "replace_group",
+            {**params, "mode": mode},
+            run.sizes.replace_repeats,
+            1,
+            http=service.scim_base,
+        )
+        title = f"PUT /Groups/{{id}}, {size:,} members, {what}"
+        timed[mode] = await run.measure(f"group-replace-{mode}", title, spec, service.children)
+    one, every = timed["one"]["p50_ms"], timed["all"]["p50_ms"]
+    run.checks["group PUT p50, one member vs all members"] = {
+        "value": round(one / every, 3) if every else None,
+        "target": "well under 1 (no target in issue #7)",
+        "met": None,
+    }
+
+
+async def run_push(run: Run, service: Service, data: Dataset, pool: asyncpg.Pool) -> None:
+    users, groups = run.sizes.push_users, run.sizes.push_groups
+    stamp = f"r{int(time.time())}"
+    params = {"token": data.push.token, "run": stamp}
+    pushed_users = await run.measure(
+        "push-users",
+        f"first push: {users:,} users (lookup + POST)",
+        run.counted_spec("push_user", params, users, run.sizes.in_flight, http=service.scim_base),
+        service.children,
+    )
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT user_id::text FROM users WHERE org_id = $1 ORDER BY created_at, user_id",
+            data.push.id,
+        )
+    group_params = {**params, "users": [r[0] for r in rows], "per_group": max(1, users // groups)}
+    pushed_groups = await run.measure(
+        "push-groups",
+        f"first push: {groups} groups (lookup + POST + PATCH members)",
+        run.counted_spec(
+            "push_group", group_params, groups, run.sizes.in_flight, http=service.scim_base
+        ),
+        service.children,
+    )
+    for part in (pushed_users, pushed_groups):
+        if not part["complete"]:
+            run.failures.append(
+                f"{part['title']}: only {part['jobs']} done within {run.sizes.cap_seconds:g} s"
+            )
+    run.checks["first push wall time (s)"] = {
+        "value": round(pushed_users["elapsed_s"] + pushed_groups["elapsed_s"], 2),
+        "target": "reported (no target in issue #7)",
+        "met": None,
+    }

@@ -1,0 +1,99 @@
+"""The workloads of the suite, by name (the names --only takes): what each
+drives, which baseline its ratio is taken against, and its targets.
+
+Throughput workloads run `in_flight` concurrent requests for a fixed time;
+the counted ones (group replace, import, push) are described in
+bench.suite, which runs them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench import targets
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str  # for --only and the JSON file
+    title: str  # for the table
+    job: str  # bench.jobs.JOBS
+    target: str  # "bare-grpc", "chain" (baselines), "core" or "gateway" (the service)
+    baseline: str | None = None  # name of the workload its ratio is taken against
+    min_ratio: float | None = None
+    reference: float | None = None  # the reference server's requests/s, if any
+
+
+BASELINES = (
+    Workload("empty-rpc", "baseline: empty gRPC call (bare grpc.aio)", "empty_rpc", "bare-grpc"),
+    Workload("chain-echo", "baseline: aiohttp -> gRPC", "chain_echo", "chain"),
+    Workload("chain-write", "baseline: aiohttp -> gRPC + INSERT", "chain_write", "chain"),
+    Workload("chain-read", "baseline: aiohttp -> gRPC + PK SELECT", "chain_read", "chain"),
+)
+
+THROUGHPUT = (
+    Workload(
+        "role",
+        "GetEffectiveRole (by id)",
+        "role",
+        "core",
+        "empty-rpc",
+        targets.ROLE_VS_EMPTY_CALL,
+    ),
+    Workload(
+        "role-batch",
+        "BatchGetEffectiveRoles (100 users)",
+        "role_batch",
+        "core",
+        "empty-rpc",
+        targets.ROLE_VS_EMPTY_CALL,
+    ),
+    Workload(
+        "filter",
+        "GET /Users?filter=userName eq",
+        "filter_user",
+        "gateway",
+        "chain-read",
+        targets.SCIM_VS_CHAIN,
+        targets.REFERENCE["filter"],
+    ),
+    Workload(
+        "get-user",
+        "GET /Users/{id}",
+        "get_user",
+        "gateway",
+        "chain-read",
+        targets.SCIM_VS_CHAIN,
+        targets.REFERENCE["get-user"],
+    ),
+    Workload(
+        "post-user",
+        "POST /Users",
+        "create_user",
+        "gateway",
+        "chain-write",
+        targets.SCIM_VS_CHAIN,
+        targets.REFERENCE["post-user"],
+    ),
+    Workload(
+        "put-user",
+        "PUT /Users/{id}",
+        "replace_user",
+        "gateway",
+        "chain-write",
+        targets.SCIM_VS_CHAIN,
+        targets.REFERENCE["put-user"],
+    ),
+    Workload(
+        "patch-member",
+        "PATCH /Groups/{id} member add/remove",
+        "member_patch",
+        "gateway",
+        "chain-write",
+        targets.SCIM_VS_CHAIN,
+        targets.REFERENCE["patch-member"],
+    ),
+)
+
+COUNTED = ("group-replace", "import", "push")
+
+NAMES = tuple(w.name for w in (*BASELINES, *THROUGHPUT)) + COUNTED
