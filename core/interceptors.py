@@ -38,6 +38,9 @@ DB_UNAVAILABLE = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
+    # asyncpg's protocol state after the server ended an idle pooled session
+    # (MagicStack/asyncpg#784, #1069); the pool drops that connection
+    asyncpg.InternalClientError,
 )
 
 

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import asyncpg
@@ -116,13 +116,18 @@ async def database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
             await pg.stop()
 
 
-async def wait_for_signal() -> None:
+@contextlib.contextmanager
+def stop_signals() -> Iterator[asyncio.Event]:
+    """An event that SIGTERM or SIGINT sets, from the start of the block. Enter
+    it before starting anything: a signal during start-up then asks for a clean
+    stop once started, instead of killing the process (the default action)
+    and leaving the embedded PostgreSQL running."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        yield stop
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -13,7 +13,7 @@ from typing import Any
 from core import auth, config, logs
 from core.db import SchemaTooNewError
 from core.metrics import serve_metrics
-from core.server import database, start_server, wait_for_signal
+from core.server import database, start_server, stop_signals
 from gateway.app import serving
 
 log = logging.getLogger("wando")
@@ -74,6 +74,11 @@ def _loopback(listen: config.HostPort, port: int) -> str:
 
 
 async def run(settings: config.Settings, *, with_gateway: bool) -> None:
+    with stop_signals() as stop:
+        await _run(settings, stop, with_gateway=with_gateway)
+
+
+async def _run(settings: config.Settings, stop: asyncio.Event, *, with_gateway: bool) -> None:
     log.info("configuration: %s", settings.redacted())
     admin_token = auth.load_admin_token(settings.admin_token, settings.data_dir)
     service_token = auth.load_service_token(settings.service_token, settings.data_dir)
@@ -89,7 +94,7 @@ async def run(settings: config.Settings, *, with_gateway: bool) -> None:
                     await stack.enter_async_context(
                         serving(dataclasses.replace(settings, core_address=in_process))
                     )
-                await wait_for_signal()
+                await stop.wait()
                 log.info(
                     "shutting down: draining in-flight requests and calls (up to %ss)",
                     settings.shutdown_grace_seconds,
@@ -101,12 +106,13 @@ async def run(settings: config.Settings, *, with_gateway: bool) -> None:
 
 
 async def run_gateway(settings: config.Settings) -> None:
-    log.info("configuration: %s", settings.redacted())
-    async with serving(settings):
-        log.info("gateway forwarding to the core at %s", settings.core_address)
-        await wait_for_signal()
-        log.info(
-            "shutting down: draining in-flight requests (up to %ss)",
-            settings.shutdown_grace_seconds,
-        )
+    with stop_signals() as stop:
+        log.info("configuration: %s", settings.redacted())
+        async with serving(settings):
+            log.info("gateway forwarding to the core at %s", settings.core_address)
+            await stop.wait()
+            log.info(
+                "shutting down: draining in-flight requests (up to %ss)",
+                settings.shutdown_grace_seconds,
+            )
     log.info("stopped")
