@@ -60,6 +60,15 @@ SELECT $1, $2::uuid, unnest($3::uuid[])
 """
 
 
+# the kept totals (core.counts) after rows were written straight into the tables
+UNCOUNT = "DELETE FROM resource_counts WHERE org_id = $1"
+RECOUNT = """
+INSERT INTO resource_counts (org_id, resource, slot, n)
+VALUES ($1, 'users', 0, (SELECT count(*) FROM users WHERE org_id = $1)),
+       ($1, 'groups', 0, (SELECT count(*) FROM groups WHERE org_id = $1))
+"""
+
+
 @dataclass(frozen=True)
 class SeededUser:
     id: str
@@ -70,13 +79,23 @@ async def users(conn: Conn, org_id: str, count: int) -> list[SeededUser]:
     """`count` users, user1 … user<count>, in creation order."""
     await conn.execute(USERS, org_id, 1, count)
     await conn.execute(EMAILS, org_id)
+    await recount(conn, org_id)
     rows = await conn.fetch(USER_IDS, org_id)
     return [SeededUser(r["id"], r["user_name"]) for r in rows]
 
 
 async def groups(conn: Conn, org_id: str, prefix: str, count: int) -> list[str]:
     """`count` empty groups named `<prefix>1` … ; their ids."""
-    return [r[0] for r in await conn.fetch(GROUPS, org_id, prefix, count)]
+    ids = [r[0] for r in await conn.fetch(GROUPS, org_id, prefix, count)]
+    await recount(conn, org_id)
+    return ids
+
+
+async def recount(conn: Conn, org_id: str) -> None:
+    """Set the organisation's kept totals to what its tables hold."""
+    async with conn.transaction():
+        await conn.execute(UNCOUNT, org_id)
+        await conn.execute(RECOUNT, org_id)
 
 
 async def spread_members(conn: Conn, org_id: str, prefix: str) -> None:

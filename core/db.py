@@ -97,12 +97,23 @@ async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
         )
 
 
+async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """Instead of asyncpg's default reset on release (RESET ALL, UNLISTEN *,
+    CLOSE ALL, advisory unlock: a second round trip after every request).
+    Safe because no code leaves session state behind: settings are SET LOCAL,
+    advisory locks are transaction-level, the notifier UNLISTENs before it
+    releases its connection, and no cursor outlives its transaction. The pool
+    still rolls back an open transaction and drops Python-side listeners
+    (Connection._reset) before calling this."""
+
+
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     pool: asyncpg.Pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=_keep_session,
         command_timeout=30,
     )
     return pool

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from core import audit, documents, listing, locking, patch, roles
+from core import audit, counts, documents, listing, locking, patch, roles
 from core.auth import Guard
 from core.errors import AlreadyExists, InvalidArgument, TooMany
 from core.organizations import parse_uuid
@@ -34,10 +34,18 @@ TABLE = listing.Table("groups", "group_id", group_schema())
 DISPLAY_NAME_KEY = "groups_org_display_name_key"
 MAX_MEMBERS_PER_REQUEST = 100_000
 
+# the insert, and the organisation's group count (core.counts) in slot $6
 INSERT_GROUP = """
-INSERT INTO groups (org_id, group_id, display_name, external_id, attributes)
-VALUES ($1, $2, $3, $4, $5)
-RETURNING *
+WITH inserted AS (
+    INSERT INTO groups (org_id, group_id, display_name, external_id, attributes)
+    VALUES ($1, $2, $3, $4, $5)
+    RETURNING *
+), counted AS (
+    INSERT INTO resource_counts (org_id, resource, slot, n)
+    SELECT org_id, 'groups', $6, 1 FROM inserted
+    ON CONFLICT (org_id, resource, slot) DO UPDATE SET n = resource_counts.n + 1
+)
+SELECT * FROM inserted
 """
 
 SELECT_GROUP = "SELECT * FROM groups WHERE org_id = $1 AND group_id = $2"
@@ -53,6 +61,13 @@ RETURNING *
 """
 
 DELETE_GROUP = "DELETE FROM groups WHERE org_id = $1 AND group_id = $2"
+
+# before the delete of a locked group and before the role counter is taken:
+# lock order is resource rows, count slots, role counter (see core.roles)
+UNCOUNT_GROUP = """
+INSERT INTO resource_counts (org_id, resource, slot, n) VALUES ($1, 'groups', $2, -1)
+ON CONFLICT (org_id, resource, slot) DO UPDATE SET n = resource_counts.n - 1
+"""
 
 # of the ids asked for, those not yet members, and whether each is a user here
 SELECT_NEW_MEMBERS = """
@@ -282,7 +297,12 @@ class GroupService(group_service_pb2_grpc.GroupServiceServicer):
         async with self._pool.acquire() as conn, conn.transaction():
             try:
                 row = await conn.fetchrow(
-                    INSERT_GROUP, principal.org_id, new_id, *columns(document), document
+                    INSERT_GROUP,
+                    principal.org_id,
+                    new_id,
+                    *columns(document),
+                    document,
+                    counts.slot(),
                 )
             except asyncpg.UniqueViolationError as exc:
                 raise _conflict(exc, document) from None
@@ -384,6 +404,7 @@ class GroupService(group_service_pb2_grpc.GroupServiceServicer):
         async with self._pool.acquire() as conn, conn.transaction():
             row = await lock(conn, principal, request.id, request.etag)
             gid = row["group_id"]
+            await conn.execute(UNCOUNT_GROUP, principal.org_id, counts.slot())
             tracker = None
             if await roles.group_role(conn, principal.org_id, gid) is not None:
                 members = await roles.group_members(conn, principal.org_id, gid)

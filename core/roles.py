@@ -12,7 +12,8 @@ that can change a role does, in its own transaction:
 start() locks the organisation's role_counters row first, so role-affecting
 writes of one organisation are serialised: each sees the others' results, the
 before/after it computes are exact, and role_changes.seq is gapless and in
-commit order. Lock order is always resource row(s) first, the counter last.
+commit order. Lock order is always resource row(s) first, then the
+organisation's count slots (core.counts), the role counter last.
 """
 
 from __future__ import annotations
@@ -64,17 +65,21 @@ WHERE u.org_id = $1 AND {where}
 
 LOCK_COUNTER = "SELECT last_seq FROM role_counters WHERE org_id = $1 FOR UPDATE"
 
-ADVANCE_COUNTER = """
-UPDATE role_counters SET last_seq = last_seq + $2 WHERE org_id = $1 RETURNING last_seq
+# the changes, numbered on from the counter, and a wake-up for watchers (sent
+# on commit), in one round trip: the counter's lock is held until commit
+RECORD_CHANGES = """
+WITH advanced AS (
+    UPDATE role_counters SET last_seq = last_seq + cardinality($2::uuid[])
+    WHERE org_id = $1
+    RETURNING last_seq - cardinality($2::uuid[]) AS before
+), recorded AS (
+    INSERT INTO role_changes (org_id, seq, user_id, old_role, new_role, cause)
+    SELECT $1, a.before + c.n, c.user_id, c.old_role, c.new_role, $5
+    FROM advanced a, unnest($2::uuid[], $3::text[], $4::text[])
+        WITH ORDINALITY AS c(user_id, old_role, new_role, n)
+)
+SELECT pg_notify($6, $1::text)
 """
-
-INSERT_CHANGES = """
-INSERT INTO role_changes (org_id, seq, user_id, old_role, new_role, cause)
-SELECT $1, s.seq, s.user_id, s.old_role, s.new_role, $6
-FROM unnest($2::bigint[], $3::uuid[], $4::text[], $5::text[]) AS s(seq, user_id, old_role, new_role)
-"""
-
-NOTIFY = "SELECT pg_notify($1, $2)"
 
 SELECT_GROUP_MEMBERS = "SELECT user_id FROM group_members WHERE org_id = $1 AND group_id = $2"
 
@@ -221,18 +226,15 @@ class RoleTracker:
         """Write the changes to the outbox (and wake watchers on commit)."""
         found = await self.changes(also)
         if found:
-            last = await self._conn.fetchval(ADVANCE_COUNTER, self._org_id, len(found))
-            first = last - len(found) + 1
             await self._conn.execute(
-                INSERT_CHANGES,
+                RECORD_CHANGES,
                 self._org_id,
-                list(range(first, last + 1)),
                 [c.user_id for c in found],
                 [c.old_role for c in found],
                 [c.new_role for c in found],
                 cause,
+                NOTIFY_CHANNEL,
             )
-            await self._conn.execute(NOTIFY, NOTIFY_CHANNEL, str(self._org_id))
         return found
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from core import audit, documents, listing, locking, patch, roles
+from core import audit, counts, documents, listing, locking, patch, roles
 from core.auth import Guard
 from core.errors import AlreadyExists, InvalidArgument, InvalidPath
 from core.representation import group_ref, user_proto
@@ -25,15 +25,37 @@ if TYPE_CHECKING:
 TABLE = listing.Table("users", "user_id", user_schema())
 USER_NAME_KEY = "users_org_user_name_key"
 
+# the insert, and the organisation's user count (core.counts) in slot $8
 INSERT_USER = """
-INSERT INTO users (org_id, user_id, user_name, external_id, display_name, active, attributes)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-RETURNING *
+WITH inserted AS (
+    INSERT INTO users (org_id, user_id, user_name, external_id, display_name, active, attributes)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    RETURNING *
+), counted AS (
+    INSERT INTO resource_counts (org_id, resource, slot, n)
+    SELECT org_id, 'users', $8, 1 FROM inserted
+    ON CONFLICT (org_id, resource, slot) DO UPDATE SET n = resource_counts.n + 1
+)
+SELECT * FROM inserted
 """
 
 SELECT_USER = "SELECT * FROM users WHERE org_id = $1 AND user_id = $2"
 
 SELECT_USER_FOR_UPDATE = SELECT_USER + " FOR UPDATE"
+
+# a user with its groups, in one round trip (GET /Users/{id})
+SELECT_USER_WITH_GROUPS = """
+SELECT u.*, g.group_ids, g.group_names
+FROM users u
+CROSS JOIN LATERAL (
+    SELECT array_agg(g.group_id ORDER BY g.display_name, g.group_id) AS group_ids,
+           array_agg(g.display_name ORDER BY g.display_name, g.group_id) AS group_names
+    FROM group_members m
+    JOIN groups g ON g.org_id = m.org_id AND g.group_id = m.group_id
+    WHERE m.org_id = u.org_id AND m.user_id = u.user_id
+) AS g
+WHERE u.org_id = $1 AND u.user_id = $2
+"""
 
 UPDATE_USER = """
 UPDATE users
@@ -44,6 +66,13 @@ RETURNING *
 """
 
 DELETE_USER = "DELETE FROM users WHERE org_id = $1 AND user_id = $2"
+
+# before the delete of a locked user and before the role counter is taken:
+# lock order is resource rows, count slots, role counter (see core.roles)
+UNCOUNT_USER = """
+INSERT INTO resource_counts (org_id, resource, slot, n) VALUES ($1, 'users', $2, -1)
+ON CONFLICT (org_id, resource, slot) DO UPDATE SET n = resource_counts.n - 1
+"""
 
 DELETE_EMAILS = "DELETE FROM user_emails WHERE org_id = $1 AND user_id = $2"
 
@@ -181,13 +210,22 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
         async with self._pool.acquire() as conn, conn.transaction():
             try:
                 row = await conn.fetchrow(
-                    INSERT_USER, principal.org_id, new_id, *columns(document), document
+                    INSERT_USER,
+                    principal.org_id,
+                    new_id,
+                    *columns(document),
+                    document,
+                    counts.slot(),
                 )
             except asyncpg.UniqueViolationError as exc:
                 raise _conflict(exc, document) from None
             assert row is not None
-            await conn.execute(INSERT_EMAILS, principal.org_id, new_id, email_keys(document))
-            await conn.execute(INSERT_ROLE_VALUES, principal.org_id, new_id, role_values(document))
+            if email_keys(document):
+                await conn.execute(INSERT_EMAILS, principal.org_id, new_id, email_keys(document))
+            if role_values(document):
+                await conn.execute(
+                    INSERT_ROLE_VALUES, principal.org_id, new_id, role_values(document)
+                )
             await audit.record(conn, principal, "create", "User", new_id, sorted(document))
             # nobody else can see the new user yet: its "before" is no role
             tracker = await roles.RoleTracker.start(conn, principal.org_id, [])
@@ -197,8 +235,11 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
     async def GetUser(self, request: pb.GetUserRequest, context: Ctx) -> pb.GetUserResponse:
         principal = await self._guard.scim(context)
         async with self._pool.acquire() as conn:
-            row = await locking.fetch(conn, SELECT_USER, principal.org_id, request.id, "user")
-            return pb.GetUserResponse(user=await self._reply(conn, principal, row))
+            row = await locking.fetch(
+                conn, SELECT_USER_WITH_GROUPS, principal.org_id, request.id, "user"
+            )
+        groups = zip(row["group_ids"] or [], row["group_names"] or [], strict=True)
+        return pb.GetUserResponse(user=user_proto(row, [group_ref(*g) for g in groups]))
 
     async def ListUsers(self, request: pb.ListUsersRequest, context: Ctx) -> pb.ListUsersResponse:
         principal = await self._guard.scim(context)
@@ -266,6 +307,7 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
         principal = await self._guard.scim(context)
         async with self._pool.acquire() as conn, conn.transaction():
             row = await lock(conn, principal, request.id, request.etag)
+            await conn.execute(UNCOUNT_USER, principal.org_id, counts.slot())
             tracker = await roles.RoleTracker.start(conn, principal.org_id, [row["user_id"]])
             await conn.execute(DELETE_USER, principal.org_id, row["user_id"])
             await tracker.finish("user deleted")

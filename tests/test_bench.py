@@ -90,12 +90,6 @@ def test_user_lookups_are_index_scans(quick: dict[str, Any]) -> None:
     assert "Seq Scan" not in plans["userName eq"]
 
 
-def test_baselines_run_on_the_service_event_loop() -> None:
-    """The one switch (bench/loop.py) names the loop core/cli/run.py runs."""
-    service_uses_uvloop = "uvloop" in (ROOT / "core" / "cli" / "run.py").read_text()
-    assert (loop.SERVICE_LOOP == "uvloop") == service_uses_uvloop
-
-
 @pytest.fixture
 async def failing_server() -> AsyncIterator[str]:
     """An HTTP server whose /echo always answers 500."""

@@ -243,3 +243,26 @@ async def test_every_write_is_audited_without_values(acme: Scim, pool: asyncpg.P
     assert all(e["resource_id"] == user["id"] and e["token_id"] for e in events)
     assert events[1]["changed"] == ["title"]
     assert "Secret" not in str([dict(e) for e in events])
+
+
+async def test_totals_stay_exact_under_concurrent_creates_and_deletes(
+    acme: Scim, globex: Scim, pool: asyncpg.Pool
+) -> None:
+    """totalResults of an unfiltered listing is a kept count (core.counts),
+    not a count(*): it must still equal the rows, whatever the interleaving."""
+    created = await asyncio.gather(
+        *(acme.create_user(okta_user(f"t{i}@x.example")) for i in range(30))
+    )
+    await globex.create_user(okta_user("t0@x.example"))  # another organisation's
+    await asyncio.gather(
+        *(acme.delete_user(u["id"]) for u in created[:10]),
+        *(acme.create_user(okta_user(f"u{i}@x.example")) for i in range(5)),
+    )
+    _, total, _ = await acme.list_users(count=1)
+    async with pool.acquire() as conn:
+        rows = await conn.fetchval(
+            "SELECT count(*) FROM users u JOIN organizations o USING (org_id) WHERE o.slug = 'acme'"
+        )
+    assert total == rows == 25
+    _, filtered, _ = await acme.list_users(filter='userName sw "t"')
+    assert filtered == 20

@@ -10,7 +10,7 @@ import dataclasses
 import logging
 from typing import Any
 
-from core import auth, config, logs
+from core import auth, config, eventloop, logs
 from core.db import SchemaTooNewError
 from core.metrics import serve_metrics
 from core.server import database, start_server, stop_signals
@@ -54,7 +54,7 @@ def _gateway_handler(args: argparse.Namespace) -> int:
 
 def _run_until_stopped(main: Any) -> int:
     try:
-        asyncio.run(main)
+        eventloop.run(main)
     except SchemaTooNewError as exc:
         log.error("%s", exc)
         return 1
@@ -79,7 +79,7 @@ async def run(settings: config.Settings, *, with_gateway: bool) -> None:
 
 
 async def _run(settings: config.Settings, stop: asyncio.Event, *, with_gateway: bool) -> None:
-    log.info("configuration: %s", settings.redacted())
+    log.info("configuration: %s", {**settings.redacted(), "event_loop": _loop_name()})
     admin_token = auth.load_admin_token(settings.admin_token, settings.data_dir)
     service_token = auth.load_service_token(settings.service_token, settings.data_dir)
     async with database(settings) as pool:
@@ -107,7 +107,7 @@ async def _run(settings: config.Settings, stop: asyncio.Event, *, with_gateway: 
 
 async def run_gateway(settings: config.Settings) -> None:
     with stop_signals() as stop:
-        log.info("configuration: %s", settings.redacted())
+        log.info("configuration: %s", {**settings.redacted(), "event_loop": _loop_name()})
         async with serving(settings):
             log.info("gateway forwarding to the core at %s", settings.core_address)
             await stop.wait()
@@ -116,3 +116,9 @@ async def run_gateway(settings: config.Settings) -> None:
                 settings.shutdown_grace_seconds,
             )
     log.info("stopped")
+
+
+def _loop_name() -> str:
+    """The running loop's kind, as the start-up log shows it: "uvloop" when
+    eventloop.run started us (a library embedding run() may use another)."""
+    return type(asyncio.get_running_loop()).__module__.split(".")[0]
