@@ -73,11 +73,11 @@ class AuthFailures:
         address must wait. Vouched-for tokens never wait."""
         if not self.enabled:
             return 0
+        bucket = self._refilled(address)  # the usual case, no recent failure: None
+        if bucket is None or bucket.tokens >= 1.0:
+            return 0
         token = _token_of(authorization)
         if token is not None and _key(token) in self._vouched:
-            return 0
-        bucket = self._refilled(address)
-        if bucket is None or bucket.tokens >= 1.0:
             return 0
         return max(1, math.ceil((1.0 - bucket.tokens) / self.rate))
 
