@@ -14,14 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from core import audit, counts, documents, listing, locking, patch, roles
+from core import audit, counts, documents, listing, locking, patch, roles, wirejson
 from core.auth import Guard
 from core.errors import AlreadyExists, InvalidArgument, TooMany
 from core.organizations import parse_uuid
 from core.representation import group_proto, member_ref
 from core.rpc import Ctx
 from core.schema import group_schema
-from core.structs import to_dict
 from core.tokens import Principal
 from core.users import diff, operation
 from wando.provisioning.v1 import group_service_pb2 as pb
@@ -290,7 +289,7 @@ class GroupService(group_service_pb2_grpc.GroupServiceServicer):
         self, request: pb.CreateGroupRequest, context: Ctx
     ) -> pb.CreateGroupResponse:
         principal = await self._guard.scim(context)
-        body = to_dict(request.group)
+        body = wirejson.loads_object(request.group_json, "group_json")
         document = documents.normalize(TABLE.schema, body)
         wanted = documents.member_ids(body) or []
         new_id = uuid.uuid4()
@@ -356,7 +355,7 @@ class GroupService(group_service_pb2_grpc.GroupServiceServicer):
         self, request: pb.ReplaceGroupRequest, context: Ctx
     ) -> pb.ReplaceGroupResponse:
         principal = await self._guard.scim(context)
-        body = to_dict(request.group)
+        body = wirejson.loads_object(request.group_json, "group_json")
         document = documents.normalize(TABLE.schema, body)
         wanted = documents.member_ids(body)
         changes = patch.MemberChanges(replace=wanted)  # None: members stay as they are

@@ -13,9 +13,9 @@ from typing import Any
 
 import asyncpg
 
+from core import wirejson
 from core.organizations import timestamp
 from core.schema import ResourceSchema, group_schema, user_schema
-from core.structs import to_struct
 from wando.provisioning.v1 import scim_pb2
 
 
@@ -83,7 +83,7 @@ def user_proto(row: asyncpg.Record, groups: list[dict[str, Any]]) -> scim_pb2.Us
         external_id=row["external_id"] or "",
         display_name=row["display_name"] or "",
         active=row["active"],
-        resource=to_struct(user_json(row, groups)),
+        resource_json=wirejson.dumps(user_json(row, groups)),
         etag=etag(row["version"]),
         create_time=timestamp(row["created_at"]),
         update_time=timestamp(row["updated_at"]),
@@ -97,7 +97,7 @@ def group_proto(
         id=str(row["group_id"]),
         display_name=row["display_name"],
         external_id=row["external_id"] or "",
-        resource=to_struct(group_json(row, members)),
+        resource_json=wirejson.dumps(group_json(row, members)),
         etag=etag(row["version"]),
         create_time=timestamp(row["created_at"]),
         update_time=timestamp(row["updated_at"]),

@@ -8,13 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from core import audit, counts, documents, listing, locking, patch, roles
+from core import audit, counts, documents, listing, locking, patch, roles, wirejson
 from core.auth import Guard
 from core.errors import AlreadyExists, InvalidArgument, InvalidPath
 from core.representation import group_ref, user_proto
 from core.rpc import Ctx
 from core.schema import user_schema
-from core.structs import to_dict, to_value
 from core.tokens import Principal
 from wando.provisioning.v1 import user_service_pb2 as pb
 from wando.provisioning.v1 import user_service_pb2_grpc
@@ -204,7 +203,9 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
         self, request: pb.CreateUserRequest, context: Ctx
     ) -> pb.CreateUserResponse:
         principal = await self._guard.scim(context)
-        document = documents.normalize(TABLE.schema, to_dict(request.user))
+        document = documents.normalize(
+            TABLE.schema, wirejson.loads_object(request.user_json, "user_json")
+        )
         document.setdefault("active", True)
         new_id = uuid.uuid4()
         async with self._pool.acquire() as conn, conn.transaction():
@@ -256,7 +257,9 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
         self, request: pb.ReplaceUserRequest, context: Ctx
     ) -> pb.ReplaceUserResponse:
         principal = await self._guard.scim(context)
-        document = documents.normalize(TABLE.schema, to_dict(request.user))
+        document = documents.normalize(
+            TABLE.schema, wirejson.loads_object(request.user_json, "user_json")
+        )
         async with self._pool.acquire() as conn, conn.transaction():
             row = await lock(conn, principal, request.id, request.etag)
             row = await self._update(conn, principal, row, document, "replace")
@@ -327,10 +330,10 @@ def operation(message: Any) -> patch.Operation:
             f'a PATCH operation\'s "path" is longer than {patch.MAX_PATH_LENGTH} characters',
             field="path",
         )
-    has_value = message.HasField("value")
+    has_value = bool(message.value_json)
     return patch.Operation(
         op=message.op,
         path=message.path,
-        value=to_value(message.value) if has_value else None,
+        value=wirejson.loads(message.value_json, "value_json") if has_value else None,
         has_value=has_value,
     )

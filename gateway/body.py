@@ -17,10 +17,9 @@ from typing import Any
 from aiohttp import web
 from scim2_models import InvalidSyntaxException, PayloadTooLargeException
 
-# Every body travels on to the core as a protobuf Struct, and protobuf refuses
-# a message nested deeper than 100 messages: an object level costs three (Struct,
-# map entry, Value), so a PATCH value can carry about 32 levels and no more.
-# (SCIM itself nests 4: an extension's manager's value.)
+# SCIM itself nests 4 levels (an extension's manager's value); 32 leaves room
+# for any extension while bounding the work of every recursive walk of a body
+# (normalising, patching, projecting) in the gateway and the core.
 MAX_DEPTH = 32
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import grpc
-from google.protobuf import struct_pb2
 
 from gateway.resources import Call
 from wando.provisioning.v1 import group_service_pb2 as pb
@@ -27,10 +26,8 @@ class Groups:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._stub = group_service_pb2_grpc.GroupServiceStub(channel)
 
-    async def create(
-        self, body: struct_pb2.Struct, call: Call, *, exclude_members: bool
-    ) -> scim_pb2.Group:
-        request = pb.CreateGroupRequest(group=body, exclude_members=exclude_members)
+    async def create(self, body_json: str, call: Call, *, exclude_members: bool) -> scim_pb2.Group:
+        request = pb.CreateGroupRequest(group_json=body_json, exclude_members=exclude_members)
         return (
             await self._stub.CreateGroup(request, metadata=call.metadata, timeout=call.timeout)
         ).group
@@ -51,10 +48,10 @@ class Groups:
         return response.groups, response.total_results, response.start_index
 
     async def replace(
-        self, id: str, body: struct_pb2.Struct, etag: str, call: Call, *, exclude_members: bool
+        self, id: str, body_json: str, etag: str, call: Call, *, exclude_members: bool
     ) -> scim_pb2.Group:
         request = pb.ReplaceGroupRequest(
-            id=id, group=body, etag=etag, exclude_members=exclude_members
+            id=id, group_json=body_json, etag=etag, exclude_members=exclude_members
         )
         return (
             await self._stub.ReplaceGroup(request, metadata=call.metadata, timeout=call.timeout)

@@ -1,8 +1,7 @@
 """SCIM JSON ⇄ the core's protos: the one mapping at the gateway's boundary,
 each function named by its direction.
 
-Struct ⇄ JSON itself (with integral numbers back as ints) is core.structs',
-shared with the core.
+The JSON text inside the protos is core.wirejson's, shared with the core.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from typing import Any
 
 from scim2_models import InvalidSyntaxException
 
-from core import structs
+from core import wirejson
 from gateway.projection import project
 from gateway.query import ListQuery, Projection
 from wando.provisioning.v1 import scim_pb2
@@ -21,10 +20,16 @@ PATCH_OP_URN = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
 CoreResource = scim_pb2.User | scim_pb2.Group
 
-# the directions this boundary needs, by the names it uses
-json_from_struct = structs.to_dict
-struct_from_json = structs.to_struct
-value_from_json = structs.to_value_message
+
+def resource_json_from_scim(body: dict[str, Any]) -> str:
+    """A request's SCIM resource, for user_json / group_json."""
+    return wirejson.dumps(body)
+
+
+def scim_from_resource_json(text: str) -> dict[str, Any]:
+    """A core resource's SCIM JSON (its resource_json)."""
+    return wirejson.loads_object(text, "resource_json")
+
 
 _SORT_ORDERS = {
     "": scim_pb2.SORT_ORDER_UNSPECIFIED,
@@ -53,7 +58,7 @@ def patch_operations_from_scim(body: dict[str, Any]) -> list[scim_pb2.PatchOpera
             raise InvalidSyntaxException(detail=f'Operations[{index}]: "path" must be a string')
         operation = scim_pb2.PatchOperation(op=op, path=path or "")
         if _has_member(raw, "value"):
-            operation.value.CopyFrom(value_from_json(_member(raw, "value")))
+            operation.value_json = wirejson.dumps(_member(raw, "value"))
         out.append(operation)
     return out
 
@@ -89,7 +94,7 @@ def scim_from_resource(
     password, projected as the request asked."""
     body = {
         key: value
-        for key, value in json_from_struct(resource.resource).items()
+        for key, value in scim_from_resource_json(resource.resource_json).items()
         if key.lower() != "password"
     }
     meta = body.pop("meta", None)
@@ -101,8 +106,8 @@ _FIRST = {"schemas": 0, "id": 1, "externalid": 2}
 
 
 def _in_reading_order(body: dict[str, Any]) -> dict[str, Any]:
-    """schemas, id and externalId first, extensions and meta last (a Struct
-    keeps no order); what people expect to read, though no client depends on it."""
+    """schemas, id and externalId first, extensions and meta last; what people
+    expect to read, though no client depends on it."""
 
     def rank(key: str) -> tuple[int, int]:
         lowered = key.lower()

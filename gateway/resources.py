@@ -15,7 +15,6 @@ from urllib.parse import quote
 
 import grpc
 from aiohttp import web
-from google.protobuf import struct_pb2
 
 from gateway import body, mapping
 from gateway.keys import CORE, REQUEST_ID, SETTINGS, TOKEN
@@ -49,7 +48,7 @@ class ResourceCalls(Protocol):
     def __init__(self, channel: grpc.aio.Channel) -> None: ...
 
     async def create(
-        self, body: struct_pb2.Struct, call: Call, *, exclude_members: bool
+        self, body_json: str, call: Call, *, exclude_members: bool
     ) -> mapping.CoreResource: ...
 
     async def get(self, id: str, call: Call, *, exclude_members: bool) -> mapping.CoreResource: ...
@@ -59,7 +58,7 @@ class ResourceCalls(Protocol):
     ) -> tuple[Sequence[mapping.CoreResource], int, int]: ...
 
     async def replace(
-        self, id: str, body: struct_pb2.Struct, etag: str, call: Call, *, exclude_members: bool
+        self, id: str, body_json: str, etag: str, call: Call, *, exclude_members: bool
     ) -> mapping.CoreResource: ...
 
     async def patch(
@@ -111,7 +110,7 @@ class ResourceEndpoints:
     async def create(self, request: web.Request) -> web.Response:
         projection = projection_from_params(request.query)
         resource = await self._core(request).create(
-            mapping.struct_from_json(await self._body(request)),
+            mapping.resource_json_from_scim(await self._body(request)),
             self._call(request),
             exclude_members=self._excludes_members(projection),
         )
@@ -130,7 +129,7 @@ class ResourceEndpoints:
         projection = projection_from_params(request.query)
         resource = await self._core(request).replace(
             request.match_info["id"],
-            mapping.struct_from_json(await self._body(request)),
+            mapping.resource_json_from_scim(await self._body(request)),
             _if_match(request),
             self._call(request),
             exclude_members=self._excludes_members(projection),

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import grpc
-from google.protobuf import struct_pb2
 
 from gateway.resources import Call
 from wando.provisioning.v1 import scim_pb2, user_service_pb2_grpc
@@ -23,10 +22,8 @@ class Users:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._stub = user_service_pb2_grpc.UserServiceStub(channel)
 
-    async def create(
-        self, body: struct_pb2.Struct, call: Call, *, exclude_members: bool
-    ) -> scim_pb2.User:
-        request = pb.CreateUserRequest(user=body)
+    async def create(self, body_json: str, call: Call, *, exclude_members: bool) -> scim_pb2.User:
+        request = pb.CreateUserRequest(user_json=body_json)
         return (
             await self._stub.CreateUser(request, metadata=call.metadata, timeout=call.timeout)
         ).user
@@ -47,9 +44,9 @@ class Users:
         return response.users, response.total_results, response.start_index
 
     async def replace(
-        self, id: str, body: struct_pb2.Struct, etag: str, call: Call, *, exclude_members: bool
+        self, id: str, body_json: str, etag: str, call: Call, *, exclude_members: bool
     ) -> scim_pb2.User:
-        request = pb.ReplaceUserRequest(id=id, user=body, etag=etag)
+        request = pb.ReplaceUserRequest(id=id, user_json=body_json, etag=etag)
         return (
             await self._stub.ReplaceUser(request, metadata=call.metadata, timeout=call.timeout)
         ).user

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable
 from typing import Any
 
 import grpc
 import pytest
 
-from core.structs import to_dict, to_struct, to_value_message
+from core.wirejson import dumps
 from tests.support import bearer
 from wando.provisioning.v1 import error_pb2, scim_pb2
 from wando.provisioning.v1 import group_service_pb2 as gpb
@@ -38,9 +39,15 @@ def ops(*operations: dict[str, Any]) -> list[scim_pb2.PatchOperation]:
     for op in operations:
         message = scim_pb2.PatchOperation(op=op["op"], path=op.get("path", ""))
         if "value" in op:
-            message.value.CopyFrom(to_value_message(op["value"]))
+            message.value_json = dumps(op["value"])
         out.append(message)
     return out
+
+
+def resource(message: scim_pb2.User | scim_pb2.Group) -> dict[str, Any]:
+    """A core resource's SCIM JSON."""
+    value: dict[str, Any] = json.loads(message.resource_json)
+    return value
 
 
 class Scim:
@@ -54,28 +61,28 @@ class Scim:
     # users
     async def create_user(self, body: dict[str, Any]) -> dict[str, Any]:
         r = await self.users.CreateUser(
-            upb.CreateUserRequest(user=to_struct(body)), metadata=self.metadata
+            upb.CreateUserRequest(user_json=dumps(body)), metadata=self.metadata
         )
-        return to_dict(r.user.resource)
+        return resource(r.user)
 
     async def get_user(self, user_id: str) -> dict[str, Any]:
         r = await self.users.GetUser(upb.GetUserRequest(id=user_id), metadata=self.metadata)
-        return to_dict(r.user.resource)
+        return resource(r.user)
 
     async def list_users(self, **query: Any) -> tuple[list[dict[str, Any]], int, int]:
         r = await self.users.ListUsers(
             upb.ListUsersRequest(query=scim_pb2.ListQuery(**query)), metadata=self.metadata
         )
-        return [to_dict(u.resource) for u in r.users], r.total_results, r.start_index
+        return [resource(u) for u in r.users], r.total_results, r.start_index
 
     async def replace_user(
         self, user_id: str, body: dict[str, Any], etag: str = ""
     ) -> dict[str, Any]:
         r = await self.users.ReplaceUser(
-            upb.ReplaceUserRequest(id=user_id, user=to_struct(body), etag=etag),
+            upb.ReplaceUserRequest(id=user_id, user_json=dumps(body), etag=etag),
             metadata=self.metadata,
         )
-        return to_dict(r.user.resource)
+        return resource(r.user)
 
     async def patch_user(
         self, user_id: str, *operations: dict[str, Any], etag: str = ""
@@ -84,7 +91,7 @@ class Scim:
             upb.PatchUserRequest(id=user_id, operations=ops(*operations), etag=etag),
             metadata=self.metadata,
         )
-        return to_dict(r.user.resource)
+        return resource(r.user)
 
     async def delete_user(self, user_id: str, etag: str = "") -> None:
         await self.users.DeleteUser(
@@ -96,17 +103,17 @@ class Scim:
         self, body: dict[str, Any], exclude_members: bool = False
     ) -> dict[str, Any]:
         r = await self.groups.CreateGroup(
-            gpb.CreateGroupRequest(group=to_struct(body), exclude_members=exclude_members),
+            gpb.CreateGroupRequest(group_json=dumps(body), exclude_members=exclude_members),
             metadata=self.metadata,
         )
-        return to_dict(r.group.resource)
+        return resource(r.group)
 
     async def get_group(self, group_id: str, exclude_members: bool = False) -> dict[str, Any]:
         r = await self.groups.GetGroup(
             gpb.GetGroupRequest(id=group_id, exclude_members=exclude_members),
             metadata=self.metadata,
         )
-        return to_dict(r.group.resource)
+        return resource(r.group)
 
     async def list_groups(
         self, exclude_members: bool = False, **query: Any
@@ -117,16 +124,16 @@ class Scim:
             ),
             metadata=self.metadata,
         )
-        return [to_dict(g.resource) for g in r.groups], r.total_results, r.start_index
+        return [resource(g) for g in r.groups], r.total_results, r.start_index
 
     async def replace_group(
         self, group_id: str, body: dict[str, Any], etag: str = ""
     ) -> dict[str, Any]:
         r = await self.groups.ReplaceGroup(
-            gpb.ReplaceGroupRequest(id=group_id, group=to_struct(body), etag=etag),
+            gpb.ReplaceGroupRequest(id=group_id, group_json=dumps(body), etag=etag),
             metadata=self.metadata,
         )
-        return to_dict(r.group.resource)
+        return resource(r.group)
 
     async def patch_group(
         self, group_id: str, *operations: dict[str, Any], etag: str = ""
@@ -135,7 +142,7 @@ class Scim:
             gpb.PatchGroupRequest(id=group_id, operations=ops(*operations), etag=etag),
             metadata=self.metadata,
         )
-        return to_dict(r.group.resource)
+        return resource(r.group)
 
     async def delete_group(self, group_id: str, etag: str = "") -> None:
         await self.groups.DeleteGroup(

@@ -37,7 +37,7 @@ from prometheus_client import REGISTRY
 
 from core import config, tokens
 from core.server import CoreServer
-from core.structs import to_struct
+from core.wirejson import dumps
 from gateway.authlimit import AuthFailures
 from tests.drills import logscan, snapshot
 from tests.drills.report import heavy, report
@@ -417,7 +417,7 @@ async def write_calls(channel: grpc.aio.Channel, acme: Scim) -> dict[str, Any]:
         .id
     )
     users, groups = ugrpc.UserServiceStub(channel), ggrpc.GroupServiceStub(channel)
-    body = to_struct(okta_user("made@acme.example"))
+    body = dumps(okta_user("made@acme.example"))
     patch = ops({"op": "replace", "path": "active", "value": False})
     admin_role = roles_pb2.ROLE_ADMIN
     return {
@@ -436,14 +436,14 @@ async def write_calls(channel: grpc.aio.Channel, acme: Scim) -> dict[str, Any]:
             admin,
             apb.SetDefaultRoleRequest(organization="acme", role=roles_pb2.ROLE_BOSS),
         ),
-        "CreateUser": (users, upb.CreateUserRequest(user=body)),
-        "ReplaceUser": (users, upb.ReplaceUserRequest(id=user["id"], user=body)),
+        "CreateUser": (users, upb.CreateUserRequest(user_json=body)),
+        "ReplaceUser": (users, upb.ReplaceUserRequest(id=user["id"], user_json=body)),
         "PatchUser": (users, upb.PatchUserRequest(id=user["id"], operations=patch)),
         "DeleteUser": (users, upb.DeleteUserRequest(id=user["id"])),
-        "CreateGroup": (groups, gpb.CreateGroupRequest(group=to_struct({"displayName": "New"}))),
+        "CreateGroup": (groups, gpb.CreateGroupRequest(group_json=dumps({"displayName": "New"}))),
         "ReplaceGroup": (
             groups,
-            gpb.ReplaceGroupRequest(id=group["id"], group=to_struct({"displayName": "Renamed"})),
+            gpb.ReplaceGroupRequest(id=group["id"], group_json=dumps({"displayName": "Renamed"})),
         ),
         "PatchGroup": (
             groups,

@@ -31,7 +31,7 @@ import asyncpg
 import grpc
 
 from core.server import CoreServer
-from core.structs import to_struct
+from core.wirejson import dumps
 from tests.drills import snapshot
 from tests.drills.report import heavy, report
 from tests.gateway.support import Reply, ScimHttp, gateway, gateway_settings
@@ -273,7 +273,7 @@ async def attack_over_grpc(
     victim_user = victim.users[victim_user_id]
     victim_group = rng.choice(list(victim.groups))
     own_group = next(iter(attacker.groups))
-    body = to_struct(okta_user("taken.over@attacker.example"))
+    body = dumps(okta_user("taken.over@attacker.example"))
     patch = ops({"op": "replace", "path": "active", "value": False})
     org = attacker.slug
 
@@ -283,7 +283,7 @@ async def attack_over_grpc(
     by_user: dict[str, Callable[[str], Awaitable[Any]]] = {
         "GetUser": lambda v: users.GetUser(upb.GetUserRequest(id=v), metadata=md),
         "ReplaceUser": lambda v: users.ReplaceUser(
-            upb.ReplaceUserRequest(id=v, user=body), metadata=md
+            upb.ReplaceUserRequest(id=v, user_json=body), metadata=md
         ),
         "PatchUser": lambda v: users.PatchUser(
             upb.PatchUserRequest(id=v, operations=patch), metadata=md
@@ -301,7 +301,7 @@ async def attack_over_grpc(
         ),
         "CreateGroup with member": lambda v: groups.CreateGroup(
             gpb.CreateGroupRequest(
-                group=to_struct({"displayName": "Stolen", "members": [{"value": v}]})
+                group_json=dumps({"displayName": "Stolen", "members": [{"value": v}]})
             ),
             metadata=md,
         ),
@@ -317,7 +317,7 @@ async def attack_over_grpc(
     by_group: dict[str, Callable[[str], Awaitable[Any]]] = {
         "GetGroup": lambda v: groups.GetGroup(gpb.GetGroupRequest(id=v), metadata=md),
         "ReplaceGroup": lambda v: groups.ReplaceGroup(
-            gpb.ReplaceGroupRequest(id=v, group=to_struct({"displayName": "Taken"})), metadata=md
+            gpb.ReplaceGroupRequest(id=v, group_json=dumps({"displayName": "Taken"})), metadata=md
         ),
         "PatchGroup": lambda v: groups.PatchGroup(
             gpb.PatchGroupRequest(id=v, operations=ops({"op": "remove", "path": "members"})),

@@ -6,7 +6,6 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from wando.provisioning.v1 import scim_pb2 as _scim_pb2
 import builtins as _builtins
@@ -26,25 +25,25 @@ class CreateGroupRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    GROUP_FIELD_NUMBER: _builtins.int
+    GROUP_JSON_FIELD_NUMBER: _builtins.int
     EXCLUDE_MEMBERS_FIELD_NUMBER: _builtins.int
+    group_json: _builtins.str
+    """The SCIM Group representation as sent by the identity provider, as JSON
+    text (an object).
+    """
     exclude_members: _builtins.bool
     """Leave "members" out of the returned group (SCIM excludedAttributes=members);
     saves reading a large membership.
     """
-    @_builtins.property
-    def group(self) -> _struct_pb2.Struct:
-        """The SCIM Group representation as sent by the identity provider."""
-
     def __init__(
         self,
         *,
-        group: _struct_pb2.Struct | None = ...,
+        group_json: _builtins.str = ...,
         exclude_members: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["group", b"group"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exclude_members", b"exclude_members", "group", b"group"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exclude_members", b"exclude_members", "group_json", b"group_json"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -193,11 +192,13 @@ class ReplaceGroupRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
-    GROUP_FIELD_NUMBER: _builtins.int
+    GROUP_JSON_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     EXCLUDE_MEMBERS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The group's id."""
+    group_json: _builtins.str
+    """The new SCIM representation, as JSON text (an object)."""
     etag: _builtins.str
     """If set, the write happens only if the group's current etag is this one
     (FAILED_PRECONDITION otherwise).
@@ -206,21 +207,17 @@ class ReplaceGroupRequest(_message.Message):
     """Leave "members" out of the returned group (SCIM excludedAttributes=members);
     saves reading a large membership.
     """
-    @_builtins.property
-    def group(self) -> _struct_pb2.Struct:
-        """The new SCIM representation."""
-
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
-        group: _struct_pb2.Struct | None = ...,
+        group_json: _builtins.str = ...,
         etag: _builtins.str = ...,
         exclude_members: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["group", b"group"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "exclude_members", b"exclude_members", "group", b"group", "id", b"id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "exclude_members", b"exclude_members", "group_json", b"group_json", "id", b"id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

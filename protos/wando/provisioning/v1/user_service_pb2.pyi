@@ -6,7 +6,6 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from wando.provisioning.v1 import scim_pb2 as _scim_pb2
 import builtins as _builtins
@@ -26,19 +25,19 @@ class CreateUserRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    USER_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def user(self) -> _struct_pb2.Struct:
-        """The SCIM User representation as sent by the identity provider."""
-
+    USER_JSON_FIELD_NUMBER: _builtins.int
+    user_json: _builtins.str
+    """The SCIM User representation as sent by the identity provider, as JSON
+    text (an object).
+    """
     def __init__(
         self,
         *,
-        user: _struct_pb2.Struct | None = ...,
+        user_json: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_json", b"user_json"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -177,28 +176,26 @@ class ReplaceUserRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
-    USER_FIELD_NUMBER: _builtins.int
+    USER_JSON_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The user's id."""
+    user_json: _builtins.str
+    """The new SCIM representation, as JSON text (an object)."""
     etag: _builtins.str
     """If set, the write happens only if the user's current etag is this one
     (FAILED_PRECONDITION otherwise).
     """
-    @_builtins.property
-    def user(self) -> _struct_pb2.Struct:
-        """The new SCIM representation."""
-
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
-        user: _struct_pb2.Struct | None = ...,
+        user_json: _builtins.str = ...,
         etag: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "id", b"id", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "id", b"id", "user_json", b"user_json"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
