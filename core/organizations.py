@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -45,12 +45,16 @@ LIMIT $3
 """
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def timestamp(value: datetime | None) -> Timestamp | None:
+    """A timestamptz as a proto Timestamp (Timestamp.FromDatetime's calendar
+    arithmetic is a tenth of a page of users' core time; this is exact too)."""
     if value is None:
         return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
+    since = value - _EPOCH  # a normalised timedelta: seconds and microseconds ≥ 0
+    return Timestamp(seconds=since.days * 86400 + since.seconds, nanos=since.microseconds * 1000)
 
 
 def to_proto(row: asyncpg.Record) -> organization_pb2.Organization:

@@ -8,6 +8,7 @@ grpc.aio.AioRpcError and are rendered by the error middleware.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -72,6 +73,9 @@ class ResourceCalls(Protocol):
     ) -> mapping.CoreResource: ...
 
     async def delete(self, id: str, etag: str, call: Call) -> None: ...
+
+
+_URL_SAFE_ID = re.compile(r"[0-9A-Za-z-]+")
 
 
 class ResourceEndpoints:
@@ -191,7 +195,9 @@ class ResourceEndpoints:
 
     def _location(self, request: web.Request, id: str) -> str:
         base = request.config_dict[SETTINGS].scim_base_url
-        return f"{base}/{self.endpoint}/{quote(id, safe='')}"
+        if not _URL_SAFE_ID.fullmatch(id):  # the core's ids are UUIDs; quote() is slow
+            id = quote(id, safe="")
+        return f"{base}/{self.endpoint}/{id}"
 
     def _excludes_members(self, projection: Projection) -> bool:
         return self.has_members and projection.excludes("members", self.core_urn)

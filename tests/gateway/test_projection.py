@@ -164,3 +164,13 @@ def test_patch_operations_are_forwarded_as_sent() -> None:
 def test_patch_envelope_errors(body: dict[str, Any]) -> None:
     with pytest.raises(InvalidSyntaxException):
         patch_operations_from_scim(body)
+
+
+def test_reading_order_puts_identity_first_and_meta_last() -> None:
+    text = resource_json_from_scim(
+        {"meta": {}, ENTERPRISE: {}, "userName": "b", "ExternalId": "e", "id": "u", "schemas": []}
+    )
+    out = scim_from_resource(
+        scim_pb2.User(resource_json=text), location="l", projection=Projection(), core_urn=USER
+    )
+    assert list(out) == ["schemas", "id", "ExternalId", "userName", ENTERPRISE, "meta"]
