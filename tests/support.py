@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -103,3 +104,22 @@ async def running(*args: str, env: dict[str, str], ready: str) -> AsyncIterator[
         lines.extend(rest.decode().splitlines(keepends=True))
         _watched("".join(lines), args)
         assert await proc.wait() == 0, "".join(lines)
+
+
+def cli_env(core_port: int) -> dict[str, str]:
+    """Environment for `wando admin …` against a test core, with both credentials."""
+    return {
+        "WANDO_CORE": f"127.0.0.1:{core_port}",
+        "WANDO_ADMIN_TOKEN": ADMIN_TOKEN,
+        "WANDO_SERVICE_TOKEN": SERVICE_TOKEN,
+    }
+
+
+async def cli_role(env: dict[str, str], org: str, user: str) -> str:
+    """`wando admin --json roles show`: the user's role name, e.g. ROLE_ADMIN."""
+    code, out, err = await run_wando(
+        "admin", "--json", "roles", "show", "--org", org, "--user", user, env=env
+    )
+    assert code == 0, err
+    role: str = json.loads(out)["role"]
+    return role

@@ -7,14 +7,13 @@ Wando staff with the CLI, resolving through RoleService like group roles."""
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import grpc
 
 from core.server import CoreServer
 from tests.gateway.support import USER_URN, ScimHttp
-from tests.support import ADMIN_TOKEN, SERVICE, SERVICE_TOKEN, run_wando
+from tests.support import SERVICE, cli_env, cli_role, run_wando
 from wando.provisioning.v1 import role_service_pb2 as rpb
 from wando.provisioning.v1 import role_service_pb2_grpc, roles_pb2
 
@@ -115,11 +114,7 @@ async def test_auth0_roles_attribute_resolves_through_role_service(
     before = await roles.GetEffectiveRole(request, metadata=SERVICE)
     assert before.role.role == roles_pb2.ROLE_MEMBER  # not mapped yet: the default role
 
-    env = {
-        "WANDO_CORE": f"127.0.0.1:{core.port}",
-        "WANDO_ADMIN_TOKEN": ADMIN_TOKEN,
-        "WANDO_SERVICE_TOKEN": SERVICE_TOKEN,
-    }
+    env = cli_env(core.port)
     code, out, err = await run_wando("admin", "roles", "list", "--org", "initech", env=env)
     assert code == 0, err
     assert "role value 'wando-admin'\tnot mapped\t1 users" in out  # what Auth0 sends
@@ -140,19 +135,7 @@ async def test_auth0_roles_attribute_resolves_through_role_service(
     answer = await role_of()
     assert answer.role == roles_pb2.ROLE_ADMIN
     assert answer.source == roles_pb2.ROLE_SOURCE_ROLES_ATTRIBUTE
-    code, out, err = await run_wando(
-        "admin",
-        "--json",
-        "roles",
-        "show",
-        "--org",
-        "initech",
-        "--user",
-        "grace@example.com",
-        env=env,
-    )
-    assert code == 0, err
-    assert json.loads(out)["role"] == "ROLE_ADMIN"
+    assert await cli_role(env, "initech", "grace@example.com") == "ROLE_ADMIN"
 
     # Auth0 events move the role, and each move is on the change stream
     call = roles.WatchRoleChanges(

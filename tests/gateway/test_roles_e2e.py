@@ -12,7 +12,7 @@ import grpc
 
 from core.server import CoreServer
 from tests.gateway.support import ScimHttp, okta_user
-from tests.support import ADMIN_TOKEN, SERVICE, SERVICE_TOKEN, run_wando
+from tests.support import SERVICE, SERVICE_TOKEN, cli_env, cli_role, run_wando
 from tests.test_grpcurl import grpcurl
 from wando.provisioning.v1 import role_service_pb2 as rpb
 from wando.provisioning.v1 import role_service_pb2_grpc, roles_pb2
@@ -40,11 +40,7 @@ async def test_okta_push_then_mapping_gives_the_promised_roles(
         body = {"displayName": display, "members": [{"value": ids[m]} for m in members]}
         assert (await scim.put(f"/Groups/{created.body['id']}", body)).status == 200
 
-    env = {
-        "WANDO_CORE": f"127.0.0.1:{core.port}",
-        "WANDO_ADMIN_TOKEN": ADMIN_TOKEN,
-        "WANDO_SERVICE_TOKEN": SERVICE_TOKEN,
-    }
+    env = cli_env(core.port)
     for group, role in (("Admins", "admin"), ("managers", "boss"), ("Staff", "member")):
         code, _, err = await run_wando(
             "admin", "roles", "map", "--org", "initech", "--group", group, "--role", role, env=env
@@ -54,19 +50,9 @@ async def test_okta_push_then_mapping_gives_the_promised_roles(
     expected = {"ada": "admin", "bob": "boss", "cy": "member", "dee": "member"}
     for name, role in expected.items():
         # the CLI
-        code, out, err = await run_wando(
-            "admin",
-            "--json",
-            "roles",
-            "show",
-            "--org",
-            "initech",
-            "--user",
-            f"{name}@initech.example",
-            env=env,
-        )
-        assert code == 0, err
-        assert json.loads(out)["role"] == f"ROLE_{role.upper()}", name
+        assert (
+            await cli_role(env, "initech", f"{name}@initech.example") == f"ROLE_{role.upper()}"
+        ), name
         # grpcurl
         code, out, err = await grpcurl(
             "-plaintext",
