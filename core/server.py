@@ -20,7 +20,7 @@ from core.admin_service import AdminService
 from core.auth import Guard
 from core.config import Settings
 from core.groups import GroupService
-from core.interceptors import CoreInterceptor
+from core.interceptors import instrument
 from core.notifier import RoleNotifier
 from core.role_service import RoleService
 from core.tokens import Authenticator
@@ -38,11 +38,12 @@ from wando.provisioning.v1 import (
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = (
-    admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
-    user_service_pb2.DESCRIPTOR.services_by_name["UserService"].full_name,
-    group_service_pb2.DESCRIPTOR.services_by_name["GroupService"].full_name,
-    role_service_pb2.DESCRIPTOR.services_by_name["RoleService"].full_name,
+ADMIN_SERVICE = admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"]
+USER_SERVICE = user_service_pb2.DESCRIPTOR.services_by_name["UserService"]
+GROUP_SERVICE = group_service_pb2.DESCRIPTOR.services_by_name["GroupService"]
+ROLE_SERVICE = role_service_pb2.DESCRIPTOR.services_by_name["RoleService"]
+SERVICE_NAMES = tuple(
+    s.full_name for s in (ADMIN_SERVICE, USER_SERVICE, GROUP_SERVICE, ROLE_SERVICE)
 )
 
 
@@ -66,19 +67,22 @@ async def start_server(
 ) -> CoreServer:
     """Build the server, bind it to `listen` (HOST:PORT, port 0 picks one) and start it."""
     server = grpc.aio.server(
-        interceptors=[CoreInterceptor()],
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 8 * 1024 * 1024)],
     )
     authenticator = Authenticator(pool)
     guard = Guard(admin_token, authenticator, service_token)
     notifier = RoleNotifier(pool)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
-        AdminService(pool, guard, authenticator), server
+        instrument(AdminService(pool, guard, authenticator), ADMIN_SERVICE), server
     )
-    user_service_pb2_grpc.add_UserServiceServicer_to_server(UserService(pool, guard), server)
-    group_service_pb2_grpc.add_GroupServiceServicer_to_server(GroupService(pool, guard), server)
+    user_service_pb2_grpc.add_UserServiceServicer_to_server(
+        instrument(UserService(pool, guard), USER_SERVICE), server
+    )
+    group_service_pb2_grpc.add_GroupServiceServicer_to_server(
+        instrument(GroupService(pool, guard), GROUP_SERVICE), server
+    )
     role_service_pb2_grpc.add_RoleServiceServicer_to_server(
-        RoleService(pool, guard, notifier), server
+        instrument(RoleService(pool, guard, notifier), ROLE_SERVICE), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
