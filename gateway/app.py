@@ -58,7 +58,19 @@ def create_scim_app() -> web.Application:
     discovery.add_routes(scim)
     for calls in RESOURCE_TYPES:
         ResourceEndpoints.of(calls).add_routes(scim)
+    _also_after_a_trailing_slash(scim)
     return scim
+
+
+def _also_after_a_trailing_slash(scim: web.Application) -> None:
+    """Every route once more with a leading "/": a base URL pasted into Okta or
+    Entra with a trailing slash makes them call …/scim/v2//Users, and a 404
+    there fails the customer's connection test for a typo."""
+    for route in list(scim.router.routes()):
+        info = route.resource.get_info() if route.resource is not None else {}
+        path = info.get("path") or info.get("formatter")
+        if isinstance(path, str):
+            scim.router.add_route(route.method, "/" + path, route.handler)
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -388,3 +388,17 @@ async def test_core_that_never_answers_is_503_within_the_deadline() -> None:
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_base_url_pasted_with_a_trailing_slash_still_works(scim: ScimHttp) -> None:
+    """Okta and Entra append "/Users" to the base URL as pasted: with a
+    trailing slash that is …/scim/v2//Users, which must not fail the setup."""
+    created = await scim.post("//Users", okta_user("slash@initech.example"))
+    assert created.status == 201, created.text
+    user_id = created.body["id"]
+    assert created.body["meta"]["location"].endswith(f"/api/auth/scim/v2/Users/{user_id}")
+    found = await scim.get('//Users?filter=userName eq "slash@initech.example"')
+    assert [u["id"] for u in found.assert_list()] == [user_id]
+    assert (await scim.get(f"//Users/{user_id}")).status == 200
+    assert (await scim.get("//ServiceProviderConfig")).status == 200
+    (await scim.get("//Users", headers={"Authorization": None})).assert_error(401)
