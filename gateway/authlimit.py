@@ -40,14 +40,6 @@ from gateway.ratelimit import MAX_BUCKETS, _Bucket
 DETAIL = "Too many failed authentications from this address; retry after the given delay"
 
 
-def _token_of(authorization: str | None) -> str | None:
-    """The bearer token in an Authorization header value, as authenticate() reads it."""
-    if authorization is None:
-        return None
-    scheme, _, token = authorization.strip().partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
 def _key(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
@@ -68,26 +60,25 @@ class AuthFailures:
     def enabled(self) -> bool:
         return self.rate > 0
 
-    def wait(self, address: str, authorization: str | None) -> int:
+    def wait(self, address: str, token: str | None) -> int:
         """0 if a request may go on; else how many seconds (at least 1) its
-        address must wait. Vouched-for tokens never wait."""
+        address must wait. Vouched-for tokens never wait. `token`: the bearer
+        token, None when the request has none (as gateway.middlewares reads it)."""
         if not self.enabled:
             return 0
         bucket = self._refilled(address)  # the usual case, no recent failure: None
         if bucket is None or bucket.tokens >= 1.0:
             return 0
-        token = _token_of(authorization)
         if token is not None and _key(token) in self._vouched:
             return 0
         return max(1, math.ceil((1.0 - bucket.tokens) / self.rate))
 
-    def failed(self, address: str, authorization: str | None) -> None:
+    def failed(self, address: str, token: str | None) -> None:
         """Count a failed authentication against the address. Requests that were
         let through together may overdraw the bucket (down to -burst): each of
         them failed, and the address pays for each."""
         if not self.enabled:
             return
-        token = _token_of(authorization)
         if token is not None:
             self._vouched.pop(_key(token), None)  # revoked or expired since
         bucket = self._refilled(address) or _Bucket(float(self.burst), self._clock())

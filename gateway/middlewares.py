@@ -142,33 +142,41 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         request.match_info.handler, _PUBLIC, False
     ):
         return await handler(request)  # 404, 405, or a discovery endpoint
+    header = request.headers.get("Authorization")
+    scheme, token = _split_authorization(header)
+    bearer = token if scheme == "bearer" and token else None
     # repeated failures from one address wait before the core is asked (gateway.authlimit)
     failures = request.config_dict[AUTH_FAILURES]
-    address, header = request.remote or "-", request.headers.get("Authorization")
-    wait = failures.wait(address, header)
+    address = request.remote or "-"
+    wait = failures.wait(address, bearer)
     if wait:
         log.info("429: too many failed authentications from this address; retry after %ss", wait)
         raise errors.TooManyRequests(retry_after=wait, detail=authlimit.DETAIL)
     try:
-        return await _check_bearer(request, handler, header)
+        if header is None:
+            raise _unauthorized("no Authorization header")
+        if scheme != "bearer":
+            raise _unauthorized("the Authorization scheme is not Bearer")
+        return await _check_bearer(request, handler, token)
     except UnauthorizedException:
-        failures.failed(address, header)
+        failures.failed(address, bearer)
         raise
     except grpc.aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
-            failures.failed(address, header)
+            failures.failed(address, bearer)
         raise
 
 
-async def _check_bearer(
-    request: web.Request, handler: Handler, header: str | None
-) -> web.StreamResponse:
+def _split_authorization(header: str | None) -> tuple[str, str]:
+    """(scheme in lower case, credentials) of an Authorization header; the
+    one reading of it, for the check below and for gateway.authlimit."""
     if header is None:
-        raise _unauthorized("no Authorization header")
-    scheme, _, token = header.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer":
-        raise _unauthorized("the Authorization scheme is not Bearer")
+        return "", ""
+    scheme, _, credentials = header.strip().partition(" ")
+    return scheme.lower(), credentials.strip()
+
+
+async def _check_bearer(request: web.Request, handler: Handler, token: str) -> web.StreamResponse:
     if not token:
         raise _unauthorized("the bearer token is empty")
     if not _BEARER_TOKEN.fullmatch(token):
