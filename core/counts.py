@@ -1,10 +1,11 @@
 """Exact per-organisation totals of users and groups, without counting rows
 (migrations/0004_resource_counts.sql says why).
 
-Each create and delete adds +1/-1 to one of SLOTS rows of its organisation in
-the same statement (see INSERT_USER, DELETE_USER, INSERT_GROUP, DELETE_GROUP),
-so concurrent writers rarely meet on a row and the count costs no extra round
-trip; a total is the sum of the slots, read in the listing's snapshot.
+Each create adds +1 to one of SLOTS rows of its organisation in its insert
+statement (INSERT_USER, INSERT_GROUP), each delete -1 (uncount(), before the
+role counter is taken: lock order is resource rows, count slots, role
+counter). Concurrent writers rarely meet on a row; a total is the sum of the
+slots, read in the listing's snapshot.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ if TYPE_CHECKING:
 
 SLOTS = 32
 
+UNCOUNT = """
+INSERT INTO resource_counts (org_id, resource, slot, n) VALUES ($1, $2, $3, -1)
+ON CONFLICT (org_id, resource, slot) DO UPDATE SET n = resource_counts.n - 1
+"""
+
 TOTAL = "SELECT coalesce(sum(n), 0) FROM resource_counts WHERE org_id = $1 AND resource = $2"
 
 
@@ -29,3 +35,8 @@ def slot() -> int:
 async def total(conn: Conn, org_id: uuid.UUID, resource: str) -> int:
     """How many users (resource "users") or groups ("groups") the organisation has."""
     return int(await conn.fetchval(TOTAL, org_id, resource))
+
+
+async def uncount(conn: Conn, org_id: uuid.UUID, resource: str) -> None:
+    """One user or group fewer: before its (locked) row is deleted."""
+    await conn.execute(UNCOUNT, org_id, resource, slot())

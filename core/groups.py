@@ -61,13 +61,6 @@ RETURNING *
 
 DELETE_GROUP = "DELETE FROM groups WHERE org_id = $1 AND group_id = $2"
 
-# before the delete of a locked group and before the role counter is taken:
-# lock order is resource rows, count slots, role counter (see core.roles)
-UNCOUNT_GROUP = """
-INSERT INTO resource_counts (org_id, resource, slot, n) VALUES ($1, 'groups', $2, -1)
-ON CONFLICT (org_id, resource, slot) DO UPDATE SET n = resource_counts.n - 1
-"""
-
 # of the ids asked for, those not yet members, and whether each is a user here
 SELECT_NEW_MEMBERS = """
 SELECT x.id, EXISTS (SELECT 1 FROM users u WHERE u.org_id = $1 AND u.user_id = x.id) AS known
@@ -403,7 +396,7 @@ class GroupService(group_service_pb2_grpc.GroupServiceServicer):
         async with self._pool.acquire() as conn, conn.transaction():
             row = await lock(conn, principal, request.id, request.etag)
             gid = row["group_id"]
-            await conn.execute(UNCOUNT_GROUP, principal.org_id, counts.slot())
+            await counts.uncount(conn, principal.org_id, "groups")
             tracker = None
             if await roles.group_role(conn, principal.org_id, gid) is not None:
                 members = await roles.group_members(conn, principal.org_id, gid)

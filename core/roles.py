@@ -155,7 +155,9 @@ def resolve_rows(rows: Iterable[asyncpg.Record]) -> dict[uuid.UUID, Resolved]:
         winners = sorted(
             (g for g in groups[user_id] if RANK[g.role] == top), key=lambda g: g.display_name
         )
-        by_values = sorted((v for v in values[user_id] if RANK[v.role] == top), key=_value)
+        by_values = sorted(
+            (v for v in values[user_id] if RANK[v.role] == top), key=lambda v: v.value
+        )
         role: str | None
         if not row["active"]:
             role, source, winners, by_values = None, roles_pb2.ROLE_SOURCE_DEACTIVATED, [], []
@@ -169,10 +171,6 @@ def resolve_rows(rows: Iterable[asyncpg.Record]) -> dict[uuid.UUID, Resolved]:
             user_id, row["user_name"], row["active"], role, source, winners, by_values
         )
     return resolved
-
-
-def _value(grant: ValueGrant) -> str:
-    return grant.value
 
 
 async def resolve(

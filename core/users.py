@@ -66,13 +66,6 @@ RETURNING *
 
 DELETE_USER = "DELETE FROM users WHERE org_id = $1 AND user_id = $2"
 
-# before the delete of a locked user and before the role counter is taken:
-# lock order is resource rows, count slots, role counter (see core.roles)
-UNCOUNT_USER = """
-INSERT INTO resource_counts (org_id, resource, slot, n) VALUES ($1, 'users', $2, -1)
-ON CONFLICT (org_id, resource, slot) DO UPDATE SET n = resource_counts.n - 1
-"""
-
 DELETE_EMAILS = "DELETE FROM user_emails WHERE org_id = $1 AND user_id = $2"
 
 INSERT_EMAILS = """
@@ -171,14 +164,14 @@ async def write(
     except asyncpg.UniqueViolationError as exc:
         raise _conflict(exc, document) from None
     assert updated is not None
-    if email_keys(document) != email_keys(row["attributes"]):
+    emails = email_keys(document)
+    if emails != email_keys(row["attributes"]):
         await conn.execute(DELETE_EMAILS, principal.org_id, row["user_id"])
-        await conn.execute(INSERT_EMAILS, principal.org_id, row["user_id"], email_keys(document))
-    if role_values(document) != role_values(row["attributes"]):
+        await conn.execute(INSERT_EMAILS, principal.org_id, row["user_id"], emails)
+    values = role_values(document)
+    if values != role_values(row["attributes"]):
         await conn.execute(DELETE_ROLE_VALUES, principal.org_id, row["user_id"])
-        await conn.execute(
-            INSERT_ROLE_VALUES, principal.org_id, row["user_id"], role_values(document)
-        )
+        await conn.execute(INSERT_ROLE_VALUES, principal.org_id, row["user_id"], values)
     return updated
 
 
@@ -221,12 +214,11 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
             except asyncpg.UniqueViolationError as exc:
                 raise _conflict(exc, document) from None
             assert row is not None
-            if email_keys(document):
-                await conn.execute(INSERT_EMAILS, principal.org_id, new_id, email_keys(document))
-            if role_values(document):
-                await conn.execute(
-                    INSERT_ROLE_VALUES, principal.org_id, new_id, role_values(document)
-                )
+            emails, values = email_keys(document), role_values(document)
+            if emails:
+                await conn.execute(INSERT_EMAILS, principal.org_id, new_id, emails)
+            if values:
+                await conn.execute(INSERT_ROLE_VALUES, principal.org_id, new_id, values)
             await audit.record(conn, principal, "create", "User", new_id, sorted(document))
             # nobody else can see the new user yet: its "before" is no role
             tracker = await roles.RoleTracker.start(conn, principal.org_id, [])
@@ -310,7 +302,7 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
         principal = await self._guard.scim(context)
         async with self._pool.acquire() as conn, conn.transaction():
             row = await lock(conn, principal, request.id, request.etag)
-            await conn.execute(UNCOUNT_USER, principal.org_id, counts.slot())
+            await counts.uncount(conn, principal.org_id, "users")
             tracker = await roles.RoleTracker.start(conn, principal.org_id, [row["user_id"]])
             await conn.execute(DELETE_USER, principal.org_id, row["user_id"])
             await tracker.finish("user deleted")
