@@ -20,7 +20,7 @@ from core.admin_service import AdminService
 from core.auth import Guard
 from core.config import Settings
 from core.groups import GroupService
-from core.interceptors import instrument
+from core.instrumentation import instrument
 from core.notifier import RoleNotifier
 from core.role_service import RoleService
 from core.tokens import Authenticator

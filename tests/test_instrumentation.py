@@ -1,4 +1,4 @@
-"""Every RPC of our four services is instrumented (core/interceptors.py):
+"""Every RPC of our four services is instrumented (core/instrumentation.py):
 counted by method and status, errors rendered through errors.WIRE. (The
 request id's way from the gateway to the core's logs: tests/gateway/test_http.py.)"""
 
