@@ -64,6 +64,9 @@ COUNT_VALUE_HOLDERS = "SELECT count(*) FROM user_role_values WHERE org_id = $1 A
 
 SELECT_DEFAULT_ROLE = "SELECT default_role FROM organizations WHERE org_id = $1"
 
+# held by every change of role mappings or the default role until commit
+LOCK_ROLE_CONFIGURATION = "SELECT 1 FROM organizations WHERE org_id = $1 FOR NO KEY UPDATE"
+
 UPDATE_DEFAULT_ROLE = "UPDATE organizations SET default_role = $2 WHERE org_id = $1"
 
 # active users with no mapped group or value: those whose role is the default
@@ -143,7 +146,13 @@ async def apply(
     conn: Conn, org_id: uuid.UUID, mappings: list[Mapping], default_role: str | None
 ) -> tuple[roles.RoleTracker, str]:
     """Apply mapping (and default role) changes after starting a tracker over
-    every user they can affect; the caller finishes or inspects the tracker."""
+    every user they can affect; the caller finishes or inspects the tracker.
+
+    The organisation's row comes first (users being created hold it FOR SHARE:
+    see core.roles), then the role counter, and only then are the affected
+    users read, so that no role-affecting write commits unseen in between."""
+    await conn.execute(LOCK_ROLE_CONFIGURATION, org_id)
+    await roles.lock_counter(conn, org_id)
     affected: list[uuid.UUID] = []
     for mapping in mappings:
         if mapping.group_id is None:
@@ -152,7 +161,7 @@ async def apply(
             affected += await roles.group_members(conn, org_id, mapping.group_id)
     if default_role is not None:
         affected += [r["user_id"] for r in await conn.fetch(SELECT_DEFAULT_ROLE_USERS, org_id)]
-    tracker = await roles.RoleTracker.start(conn, org_id, affected)
+    tracker = await roles.RoleTracker.locked(conn, org_id, affected)
     causes = []
     for mapping in mappings:
         key = mapping.group_id or mapping.value

@@ -24,16 +24,33 @@ if TYPE_CHECKING:
 TABLE = listing.Table("users", "user_id", user_schema())
 USER_NAME_KEY = "users_org_user_name_key"
 
-# the insert, and the organisation's user count (core.counts) in slot $8
+# a new user in one statement: its row, its email and role-value index rows,
+# the organisation's user count (core.counts; slot $8) and its audit event
+# (as audit.INSERT_EVENT). The organisation's row stays held FOR SHARE until
+# commit, so that no change of role mappings commits before the new user's
+# role is recorded (core.roles, record_new_user).
 INSERT_USER = """
-WITH inserted AS (
+WITH org AS (
+    SELECT org_id FROM organizations WHERE org_id = $1 FOR SHARE
+), inserted AS (
     INSERT INTO users (org_id, user_id, user_name, external_id, display_name, active, attributes)
-    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    SELECT org_id, $2, $3, $4, $5, $6, $7 FROM org
     RETURNING *
 ), counted AS (
     INSERT INTO resource_counts (org_id, resource, slot, n)
     SELECT org_id, 'users', $8, 1 FROM inserted
     ON CONFLICT (org_id, resource, slot) DO UPDATE SET n = resource_counts.n + 1
+), emails AS (
+    INSERT INTO user_emails (org_id, user_id, value_lower)
+    SELECT i.org_id, i.user_id, lower(v) FROM inserted i, unnest($9::text[]) AS v
+    ON CONFLICT DO NOTHING
+), role_values AS (
+    INSERT INTO user_role_values (org_id, user_id, value)
+    SELECT i.org_id, i.user_id, v FROM inserted i, unnest($10::text[]) AS v
+    ON CONFLICT DO NOTHING
+), audited AS (
+    INSERT INTO audit_events (org_id, token_id, actor, action, resource_type, resource_id, changed)
+    SELECT i.org_id, $11, 'scim', 'create', 'User', i.user_id::text, $12 FROM inserted i
 )
 SELECT * FROM inserted
 """
@@ -201,6 +218,7 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
         )
         document.setdefault("active", True)
         new_id = uuid.uuid4()
+        emails, values = email_keys(document), role_values(document)
         async with self._pool.acquire() as conn, conn.transaction():
             try:
                 row = await conn.fetchrow(
@@ -210,19 +228,15 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
                     *columns(document),
                     document,
                     counts.slot(),
+                    emails,
+                    values,
+                    principal.token_id,
+                    sorted(document),
                 )
             except asyncpg.UniqueViolationError as exc:
                 raise _conflict(exc, document) from None
             assert row is not None
-            emails, values = email_keys(document), role_values(document)
-            if emails:
-                await conn.execute(INSERT_EMAILS, principal.org_id, new_id, emails)
-            if values:
-                await conn.execute(INSERT_ROLE_VALUES, principal.org_id, new_id, values)
-            await audit.record(conn, principal, "create", "User", new_id, sorted(document))
-            # nobody else can see the new user yet: its "before" is no role
-            tracker = await roles.RoleTracker.start(conn, principal.org_id, [])
-            await tracker.finish("user created", also=[new_id])
+            await roles.record_new_user(conn, principal.org_id, new_id, row["active"], values)
         return pb.CreateUserResponse(user=user_proto(row, []))
 
     async def GetUser(self, request: pb.GetUserRequest, context: Ctx) -> pb.GetUserResponse:

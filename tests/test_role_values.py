@@ -5,6 +5,7 @@ change stream."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
@@ -243,3 +244,43 @@ async def test_bad_value_mappings_are_refused(
     await fails(admin_stub.SetRoleValueMapping(request, metadata=ADMIN), code)
     unknown = apb.SetRoleValueMappingRequest(organization="nope", value="v", role=R.ROLE_ADMIN)
     await fails(admin_stub.SetRoleValueMapping(unknown, metadata=ADMIN), grpc.StatusCode.NOT_FOUND)
+
+
+async def test_creates_racing_role_configuration_changes_stream_every_final_role(
+    acme: Scim, admin_stub: Admin, roles_stub: Roles
+) -> None:
+    """Users created while staff change the default role and a value mapping:
+    replaying the change stream gives every new user exactly the role the
+    RoleService answers afterwards (a creation records its role without
+    holding the counter for long; configuration changes must not slip past)."""
+    seed = await acme.create_user(okta_user("seed@x.example"))
+    start = (await role_of(roles_stub, user_id=seed["id"])).sequence
+
+    async def create(i: int) -> str:
+        body = (
+            with_roles(f"race{i}@x.example", "wando-boss")
+            if i % 2
+            else okta_user(f"race{i}@x.example")
+        )
+        return str((await acme.create_user(body))["id"])
+
+    async def reconfigure() -> None:
+        for i in range(8):
+            role = "admin" if i % 2 == 0 else "member"
+            request = apb.SetDefaultRoleRequest(organization="acme", role=ROLE[role])
+            await admin_stub.SetDefaultRole(request, metadata=ADMIN)
+            await map_value(admin_stub, "wando-boss", "boss" if i % 2 == 0 else None)
+
+    created, _ = await asyncio.gather(
+        asyncio.gather(*(create(i) for i in range(60))), reconfigure()
+    )
+    end = (await role_of(roles_stub, user_id=seed["id"])).sequence
+    replayed: dict[str, int] = {}
+    for change in await watch(roles_stub, start, end - start):
+        if change.user_id in replayed or change.user_id != seed["id"]:
+            assert change.old_role == replayed.get(change.user_id, R.ROLE_UNSPECIFIED)
+        replayed[change.user_id] = change.new_role
+    for user_id in created:
+        final = await role_of(roles_stub, user_id=user_id)
+        assert final.role.role != R.ROLE_UNSPECIFIED
+        assert replayed.get(user_id) == final.role.role, user_id
