@@ -49,14 +49,30 @@ SELECT * FROM inserted
 
 SELECT_GROUP = "SELECT * FROM groups WHERE org_id = $1 AND group_id = $2"
 
-SELECT_GROUP_FOR_UPDATE = SELECT_GROUP + " FOR UPDATE"
+# a group locked for a write, with the role it is mapped to (mappings change
+# under the group's lock too: core.role_mappings)
+SELECT_GROUP_FOR_WRITE = """
+SELECT g.*, r.role AS mapped_role
+FROM groups g
+LEFT JOIN group_roles r ON r.org_id = g.org_id AND r.group_id = g.group_id
+WHERE g.org_id = $1 AND g.group_id = $2
+FOR UPDATE OF g
+"""
 
+# a locked group's new version and its audit event (as audit.INSERT_EVENT;
+# $6 the token, $7 the action, $8 the attributes changed), in one statement
 UPDATE_GROUP = """
-UPDATE groups
-SET display_name = $3, external_id = $4, attributes = $5,
-    version = version + 1, updated_at = clock_timestamp()
-WHERE org_id = $1 AND group_id = $2
-RETURNING *
+WITH updated AS (
+    UPDATE groups
+    SET display_name = $3, external_id = $4, attributes = $5,
+        version = version + 1, updated_at = clock_timestamp()
+    WHERE org_id = $1 AND group_id = $2
+    RETURNING *
+), audited AS (
+    INSERT INTO audit_events (org_id, token_id, actor, action, resource_type, resource_id, changed)
+    SELECT $1, $6, 'scim', $7, 'Group', $2::text, $8 FROM updated
+)
+SELECT * FROM updated
 """
 
 DELETE_GROUP = "DELETE FROM groups WHERE org_id = $1 AND group_id = $2"
@@ -84,12 +100,33 @@ USING unnest($3::uuid[]) AS d(user_id)
 WHERE m.org_id = $1 AND m.group_id = $2 AND m.user_id = d.user_id
 """
 
-# current members among the given ids
-SELECT_MEMBERS_AMONG = """
-SELECT m.user_id FROM group_members m
-JOIN unnest($3::uuid[]) AS d(user_id) ON m.user_id = d.user_id
-WHERE m.org_id = $1 AND m.group_id = $2
+# a PATCH's additions in one statement: nothing is added if any id is not a
+# user of the organisation (those come back as "unknown"), else the ids that
+# were not yet members come back as "added"
+ADD_MEMBERS = """
+WITH wanted AS (
+    SELECT DISTINCT x.id FROM unnest($3::uuid[]) AS x(id)
+), unknown AS (
+    SELECT w.id FROM wanted w
+    WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.org_id = $1 AND u.user_id = w.id)
+), added AS (
+    INSERT INTO group_members (org_id, group_id, user_id)
+    SELECT $1, $2, w.id FROM wanted w
+    WHERE NOT EXISTS (SELECT 1 FROM unknown)
+    ON CONFLICT DO NOTHING
+    RETURNING user_id
+)
+SELECT 'unknown' AS outcome, id FROM unknown
+UNION ALL
+SELECT 'added', user_id FROM added
 """
+
+# a PATCH's removals: the ids that were members
+REMOVE_MEMBERS = DELETE_MEMBERS + "RETURNING m.user_id\n"
+
+# arrays up to this size run on whatever plan PostgreSQL caches; larger ones
+# are planned for their size (see plan())
+SMALL_ARRAY = 100
 
 SELECT_MEMBER_IDS = "SELECT user_id FROM group_members WHERE org_id = $1 AND group_id = $2"
 
@@ -172,38 +209,30 @@ class MemberPlan:
         return not self.add and not self.remove
 
 
-async def plan(
-    conn: Conn, org_id: uuid.UUID, gid: uuid.UUID, changes: patch.MemberChanges
-) -> MemberPlan:
-    """What to insert and delete for `changes` on a locked group. New members
-    must be users of this organisation; reads grow with the request, writes
-    with the change."""
-    # arrays here range from one id to a whole group: plan each statement for
-    # the array it gets, never a cached generic plan made for another size
-    await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-    removed = set(member_uuids(changes.remove, strict=False))
-    keep = [
-        i
-        for i in member_uuids([*(changes.replace or []), *changes.add], strict=True)
-        if i not in removed
-    ]
-    if changes.replace is not None:
-        # a full list: diff against the current members here, so that the
-        # queries below carry only what changes (no plan over a large array)
-        current = {r["user_id"] for r in await conn.fetch(SELECT_MEMBER_IDS, org_id, gid)}
-        wanted = set(keep)
-        keep = [i for i in keep if i not in current]
-        gone = [i for i in current if i not in wanted]
-    else:
-        found = (
-            await conn.fetch(SELECT_MEMBERS_AMONG, org_id, gid, list(removed)) if removed else []
-        )
-        gone = [r["user_id"] for r in found]
+async def plan(conn: Conn, org_id: uuid.UUID, gid: uuid.UUID, replace: list[str]) -> MemberPlan:
+    """What to insert and delete to make a locked group's members exactly
+    `replace`. New members must be users of this organisation; reads grow
+    with the list, writes with the change."""
+    await custom_plans(conn)
+    keep = member_uuids(replace, strict=True)
+    # diff against the current members here, so that the queries below carry
+    # only what changes (no plan over a large array)
+    current = {r["user_id"] for r in await conn.fetch(SELECT_MEMBER_IDS, org_id, gid)}
+    wanted = set(keep)
+    keep = [i for i in keep if i not in current]
+    gone = [i for i in current if i not in wanted]
     rows = await conn.fetch(SELECT_NEW_MEMBERS, org_id, gid, keep) if keep else []
     unknown = [str(r["id"]) for r in rows if not r["known"]]
     if unknown:
         raise _unknown_members(unknown)
     return MemberPlan(add=[r["id"] for r in rows], remove=gone)
+
+
+async def custom_plans(conn: Conn) -> None:
+    """For the rest of the transaction, plan each statement for the array it
+    gets, never a cached generic plan made for another size: arrays of
+    members range from one id to a whole group."""
+    await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
 
 
 async def write_members(conn: Conn, org_id: uuid.UUID, gid: uuid.UUID, members: MemberPlan) -> None:
@@ -218,20 +247,46 @@ async def write_members(conn: Conn, org_id: uuid.UUID, gid: uuid.UUID, members: 
 
 
 async def change_members(
-    conn: Conn, org_id: uuid.UUID, gid: uuid.UUID, changes: patch.MemberChanges
+    conn: Conn, org_id: uuid.UUID, row: asyncpg.Record, changes: patch.MemberChanges
 ) -> bool:
-    """Plan and write a membership change on a locked group, with its effect on
-    roles when the group is mapped. Returns whether anything changed."""
-    members = await plan(conn, org_id, gid, changes)
-    if members.empty:
-        return False
-    tracker = None
-    if await roles.group_role(conn, org_id, gid) is not None:
-        tracker = await roles.RoleTracker.start(conn, org_id, [*members.add, *members.remove])
-    await write_members(conn, org_id, gid, members)
+    """Write a membership change to a group locked by lock(), with its effect
+    on roles when the group is mapped. Returns whether anything changed."""
+    gid, tracker = row["group_id"], None
+    if changes.replace is not None:
+        members = await plan(conn, org_id, gid, changes.replace)
+        if members.empty:
+            return False
+        if row["mapped_role"] is not None:
+            tracker = await roles.RoleTracker.start(conn, org_id, [*members.add, *members.remove])
+        await write_members(conn, org_id, gid, members)
+        changed = True
+    else:
+        removed = member_uuids(changes.remove, strict=False)
+        added = [i for i in member_uuids(changes.add, strict=True) if i not in set(removed)]
+        if not added and not removed:
+            return False
+        if row["mapped_role"] is not None:
+            tracker = await roles.RoleTracker.start(conn, org_id, [*added, *removed])
+        if len(added) + len(removed) > SMALL_ARRAY:
+            await custom_plans(conn)
+        changed = await add_members(conn, org_id, gid, added) if added else False
+        if removed and await conn.fetch(REMOVE_MEMBERS, org_id, gid, removed):
+            changed = True
     if tracker is not None:
         await tracker.finish("membership")
-    return True
+    return changed
+
+
+async def add_members(conn: Conn, org_id: uuid.UUID, gid: uuid.UUID, ids: list[uuid.UUID]) -> bool:
+    """Add users to a locked group; returns whether any was not yet a member."""
+    try:
+        rows = await conn.fetch(ADD_MEMBERS, org_id, gid, ids)
+    except asyncpg.ForeignKeyViolationError:  # a user deleted meanwhile
+        raise _unknown_members([str(i) for i in ids]) from None
+    unknown = [str(r["id"]) for r in rows if r["outcome"] == "unknown"]
+    if unknown:
+        raise _unknown_members(unknown)
+    return bool(rows)
 
 
 def _conflict(exc: asyncpg.UniqueViolationError, document: dict[str, Any]) -> Exception:
@@ -244,18 +299,32 @@ def _conflict(exc: asyncpg.UniqueViolationError, document: dict[str, Any]) -> Ex
 
 
 async def lock(conn: Conn, principal: Principal, raw_id: str, expected_etag: str) -> asyncpg.Record:
+    """A group's row, locked, with the role it is mapped to (mapped_role)."""
     return await locking.lock(
-        conn, SELECT_GROUP_FOR_UPDATE, principal.org_id, raw_id, expected_etag, "group"
+        conn, SELECT_GROUP_FOR_WRITE, principal.org_id, raw_id, expected_etag, "group"
     )
 
 
 async def write(
-    conn: Conn, principal: Principal, row: asyncpg.Record, document: dict[str, Any]
+    conn: Conn,
+    principal: Principal,
+    row: asyncpg.Record,
+    document: dict[str, Any],
+    action: str,
+    changed: list[str],
 ) -> asyncpg.Record:
-    """A new version of a locked group (its document, or just its membership)."""
+    """A new version of a locked group (its document, or just its membership),
+    audited."""
     try:
         updated = await conn.fetchrow(
-            UPDATE_GROUP, principal.org_id, row["group_id"], *columns(document), document
+            UPDATE_GROUP,
+            principal.org_id,
+            row["group_id"],
+            *columns(document),
+            document,
+            principal.token_id,
+            action,
+            sorted(changed),
         )
     except asyncpg.UniqueViolationError as exc:
         raise _conflict(exc, document) from None
@@ -300,9 +369,7 @@ class GroupService(group_service_pb2_grpc.GroupServiceServicer):
                 raise _conflict(exc, document) from None
             assert row is not None
             # a new group has no role mapping yet: its members' roles do not change
-            members = await plan(
-                conn, principal.org_id, new_id, patch.MemberChanges(replace=wanted)
-            )
+            members = await plan(conn, principal.org_id, new_id, wanted)
             await write_members(conn, principal.org_id, new_id, members)
             changed = sorted(document) + (["members"] if wanted else [])
             await audit.record(conn, principal, "create", "Group", new_id, changed)
@@ -382,11 +449,10 @@ class GroupService(group_service_pb2_grpc.GroupServiceServicer):
         """Write a locked group's new document and membership; a new version
         only if something changed."""
         changed = diff(row["attributes"], document)
-        if await change_members(conn, principal.org_id, row["group_id"], members):
+        if await change_members(conn, principal.org_id, row, members):
             changed.append("members")
         if changed:
-            row = await write(conn, principal, row, document)
-            await audit.record(conn, principal, action, "Group", row["group_id"], changed)
+            row = await write(conn, principal, row, document, action, changed)
         return row
 
     async def DeleteGroup(
@@ -398,7 +464,7 @@ class GroupService(group_service_pb2_grpc.GroupServiceServicer):
             gid = row["group_id"]
             await counts.uncount(conn, principal.org_id, "groups")
             tracker = None
-            if await roles.group_role(conn, principal.org_id, gid) is not None:
+            if row["mapped_role"] is not None:
                 members = await roles.group_members(conn, principal.org_id, gid)
                 tracker = await roles.RoleTracker.start(conn, principal.org_id, members)
             await conn.execute(DELETE_GROUP, principal.org_id, gid)

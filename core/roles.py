@@ -116,8 +116,6 @@ SELECT r.role, pg_notify($6, $1::text) FROM advanced, resolved r
 
 SELECT_GROUP_MEMBERS = "SELECT user_id FROM group_members WHERE org_id = $1 AND group_id = $2"
 
-SELECT_GROUP_ROLE = "SELECT role FROM group_roles WHERE org_id = $1 AND group_id = $2"
-
 SELECT_VALUE_HOLDERS = "SELECT user_id FROM user_role_values WHERE org_id = $1 AND value = $2"
 
 
@@ -290,11 +288,6 @@ async def record_new_user(
         RECORD_NEW_USER, org_id, user_id, active, values, "user created", NOTIFY_CHANNEL
     )
     return None if row is None else str(row["role"])
-
-
-async def group_role(conn: Conn, org_id: uuid.UUID, group_id: uuid.UUID) -> str | None:
-    role: str | None = await conn.fetchval(SELECT_GROUP_ROLE, org_id, group_id)
-    return role
 
 
 async def group_members(conn: Conn, org_id: uuid.UUID, group_id: uuid.UUID) -> list[uuid.UUID]:

@@ -55,11 +55,8 @@ WITH org AS (
 SELECT * FROM inserted
 """
 
-SELECT_USER = "SELECT * FROM users WHERE org_id = $1 AND user_id = $2"
-
-SELECT_USER_FOR_UPDATE = SELECT_USER + " FOR UPDATE"
-
-# a user with its groups, in one round trip (GET /Users/{id})
+# a user with its groups, in one round trip (GET /Users/{id}); with
+# FOR_UPDATE, the user's row locked for a write (its groups are not locked)
 SELECT_USER_WITH_GROUPS = """
 SELECT u.*, g.group_ids, g.group_names
 FROM users u
@@ -73,31 +70,43 @@ CROSS JOIN LATERAL (
 WHERE u.org_id = $1 AND u.user_id = $2
 """
 
+FOR_UPDATE = " FOR UPDATE OF u"
+
+# a locked user's new document in one statement: the row, the email and
+# role-value index rows when they change ($8, $9: the new sets; NULL when
+# unchanged) and the audit event (as audit.INSERT_EVENT; $10 the token, $11
+# the action, $12 the attributes changed)
 UPDATE_USER = """
-UPDATE users
-SET user_name = $3, external_id = $4, display_name = $5, active = $6, attributes = $7,
-    version = version + 1, updated_at = clock_timestamp()
-WHERE org_id = $1 AND user_id = $2
-RETURNING *
+WITH updated AS (
+    UPDATE users
+    SET user_name = $3, external_id = $4, display_name = $5, active = $6, attributes = $7,
+        version = version + 1, updated_at = clock_timestamp()
+    WHERE org_id = $1 AND user_id = $2
+    RETURNING *
+), emails_gone AS (
+    DELETE FROM user_emails e
+    WHERE e.org_id = $1 AND e.user_id = $2 AND $8::text[] IS NOT NULL
+      AND e.value_lower <> ALL (SELECT lower(v) FROM unnest($8::text[]) AS v)
+), emails_new AS (
+    INSERT INTO user_emails (org_id, user_id, value_lower)
+    SELECT $1, $2, lower(v) FROM unnest($8::text[]) AS v
+    ON CONFLICT DO NOTHING
+), values_gone AS (
+    DELETE FROM user_role_values r
+    WHERE r.org_id = $1 AND r.user_id = $2 AND $9::text[] IS NOT NULL
+      AND r.value <> ALL ($9::text[])
+), values_new AS (
+    INSERT INTO user_role_values (org_id, user_id, value)
+    SELECT $1, $2, v FROM unnest($9::text[]) AS v
+    ON CONFLICT DO NOTHING
+), audited AS (
+    INSERT INTO audit_events (org_id, token_id, actor, action, resource_type, resource_id, changed)
+    SELECT $1, $10, 'scim', $11, 'User', $2::text, $12 FROM updated
+)
+SELECT * FROM updated
 """
 
 DELETE_USER = "DELETE FROM users WHERE org_id = $1 AND user_id = $2"
-
-DELETE_EMAILS = "DELETE FROM user_emails WHERE org_id = $1 AND user_id = $2"
-
-INSERT_EMAILS = """
-INSERT INTO user_emails (org_id, user_id, value_lower)
-SELECT $1, $2, lower(v) FROM unnest($3::text[]) AS v
-ON CONFLICT DO NOTHING
-"""
-
-DELETE_ROLE_VALUES = "DELETE FROM user_role_values WHERE org_id = $1 AND user_id = $2"
-
-INSERT_ROLE_VALUES = """
-INSERT INTO user_role_values (org_id, user_id, value)
-SELECT $1, $2, v FROM unnest($3::text[]) AS v
-ON CONFLICT DO NOTHING
-"""
 
 # the groups of a page of users, in one query
 SELECT_GROUPS_OF_USERS = """
@@ -164,31 +173,46 @@ async def groups_of(
 
 
 async def lock(conn: Conn, principal: Principal, raw_id: str, expected_etag: str) -> asyncpg.Record:
+    """A user's row, locked, with its groups (group_ids, group_names)."""
     return await locking.lock(
-        conn, SELECT_USER_FOR_UPDATE, principal.org_id, raw_id, expected_etag, "user"
+        conn, SELECT_USER_WITH_GROUPS + FOR_UPDATE, principal.org_id, raw_id, expected_etag, "user"
     )
 
 
+def group_refs(row: asyncpg.Record) -> list[dict[str, Any]]:
+    """The group references of a SELECT_USER_WITH_GROUPS row."""
+    pairs = zip(row["group_ids"] or [], row["group_names"] or [], strict=True)
+    return [group_ref(*pair) for pair in pairs]
+
+
 async def write(
-    conn: Conn, principal: Principal, row: asyncpg.Record, document: dict[str, Any]
+    conn: Conn,
+    principal: Principal,
+    row: asyncpg.Record,
+    document: dict[str, Any],
+    action: str,
+    changed: list[str],
 ) -> asyncpg.Record:
     """Store a new document for a locked user, keeping the email and role-value
-    indexes in step."""
+    indexes in step, and audit it."""
+    emails, values = email_keys(document), role_values(document)
+    old = row["attributes"]
     try:
         updated = await conn.fetchrow(
-            UPDATE_USER, principal.org_id, row["user_id"], *columns(document), document
+            UPDATE_USER,
+            principal.org_id,
+            row["user_id"],
+            *columns(document),
+            document,
+            emails if emails != email_keys(old) else None,
+            values if values != role_values(old) else None,
+            principal.token_id,
+            action,
+            sorted(changed),
         )
     except asyncpg.UniqueViolationError as exc:
         raise _conflict(exc, document) from None
     assert updated is not None
-    emails = email_keys(document)
-    if emails != email_keys(row["attributes"]):
-        await conn.execute(DELETE_EMAILS, principal.org_id, row["user_id"])
-        await conn.execute(INSERT_EMAILS, principal.org_id, row["user_id"], emails)
-    values = role_values(document)
-    if values != role_values(row["attributes"]):
-        await conn.execute(DELETE_ROLE_VALUES, principal.org_id, row["user_id"])
-        await conn.execute(INSERT_ROLE_VALUES, principal.org_id, row["user_id"], values)
     return updated
 
 
@@ -204,10 +228,6 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
     def __init__(self, pool: asyncpg.Pool, guard: Guard) -> None:
         self._pool = pool
         self._guard = guard
-
-    async def _reply(self, conn: Conn, principal: Principal, row: asyncpg.Record) -> Any:
-        groups = await groups_of(conn, principal.org_id, [row["user_id"]])
-        return user_proto(row, groups[row["user_id"]])
 
     async def CreateUser(
         self, request: pb.CreateUserRequest, context: Ctx
@@ -245,8 +265,7 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
             row = await locking.fetch(
                 conn, SELECT_USER_WITH_GROUPS, principal.org_id, request.id, "user"
             )
-        groups = zip(row["group_ids"] or [], row["group_names"] or [], strict=True)
-        return pb.GetUserResponse(user=user_proto(row, [group_ref(*g) for g in groups]))
+        return pb.GetUserResponse(user=user_proto(row, group_refs(row)))
 
     async def ListUsers(self, request: pb.ListUsersRequest, context: Ctx) -> pb.ListUsersResponse:
         principal = await self._guard.scim(context)
@@ -268,8 +287,8 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
         )
         async with self._pool.acquire() as conn, conn.transaction():
             row = await lock(conn, principal, request.id, request.etag)
-            row = await self._update(conn, principal, row, document, "replace")
-            return pb.ReplaceUserResponse(user=await self._reply(conn, principal, row))
+            updated = await self._update(conn, principal, row, document, "replace")
+        return pb.ReplaceUserResponse(user=user_proto(updated, group_refs(row)))
 
     async def PatchUser(self, request: pb.PatchUserRequest, context: Ctx) -> pb.PatchUserResponse:
         principal = await self._guard.scim(context)
@@ -277,8 +296,8 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
         async with self._pool.acquire() as conn, conn.transaction():
             row = await lock(conn, principal, request.id, request.etag)
             document = patch.apply(TABLE.schema, row["attributes"], operations).document
-            row = await self._update(conn, principal, row, document, "patch")
-            return pb.PatchUserResponse(user=await self._reply(conn, principal, row))
+            updated = await self._update(conn, principal, row, document, "patch")
+        return pb.PatchUserResponse(user=user_proto(updated, group_refs(row)))
 
     async def _update(
         self,
@@ -299,16 +318,14 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
         flipped = document["active"] != row["active"]
         if flipped or role_values(document) != role_values(row["attributes"]):
             tracker = await roles.RoleTracker.start(conn, principal.org_id, [row["user_id"]])
-        old_active = row["active"]
-        row = await write(conn, principal, row, document)
+        updated = await write(conn, principal, row, document, action, changed)
         if tracker is not None:
             if not flipped:
                 cause = "roles attribute changed"
             else:
-                cause = "user deactivated" if old_active else "user activated"
+                cause = "user deactivated" if row["active"] else "user activated"
             await tracker.finish(cause)
-        await audit.record(conn, principal, action, "User", row["user_id"], changed)
-        return row
+        return updated
 
     async def DeleteUser(
         self, request: pb.DeleteUserRequest, context: Ctx

@@ -136,6 +136,25 @@ async def test_patch_forms_of_okta_and_entra_deactivate(acme: Scim) -> None:
     assert total == 0
 
 
+async def test_email_lookups_follow_a_put_that_keeps_some_addresses(acme: Scim) -> None:
+    def emails(*values: str) -> list[dict[str, str]]:
+        return [{"value": v, "type": "work"} for v in values]
+
+    user = await acme.create_user(
+        okta_user("keep@x.example", emails=emails("a@x.example", "b@x.example"))
+    )
+    body = okta_user("keep@x.example", emails=emails("B@X.example", "c@x.example"))
+    await acme.replace_user(user["id"], body)
+    for value, expected in (("a@x.example", 0), ("b@x.example", 1), ("C@x.example", 1)):
+        found, total, _ = await acme.list_users(filter=f'emails.value eq "{value}"')
+        assert total == expected, value
+        assert [u["id"] for u in found] == [user["id"]] * expected
+    # an unrelated change leaves the index as it is
+    await acme.replace_user(user["id"], {**body, "displayName": "Renamed"})
+    _, total, _ = await acme.list_users(filter='emails.value eq "b@x.example"')
+    assert total == 1
+
+
 async def test_a_failing_patch_changes_nothing(acme: Scim) -> None:
     user = await acme.create_user(okta_user("atomic@x.example"))
     await fails(
