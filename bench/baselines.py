@@ -2,7 +2,9 @@
 service's figures can be read as ratios of it (issue #7, point 2).
 
 - `grpc`: a bare grpc.aio server with one empty unary method (bytes in and
-  out, no proto, no interceptor): the most a gRPC call can do here.
+  out, no proto, no interceptor): the most a gRPC call can do here; and one
+  that makes one primary-key SELECT (Read): the floor of any lookup that
+  asks the database, as GetEffectiveRole does.
 - `http`: an aiohttp app whose handlers make one gRPC call to that server
   (/echo), plus one single-row asyncpg INSERT (/write, the write ceiling) or
   one primary-key SELECT (/read, the read ceiling), on a pool built by the
@@ -28,6 +30,7 @@ from core import db
 
 SERVICE = "bench.Empty"
 METHOD = f"/{SERVICE}/Call"
+READ_METHOD = f"/{SERVICE}/Read"
 SCRATCH_ROWS = 10_000
 
 CREATE_SCRATCH = """
@@ -68,12 +71,19 @@ async def _empty(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
     return b""
 
 
-async def serve_grpc(listen: str) -> None:
+async def serve_grpc(listen: str, dsn: str) -> None:
+    pool = await db.create_pool(dsn)
+
+    async def read(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        payload = await pool.fetchval(SELECT_ROW, random.randint(1, SCRATCH_ROWS))
+        return str(payload).encode()
+
+    handlers: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {
+        "Call": grpc.unary_unary_rpc_method_handler(_empty),
+        "Read": grpc.unary_unary_rpc_method_handler(read),
+    }
     server = grpc.aio.server()
-    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(_empty)
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE, {"Call": handler}),)
-    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_insecure_port(listen)
     await server.start()
     print("ready", flush=True)
@@ -81,6 +91,7 @@ async def serve_grpc(listen: str) -> None:
         await wait_for_signal()
     finally:
         await server.stop(1)
+        await pool.close()
 
 
 CHANNEL: web.AppKey[grpc.aio.Channel] = web.AppKey("channel")
@@ -137,15 +148,16 @@ async def serve_http(listen: str, grpc_address: str, dsn: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     kinds = parser.add_subparsers(dest="kind", required=True)
-    bare = kinds.add_parser("grpc", help="bare grpc.aio server, one empty method")
+    bare = kinds.add_parser("grpc", help="bare grpc.aio server: an empty method, and one SELECT")
     bare.add_argument("--listen", required=True)
+    bare.add_argument("--dsn", required=True)
     chain = kinds.add_parser("http", help="aiohttp -> gRPC (-> asyncpg)")
     chain.add_argument("--listen", required=True)
     chain.add_argument("--grpc", required=True, help="address of the bare gRPC server")
     chain.add_argument("--dsn", required=True)
     args = parser.parse_args()
     if args.kind == "grpc":
-        loop.run(serve_grpc(args.listen))
+        loop.run(serve_grpc(args.listen, args.dsn))
     else:
         loop.run(serve_http(args.listen, args.grpc, args.dsn))
 

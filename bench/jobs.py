@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from bench.baselines import METHOD as EMPTY_METHOD
+from bench.baselines import READ_METHOD
 from bench.context import Context
 from wando.provisioning.v1 import role_service_pb2 as rpb
 from wando.provisioning.v1 import role_service_pb2_grpc
@@ -32,6 +33,11 @@ PATCH_URN = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 async def empty_rpc(ctx: Context, i: int) -> None:
     call = ctx.stub("empty", lambda channel: channel.unary_unary(EMPTY_METHOD))
     await ctx.rpc(i, "empty call", call(b"", timeout=10))
+
+
+async def grpc_read(ctx: Context, i: int) -> None:
+    call = ctx.stub("read", lambda channel: channel.unary_unary(READ_METHOD))
+    await ctx.rpc(i, "read call", call(b"", timeout=10))
 
 
 async def chain_echo(ctx: Context, i: int) -> None:
@@ -243,6 +249,7 @@ JOBS: dict[str, Job] = {
     job.__name__: job
     for job in (
         empty_rpc,
+        grpc_read,
         chain_echo,
         chain_write,
         chain_read,

@@ -80,6 +80,10 @@ def evaluate(rows: list[dict[str, Any]]) -> None:
         if w.reference is not None:
             _versus_reference(row, w.reference, targets.VS_REFERENCE, goals, met)
         row.update(target="; ".join(goals), met=all(met) if met else None)
+        floor = by_name.get(w.floor or "")
+        if floor is not None and floor["requests_per_second"]:
+            ratio = row["requests_per_second"] / floor["requests_per_second"]
+            row.update(floor=w.floor, floor_ratio=round(ratio, 2))
     large = by_name.get("import")
     if large is not None:
         goals, met = [], []
@@ -138,6 +142,8 @@ def table(results: dict[str, Any]) -> str:
             f"{_num(row.get('vs_reference'), 2):>6}  {row.get('target') or '-'}  "
             f"{_met(row.get('met'))}"
         )
+        if "floor_ratio" in row:
+            lines.append(f"{'':4}{row['floor_ratio']:.2f} of baseline {row['floor']}")
         if "first_page_ms" in row:
             note = f"; {row['note']}" if "note" in row else ""
             lines.append(

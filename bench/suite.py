@@ -39,7 +39,8 @@ from core import db, embedded
 
 
 def _needed_baselines(selected: set[str]) -> list[Workload]:
-    wanted = {w.baseline for w in THROUGHPUT if w.name in selected} | selected
+    wanted = {b for w in THROUGHPUT if w.name in selected for b in (w.baseline, w.floor)}
+    wanted |= selected
     return [b for b in BASELINES if b.name in wanted]
 
 
@@ -58,7 +59,7 @@ async def run_baselines(run: Run, pg: embedded.EmbeddedPostgres, work: Path) -> 
     grpc_address, http_port = f"127.0.0.1:{free_port()}", free_port()
     bare = await processes.start(
         "baseline-grpc",
-        [PYTHON, "-m", "bench.baselines", "grpc", "--listen", grpc_address],
+        [PYTHON, "-m", "bench.baselines", "grpc", "--listen", grpc_address, "--dsn", dsn],
         log_dir=work,
         env={},
         ready="ready",

@@ -21,10 +21,14 @@ class Workload:
     baseline: str | None = None  # name of the workload its ratio is taken against
     min_ratio: float | None = None
     reference: float | None = None  # the reference server's requests/s, if any
+    floor: str | None = None  # a second baseline, shown beside the first (no target)
 
 
 BASELINES = (
     Workload("empty-rpc", "baseline: empty gRPC call (bare grpc.aio)", "empty_rpc", "bare-grpc"),
+    Workload(
+        "grpc-read", "baseline: gRPC call + PK SELECT (bare grpc.aio)", "grpc_read", "bare-grpc"
+    ),
     Workload("chain-echo", "baseline: aiohttp -> gRPC", "chain_echo", "chain"),
     Workload("chain-write", "baseline: aiohttp -> gRPC + INSERT", "chain_write", "chain"),
     Workload("chain-read", "baseline: aiohttp -> gRPC + PK SELECT", "chain_read", "chain"),
@@ -38,6 +42,7 @@ THROUGHPUT = (
         "core",
         "empty-rpc",
         targets.ROLE_VS_EMPTY_CALL,
+        floor="grpc-read",
     ),
     Workload(
         "role-batch",

@@ -3,9 +3,9 @@
 
 Each create adds +1 to one of SLOTS rows of its organisation in its insert
 statement (INSERT_USER, INSERT_GROUP), each delete -1 (uncount(), before the
-role counter is taken: lock order is resource rows, count slots, role
-counter). Concurrent writers rarely meet on a row; a total is the sum of the
-slots, read in the listing's snapshot.
+role counter is taken: lock order is resource rows, the organisation's row,
+count slots, the role counter). Concurrent writers rarely meet on a row; a total is the sum of the
+slots, read in the listing's statement.
 """
 
 from __future__ import annotations
@@ -24,17 +24,14 @@ INSERT INTO resource_counts (org_id, resource, slot, n) VALUES ($1, $2, $3, -1)
 ON CONFLICT (org_id, resource, slot) DO UPDATE SET n = resource_counts.n - 1
 """
 
-TOTAL = "SELECT coalesce(sum(n), 0) FROM resource_counts WHERE org_id = $1 AND resource = $2"
+# the total, as a part of a listing's statement (core.listing), which names
+# the placeholder of the resource
+TOTAL = "SELECT coalesce(sum(n), 0) AS n FROM resource_counts WHERE org_id = $1 AND resource = {}"
 
 
 def slot() -> int:
     """The slot a write counts in."""
     return random.randrange(SLOTS)  # spreads writes; not a secret
-
-
-async def total(conn: Conn, org_id: uuid.UUID, resource: str) -> int:
-    """How many users (resource "users") or groups ("groups") the organisation has."""
-    return int(await conn.fetchval(TOTAL, org_id, resource))
 
 
 async def uncount(conn: Conn, org_id: uuid.UUID, resource: str) -> None:

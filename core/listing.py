@@ -1,8 +1,8 @@
 """SCIM listing (RFC 7644 §3.4.2): filter, sort and page, with exact totals.
 
-The page and its total are read in one REPEATABLE READ snapshot, so
-totalResults always agrees with the pages around it. Order is stable across
-pages: the sort key (if any), then creation order, then id.
+A page and its total come from one statement, so from one snapshot:
+totalResults always agrees with the page, in one round trip. Order is stable
+across pages: the sort key (if any), then creation order, then id.
 """
 
 from __future__ import annotations
@@ -24,18 +24,30 @@ if TYPE_CHECKING:
 DEFAULT_COUNT = 100
 MAX_COUNT = 1000
 
-COUNT_SQL = "SELECT count(*) FROM {table} r WHERE {where}"
+# the total for a filter: counted
+COUNT_SQL = "SELECT count(*) AS n FROM {table} r WHERE {where}"
 
-# The page's ids first, then their rows: skipping `offset` entries then costs
-# an index-only walk of (org_id, created_at, id), not `offset` row fetches.
+# The total, and the page: its ids first, then their rows, so that skipping
+# `offset` entries costs an index-only walk of (org_id, created_at, id), not
+# `offset` row fetches. A page without rows is one row of NULLs beside the
+# total.
 PAGE_SQL = """
-SELECT r.* FROM (
+WITH total AS (
+    {total}
+), page AS (
     SELECT r.{id} FROM {table} r
     WHERE {where}
     ORDER BY {order}
     LIMIT {limit} OFFSET {offset}
-) AS page
-JOIN {table} r ON r.org_id = $1 AND r.{id} = page.{id}
+)
+SELECT total.n AS total_results, r.*
+FROM total
+LEFT JOIN LATERAL (
+    SELECT r.*{extra_columns}
+    FROM page
+    JOIN {table} r ON r.org_id = $1 AND r.{id} = page.{id}
+    {extra_join}
+) AS r ON true
 ORDER BY {order}
 """
 
@@ -45,6 +57,9 @@ class Table:
     name: str  # "users" or "groups"
     id_column: str  # "user_id" or "group_id"
     schema: ResourceSchema
+    # more for each row of a page: columns (", x.a, …") from a join on r
+    extra_columns: str = ""
+    extra_join: str = ""
 
 
 @dataclass(frozen=True)
@@ -78,21 +93,21 @@ async def list_page(conn: Conn, table: Table, org_id: uuid.UUID, query: scim_pb2
     if query.sort_by.strip():
         key = filters.sort_expression(table.schema, query.sort_by.strip())
         order = f"{key} {direction} NULLS LAST, r.created_at, r.{table.id_column}"
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
-        if query.filter.strip():
-            sql = COUNT_SQL.format(table=table.name, where=where)
-            total = await conn.fetchval(sql, *params.values)
-        else:  # every page of an import asks: read the kept total (core.counts)
-            total = await counts.total(conn, org_id, table.name)
-        rows: list[asyncpg.Record] = []
-        if count > 0 and total >= start:
-            sql = PAGE_SQL.format(
-                id=table.id_column,
-                table=table.name,
-                where=where,
-                order=order,
-                limit=count,
-                offset=start - 1,
-            )
-            rows = await conn.fetch(sql, *params.values)
-    return Page(rows=rows, total=int(total), start_index=start)
+    if query.filter.strip():
+        total = COUNT_SQL.format(table=table.name, where=where)
+    else:  # every page of an import asks: the kept total, not a count
+        total = counts.TOTAL.format(params.add(table.name))
+    sql = PAGE_SQL.format(
+        total=total,
+        id=table.id_column,
+        table=table.name,
+        where=where,
+        order=order,
+        limit=count,
+        offset=start - 1,
+        extra_columns=table.extra_columns,
+        extra_join=table.extra_join,
+    )
+    found = await conn.fetch(sql, *params.values)
+    rows = [r for r in found if r[table.id_column] is not None]
+    return Page(rows=rows, total=int(found[0]["total_results"]), start_index=start)

@@ -21,7 +21,7 @@ from wando.provisioning.v1 import user_service_pb2_grpc
 if TYPE_CHECKING:
     from core.db import Conn
 
-TABLE = listing.Table("users", "user_id", user_schema())
+
 USER_NAME_KEY = "users_org_user_name_key"
 
 # a new user in one statement: its row, its email and role-value index rows,
@@ -55,20 +55,33 @@ WITH org AS (
 SELECT * FROM inserted
 """
 
-# a user with its groups, in one round trip (GET /Users/{id}); with
-# FOR_UPDATE, the user's row locked for a write (its groups are not locked)
-SELECT_USER_WITH_GROUPS = """
-SELECT u.*, g.group_ids, g.group_names
-FROM users u
-CROSS JOIN LATERAL (
+# a user's groups, as two arrays in their order (ids, displayNames)
+GROUPS_COLUMNS = ", g.group_ids, g.group_names"
+GROUPS_JOIN = """CROSS JOIN LATERAL (
     SELECT array_agg(g.group_id ORDER BY g.display_name, g.group_id) AS group_ids,
            array_agg(g.display_name ORDER BY g.display_name, g.group_id) AS group_names
     FROM group_members m
     JOIN groups g ON g.org_id = m.org_id AND g.group_id = m.group_id
     WHERE m.org_id = u.org_id AND m.user_id = u.user_id
-) AS g
+) AS g"""
+
+# a user with its groups, in one round trip (GET /Users/{id}); with
+# FOR_UPDATE, the user's row locked for a write (its groups are not locked)
+SELECT_USER_WITH_GROUPS = f"""
+SELECT u.*{GROUPS_COLUMNS}
+FROM users u
+{GROUPS_JOIN}
 WHERE u.org_id = $1 AND u.user_id = $2
 """
+
+# a page of users comes with their groups, as a single user does
+TABLE = listing.Table(
+    "users",
+    "user_id",
+    user_schema(),
+    extra_columns=GROUPS_COLUMNS,
+    extra_join=GROUPS_JOIN.replace("u.", "r."),
+)
 
 FOR_UPDATE = " FOR UPDATE OF u"
 
@@ -107,15 +120,6 @@ SELECT * FROM updated
 """
 
 DELETE_USER = "DELETE FROM users WHERE org_id = $1 AND user_id = $2"
-
-# the groups of a page of users, in one query
-SELECT_GROUPS_OF_USERS = """
-SELECT m.user_id, g.group_id, g.display_name
-FROM group_members m
-JOIN groups g ON g.org_id = m.org_id AND g.group_id = m.group_id
-WHERE m.org_id = $1 AND m.user_id = ANY($2::uuid[])
-ORDER BY g.display_name, g.group_id
-"""
 
 
 def columns(document: dict[str, Any]) -> tuple[str, str | None, str | None, bool]:
@@ -160,16 +164,6 @@ def _role_value(value: Any) -> str | None:
 
 def diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-
-
-async def groups_of(
-    conn: Conn, org_id: uuid.UUID, user_ids: list[uuid.UUID]
-) -> dict[uuid.UUID, list[dict[str, Any]]]:
-    found: dict[uuid.UUID, list[dict[str, Any]]] = {uid: [] for uid in user_ids}
-    if user_ids:
-        for row in await conn.fetch(SELECT_GROUPS_OF_USERS, org_id, user_ids):
-            found[row["user_id"]].append(group_ref(row["group_id"], row["display_name"]))
-    return found
 
 
 async def lock(conn: Conn, principal: Principal, raw_id: str, expected_etag: str) -> asyncpg.Record:
@@ -271,9 +265,8 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
         principal = await self._guard.scim(context)
         async with self._pool.acquire() as conn:
             page = await listing.list_page(conn, TABLE, principal.org_id, request.query)
-            groups = await groups_of(conn, principal.org_id, [r["user_id"] for r in page.rows])
         return pb.ListUsersResponse(
-            users=[user_proto(r, groups[r["user_id"]]) for r in page.rows],
+            users=[user_proto(r, group_refs(r)) for r in page.rows],
             total_results=page.total,
             start_index=page.start_index,
         )

@@ -70,6 +70,9 @@ def test_ratios_are_taken_against_baselines_of_the_same_run(quick: dict[str, Any
         assert w.baseline is not None
         expected = rows[w.name]["requests_per_second"] / rows[w.baseline]["requests_per_second"]
         assert rows[w.name]["ratio"] == pytest.approx(expected, abs=0.01)
+        if w.floor is not None:
+            floor = rows[w.name]["requests_per_second"] / rows[w.floor]["requests_per_second"]
+            assert rows[w.name]["floor_ratio"] == pytest.approx(floor, abs=0.01)
     checks = quick["checks"]
     assert {"import last page vs first", "peak RSS of core, large vs small import"} <= set(checks)
     assert quick["meta"]["event_loop"] == loop.SERVICE_LOOP
