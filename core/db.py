@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import asyncpg.pool
 
+from core import wirejson
+
 if TYPE_CHECKING:
     # a connection, whether taken from a pool or not
     Conn = asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
@@ -93,7 +95,7 @@ async def migrate(conn: Conn) -> list[int]:
 async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     for type_name in ("json", "jsonb"):
         await conn.set_type_codec(
-            type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+            type_name, encoder=json.dumps, decoder=wirejson.parse, schema="pg_catalog"
         )
 
 

@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 SCIM_CONTENT_TYPE = "application/scim+json; charset=utf-8"
@@ -14,9 +15,12 @@ SCIM_CONTENT_TYPE = "application/scim+json; charset=utf-8"
 def scim_response(
     body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> web.Response:
-    data = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:  # the body is built from the core's documents: no NaN (core.wirejson)
+        data = orjson.dumps(body)
+    except orjson.JSONEncodeError:  # an integer of more than 64 bits
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
     return web.Response(
-        body=data.encode(),
+        body=data,
         status=status,
         headers={"Content-Type": SCIM_CONTENT_TYPE, **(headers or {})},
     )
