@@ -20,7 +20,7 @@ from core.config import Settings
 from gateway import discovery, middlewares
 from gateway.authlimit import AuthFailures
 from gateway.groups import Groups
-from gateway.keys import AUTH_FAILURES, CORE, RATE_LIMITER, SETTINGS
+from gateway.keys import AUTH_FAILURES, CORE, ORG_LEARNER, RATE_LIMITER, SETTINGS
 from gateway.ratelimit import OrgLearner, RateLimiter
 from gateway.resources import ResourceCalls, ResourceEndpoints
 from gateway.users import Users
@@ -41,11 +41,8 @@ CHANNEL_OPTIONS = (
 
 async def core_channel(app: web.Application) -> AsyncIterator[None]:
     """The one channel to the core, shared by all requests of this process."""
-    channel = grpc.aio.insecure_channel(
-        app[SETTINGS].core_address,
-        options=CHANNEL_OPTIONS,
-        interceptors=[OrgLearner(app[RATE_LIMITER], app[AUTH_FAILURES].vouch)],
-    )
+    channel = grpc.aio.insecure_channel(app[SETTINGS].core_address, options=CHANNEL_OPTIONS)
+    app[ORG_LEARNER] = OrgLearner(app[RATE_LIMITER], app[AUTH_FAILURES].vouch)
     app[CORE] = {calls.endpoint: calls(channel) for calls in RESOURCE_TYPES}
     try:
         yield

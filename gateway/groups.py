@@ -28,23 +28,17 @@ class Groups:
 
     async def create(self, body_json: str, call: Call, *, exclude_members: bool) -> scim_pb2.Group:
         request = pb.CreateGroupRequest(group_json=body_json, exclude_members=exclude_members)
-        return (
-            await self._stub.CreateGroup(request, metadata=call.metadata, timeout=call.timeout)
-        ).group
+        return (await call.invoke(self._stub.CreateGroup, request)).group
 
     async def get(self, id: str, call: Call, *, exclude_members: bool) -> scim_pb2.Group:
         request = pb.GetGroupRequest(id=id, exclude_members=exclude_members)
-        return (
-            await self._stub.GetGroup(request, metadata=call.metadata, timeout=call.timeout)
-        ).group
+        return (await call.invoke(self._stub.GetGroup, request)).group
 
     async def list(
         self, query: scim_pb2.ListQuery, call: Call, *, exclude_members: bool
     ) -> tuple[Sequence[scim_pb2.Group], int, int]:
         request = pb.ListGroupsRequest(query=query, exclude_members=exclude_members)
-        response = await self._stub.ListGroups(
-            request, metadata=call.metadata, timeout=call.timeout
-        )
+        response = await call.invoke(self._stub.ListGroups, request)
         return response.groups, response.total_results, response.start_index
 
     async def replace(
@@ -53,9 +47,7 @@ class Groups:
         request = pb.ReplaceGroupRequest(
             id=id, group_json=body_json, etag=etag, exclude_members=exclude_members
         )
-        return (
-            await self._stub.ReplaceGroup(request, metadata=call.metadata, timeout=call.timeout)
-        ).group
+        return (await call.invoke(self._stub.ReplaceGroup, request)).group
 
     async def patch(
         self,
@@ -69,11 +61,7 @@ class Groups:
         request = pb.PatchGroupRequest(
             id=id, operations=operations, etag=etag, exclude_members=exclude_members
         )
-        return (
-            await self._stub.PatchGroup(request, metadata=call.metadata, timeout=call.timeout)
-        ).group
+        return (await call.invoke(self._stub.PatchGroup, request)).group
 
     async def delete(self, id: str, etag: str, call: Call) -> None:
-        await self._stub.DeleteGroup(
-            pb.DeleteGroupRequest(id=id, etag=etag), metadata=call.metadata, timeout=call.timeout
-        )
+        await call.invoke(self._stub.DeleteGroup, pb.DeleteGroupRequest(id=id, etag=etag))

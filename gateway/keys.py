@@ -10,7 +10,7 @@ from core.config import Settings
 
 if TYPE_CHECKING:
     from gateway.authlimit import AuthFailures
-    from gateway.ratelimit import RateLimiter
+    from gateway.ratelimit import OrgLearner, RateLimiter
     from gateway.resources import ResourceCalls
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -18,6 +18,8 @@ SETTINGS = web.AppKey("settings", Settings)
 # gRPC channel of the process; set up and torn down by the app's cleanup_ctx
 CORE: web.AppKey[dict[str, ResourceCalls]] = web.AppKey("core")
 RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
+# reads each core answer's trailers for the rate limiter and AUTH_FAILURES
+ORG_LEARNER: web.AppKey[OrgLearner] = web.AppKey("org_learner")
 # failed authentications per client address (gateway.authlimit)
 AUTH_FAILURES: web.AppKey[AuthFailures] = web.AppKey("auth_failures")
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 from urllib.parse import quote
 
 import grpc
 from aiohttp import web
 
 from gateway import body, mapping
-from gateway.keys import CORE, REQUEST_ID, SETTINGS, TOKEN
+from gateway.keys import CORE, ORG_LEARNER, REQUEST_ID, SETTINGS, TOKEN
 from gateway.query import (
     ListQuery,
     Projection,
@@ -26,8 +26,12 @@ from gateway.query import (
     list_query_from_search_request,
     projection_from_params,
 )
+from gateway.ratelimit import OrgLearner
 from gateway.responses import no_content, scim_response
 from wando.provisioning.v1 import scim_pb2
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,19 @@ class Call:
 
     metadata: tuple[tuple[str, str], ...]
     timeout: float
+    token: str = ""  # the bearer token in `metadata`, for the learner
+    learner: OrgLearner | None = None
+
+    async def invoke(
+        self, method: grpc.aio.UnaryUnaryMultiCallable[Req, Resp], request: Req
+    ) -> Resp:
+        """One call to the core (a stub's method); after a success, its
+        trailers go to the learner (gateway.ratelimit)."""
+        rpc = method(request, metadata=self.metadata, timeout=self.timeout)
+        response = await rpc
+        if self.learner is not None:
+            self.learner.learn(self.token, await rpc.trailing_metadata())
+        return response
 
 
 class ResourceCalls(Protocol):
@@ -212,6 +229,8 @@ class ResourceEndpoints:
                 ("x-request-id", request[REQUEST_ID]),
             ),
             timeout=request.config_dict[SETTINGS].core_timeout_seconds,
+            token=request[TOKEN],
+            learner=request.config_dict[ORG_LEARNER],
         )
 
     async def _body(self, request: web.Request) -> dict[str, object]:

@@ -24,32 +24,22 @@ class Users:
 
     async def create(self, body_json: str, call: Call, *, exclude_members: bool) -> scim_pb2.User:
         request = pb.CreateUserRequest(user_json=body_json)
-        return (
-            await self._stub.CreateUser(request, metadata=call.metadata, timeout=call.timeout)
-        ).user
+        return (await call.invoke(self._stub.CreateUser, request)).user
 
     async def get(self, id: str, call: Call, *, exclude_members: bool) -> scim_pb2.User:
-        return (
-            await self._stub.GetUser(
-                pb.GetUserRequest(id=id), metadata=call.metadata, timeout=call.timeout
-            )
-        ).user
+        return (await call.invoke(self._stub.GetUser, pb.GetUserRequest(id=id))).user
 
     async def list(
         self, query: scim_pb2.ListQuery, call: Call, *, exclude_members: bool
     ) -> tuple[Sequence[scim_pb2.User], int, int]:
-        response = await self._stub.ListUsers(
-            pb.ListUsersRequest(query=query), metadata=call.metadata, timeout=call.timeout
-        )
+        response = await call.invoke(self._stub.ListUsers, pb.ListUsersRequest(query=query))
         return response.users, response.total_results, response.start_index
 
     async def replace(
         self, id: str, body_json: str, etag: str, call: Call, *, exclude_members: bool
     ) -> scim_pb2.User:
         request = pb.ReplaceUserRequest(id=id, user_json=body_json, etag=etag)
-        return (
-            await self._stub.ReplaceUser(request, metadata=call.metadata, timeout=call.timeout)
-        ).user
+        return (await call.invoke(self._stub.ReplaceUser, request)).user
 
     async def patch(
         self,
@@ -61,11 +51,7 @@ class Users:
         exclude_members: bool,
     ) -> scim_pb2.User:
         request = pb.PatchUserRequest(id=id, operations=operations, etag=etag)
-        return (
-            await self._stub.PatchUser(request, metadata=call.metadata, timeout=call.timeout)
-        ).user
+        return (await call.invoke(self._stub.PatchUser, request)).user
 
     async def delete(self, id: str, etag: str, call: Call) -> None:
-        await self._stub.DeleteUser(
-            pb.DeleteUserRequest(id=id, etag=etag), metadata=call.metadata, timeout=call.timeout
-        )
+        await call.invoke(self._stub.DeleteUser, pb.DeleteUserRequest(id=id, etag=etag))
