@@ -64,8 +64,12 @@ COUNT_VALUE_HOLDERS = "SELECT count(*) FROM user_role_values WHERE org_id = $1 A
 
 SELECT_DEFAULT_ROLE = "SELECT default_role FROM organizations WHERE org_id = $1"
 
-# held by every change of role mappings or the default role until commit
-LOCK_ROLE_CONFIGURATION = "SELECT 1 FROM organizations WHERE org_id = $1 FOR NO KEY UPDATE"
+# every change of role mappings or the default role: a new version of the
+# organisation's role configuration, its row held until commit (see
+# migrations/0005_roles_version.sql)
+LOCK_ROLE_CONFIGURATION = """
+UPDATE organizations SET roles_version = roles_version + 1 WHERE org_id = $1
+"""
 
 UPDATE_DEFAULT_ROLE = "UPDATE organizations SET default_role = $2 WHERE org_id = $1"
 
@@ -148,9 +152,10 @@ async def apply(
     """Apply mapping (and default role) changes after starting a tracker over
     every user they can affect; the caller finishes or inspects the tracker.
 
-    The organisation's row comes first (users being created hold it FOR SHARE:
-    see core.roles), then the role counter, and only then are the affected
-    users read, so that no role-affecting write commits unseen in between."""
+    The organisation's row comes first (a new role configuration version:
+    users being created check it, see core.roles), then the role counter,
+    and only then are the affected users read, so that no role-affecting
+    write commits unseen in between."""
     await conn.execute(LOCK_ROLE_CONFIGURATION, org_id)
     await roles.lock_counter(conn, org_id)
     affected: list[uuid.UUID] = []

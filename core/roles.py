@@ -14,16 +14,16 @@ writes of one organisation are serialised: each sees the others' results, the
 before/after it computes are exact, and role_changes.seq is gapless and in
 commit order.
 
-A new user is the exception (record_new_user): nobody else can see it before
-its transaction commits, and it is in no group yet, so its role depends only
-on its own role values, the value mappings and the default role. Creating it
-holds the organisation's row FOR SHARE (users.INSERT_USER); changes of
-mappings or the default role take that row FOR NO KEY UPDATE first
-(role_mappings.apply), so none can commit between the insert and the role it
-records. One statement then takes the counter, resolves and records: the
-counter is held for that statement and the commit, not for three round trips.
+A new user is the exception: nobody else can see it before its transaction
+commits, and it is in no group yet, so its role depends only on its own role
+values, the value mappings and the default role. Its creation is one
+statement (users.INSERT_USER) that resolves that role and records it, with
+a check that no change of the role configuration committed meanwhile
+(role_mappings.apply increments organizations.roles_version and holds the
+row; see migrations/0005_roles_version.sql). The counter is then held only
+while that statement commits.
 
-Lock order is always resource row(s) first, then the organisation's row (for
+Lock order is always resource row(s) first, then the organisation's row (the
 role configuration), then its count slots (core.counts), the role counter last.
 """
 
@@ -90,28 +90,6 @@ WITH advanced AS (
         WITH ORDINALITY AS c(user_id, old_role, new_role, n)
 )
 SELECT pg_notify($6, $1::text)
-"""
-
-# a new user's role, recorded as a change from none: see the module docstring.
-# $3: whether it is active, $4: its role values
-RECORD_NEW_USER = """
-WITH resolved AS (
-    SELECT CASE WHEN $3 THEN coalesce(
-        (SELECT vm.role FROM role_value_mappings vm
-         WHERE vm.org_id = $1 AND vm.value = ANY($4::text[])
-         ORDER BY CASE vm.role WHEN 'admin' THEN 3 WHEN 'boss' THEN 2 ELSE 1 END DESC
-         LIMIT 1),
-        (SELECT o.default_role FROM organizations o WHERE o.org_id = $1)
-    ) END AS role
-), advanced AS (
-    UPDATE role_counters SET last_seq = last_seq + 1
-    WHERE org_id = $1 AND (SELECT role FROM resolved) IS NOT NULL
-    RETURNING last_seq
-), recorded AS (
-    INSERT INTO role_changes (org_id, seq, user_id, old_role, new_role, cause)
-    SELECT $1, a.last_seq, $2, NULL, r.role, $5 FROM advanced a, resolved r
-)
-SELECT r.role, pg_notify($6, $1::text) FROM advanced, resolved r
 """
 
 SELECT_GROUP_MEMBERS = "SELECT user_id FROM group_members WHERE org_id = $1 AND group_id = $2"
@@ -277,17 +255,6 @@ class RoleTracker:
 async def lock_counter(conn: Conn, org_id: uuid.UUID) -> None:
     """Take the organisation's role counter, until commit."""
     await conn.fetchval(LOCK_COUNTER, org_id)
-
-
-async def record_new_user(
-    conn: Conn, org_id: uuid.UUID, user_id: uuid.UUID, active: bool, values: list[str]
-) -> str | None:
-    """Record a user created in this transaction (users.INSERT_USER) gaining
-    its first role; returns that role (None: none, nothing recorded)."""
-    row = await conn.fetchrow(
-        RECORD_NEW_USER, org_id, user_id, active, values, "user created", NOTIFY_CHANNEL
-    )
-    return None if row is None else str(row["role"])
 
 
 async def group_members(conn: Conn, org_id: uuid.UUID, group_id: uuid.UUID) -> list[uuid.UUID]:

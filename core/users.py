@@ -10,7 +10,7 @@ import asyncpg
 
 from core import audit, counts, documents, listing, locking, patch, roles, wirejson
 from core.auth import Guard
-from core.errors import AlreadyExists, InvalidArgument, InvalidPath
+from core.errors import AlreadyExists, InvalidArgument, InvalidPath, Unavailable
 from core.representation import group_ref, user_proto
 from core.rpc import Ctx
 from core.schema import user_schema
@@ -24,17 +24,27 @@ if TYPE_CHECKING:
 
 USER_NAME_KEY = "users_org_user_name_key"
 
-# a new user in one statement: its row, its email and role-value index rows,
-# the organisation's user count (core.counts; slot $8) and its audit event
-# (as audit.INSERT_EVENT). The organisation's row stays held FOR SHARE until
-# commit, so that no change of role mappings commits before the new user's
-# role is recorded (core.roles, record_new_user).
+# A new user in one statement, so in one transaction and one round trip: its
+# row, its email and role-value index rows, the organisation's user count
+# (core.counts; slot $8), its audit event (as audit.INSERT_EVENT), and its
+# first role on the change stream (as roles.RECORD_CHANGES; it is in no group
+# yet, so its role comes from its role values or the default role).
+#
+# The role is resolved in the statement's snapshot. The organisation's row,
+# locked FOR SHARE, says whether that is still the role configuration in
+# force (migrations/0005_roles_version.sql): if a change committed while the
+# statement waited for the lock, nothing is written and no row comes back,
+# and the caller runs the statement again. The role counter is taken last
+# (lock order: core.roles) and held only while the statement commits.
 INSERT_USER = """
 WITH org AS (
-    SELECT org_id FROM organizations WHERE org_id = $1 FOR SHARE
+    SELECT o.org_id, o.roles_version FROM organizations o WHERE o.org_id = $1 FOR SHARE
+), in_force AS (
+    SELECT org.org_id FROM org
+    WHERE org.roles_version = (SELECT s.roles_version FROM organizations s WHERE s.org_id = $1)
 ), inserted AS (
     INSERT INTO users (org_id, user_id, user_name, external_id, display_name, active, attributes)
-    SELECT org_id, $2, $3, $4, $5, $6, $7 FROM org
+    SELECT org_id, $2, $3, $4, $5, $6, $7 FROM in_force
     RETURNING *
 ), counted AS (
     INSERT INTO resource_counts (org_id, resource, slot, n)
@@ -51,9 +61,31 @@ WITH org AS (
 ), audited AS (
     INSERT INTO audit_events (org_id, token_id, actor, action, resource_type, resource_id, changed)
     SELECT i.org_id, $11, 'scim', 'create', 'User', i.user_id::text, $12 FROM inserted i
+), resolved AS (
+    SELECT CASE WHEN i.active THEN coalesce(
+        (SELECT vm.role FROM role_value_mappings vm
+         WHERE vm.org_id = $1 AND vm.value = ANY($10::text[])
+         ORDER BY CASE vm.role WHEN 'admin' THEN 3 WHEN 'boss' THEN 2 ELSE 1 END DESC
+         LIMIT 1),
+        (SELECT o.default_role FROM organizations o WHERE o.org_id = $1)
+    ) END AS role
+    FROM inserted i
+), advanced AS (
+    UPDATE role_counters SET last_seq = last_seq + 1
+    WHERE org_id = $1 AND EXISTS (SELECT 1 FROM resolved WHERE role IS NOT NULL)
+    RETURNING last_seq
+), recorded AS (
+    INSERT INTO role_changes (org_id, seq, user_id, old_role, new_role, cause)
+    SELECT $1, a.last_seq, $2, NULL, r.role, 'user created' FROM advanced a, resolved r
+), woken AS (
+    SELECT pg_notify($13, $1::text) FROM advanced
 )
-SELECT * FROM inserted
+SELECT i.*, (SELECT count(*) FROM woken) AS woken FROM inserted i
 """
+
+# a creation that met a role configuration change this many times in a row
+# gives up (as UNAVAILABLE: retry)
+CREATE_ATTEMPTS = 5
 
 # a user's groups, as two arrays in their order (ids, displayNames)
 GROUPS_COLUMNS = ", g.group_ids, g.group_names"
@@ -233,24 +265,28 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
         document.setdefault("active", True)
         new_id = uuid.uuid4()
         emails, values = email_keys(document), role_values(document)
-        async with self._pool.acquire() as conn, conn.transaction():
-            try:
-                row = await conn.fetchrow(
-                    INSERT_USER,
-                    principal.org_id,
-                    new_id,
-                    *columns(document),
-                    document,
-                    counts.slot(),
-                    emails,
-                    values,
-                    principal.token_id,
-                    sorted(document),
-                )
-            except asyncpg.UniqueViolationError as exc:
-                raise _conflict(exc, document) from None
-            assert row is not None
-            await roles.record_new_user(conn, principal.org_id, new_id, row["active"], values)
+        arguments = (
+            principal.org_id,
+            new_id,
+            *columns(document),
+            document,
+            counts.slot(),
+            emails,
+            values,
+            principal.token_id,
+            sorted(document),
+            roles.NOTIFY_CHANNEL,
+        )
+        async with self._pool.acquire() as conn:
+            for _ in range(CREATE_ATTEMPTS):
+                try:
+                    row = await conn.fetchrow(INSERT_USER, *arguments)
+                except asyncpg.UniqueViolationError as exc:
+                    raise _conflict(exc, document) from None
+                if row is not None:
+                    break
+            else:
+                raise Unavailable("the organisation's role mappings are changing; retry shortly")
         return pb.CreateUserResponse(user=user_proto(row, []))
 
     async def GetUser(self, request: pb.GetUserRequest, context: Ctx) -> pb.GetUserResponse:

@@ -1,0 +1,11 @@
+-- A number every change of an organisation's role configuration (group and
+-- role-value mappings, the default role) increments, in the change's own
+-- transaction, which also holds the row until it commits.
+--
+-- A user's creation resolves the new user's role and records it on the
+-- change stream in its one statement (core.users.INSERT_USER). That
+-- statement reads the configuration in its snapshot, and locks this row
+-- FOR SHARE: when the version it locked is the version its snapshot shows,
+-- no configuration change committed in between, and none can commit before
+-- the creation does. Otherwise it writes nothing, and is run again.
+ALTER TABLE organizations ADD COLUMN roles_version bigint NOT NULL DEFAULT 0;
