@@ -50,12 +50,9 @@ def _meta(resource_type: str, row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-def user_json(row: asyncpg.Record, groups: list[dict[str, Any]]) -> dict[str, Any]:
+def user_json(row: asyncpg.Record, groups: list[dict[str, Any]], id: str) -> dict[str, Any]:
     document: dict[str, Any] = row["attributes"]
-    resource: dict[str, Any] = {
-        "schemas": _schemas(user_schema(), document),
-        "id": str(row["user_id"]),
-    }
+    resource: dict[str, Any] = {"schemas": _schemas(user_schema(), document), "id": id}
     resource.update(document)
     resource["active"] = row["active"]
     resource["groups"] = groups
@@ -63,12 +60,11 @@ def user_json(row: asyncpg.Record, groups: list[dict[str, Any]]) -> dict[str, An
     return resource
 
 
-def group_json(row: asyncpg.Record, members: list[dict[str, Any]] | None) -> dict[str, Any]:
+def group_json(
+    row: asyncpg.Record, members: list[dict[str, Any]] | None, id: str
+) -> dict[str, Any]:
     document: dict[str, Any] = row["attributes"]
-    resource: dict[str, Any] = {
-        "schemas": _schemas(group_schema(), document),
-        "id": str(row["group_id"]),
-    }
+    resource: dict[str, Any] = {"schemas": _schemas(group_schema(), document), "id": id}
     resource.update(document)
     if members is not None:
         resource["members"] = members
@@ -77,13 +73,14 @@ def group_json(row: asyncpg.Record, members: list[dict[str, Any]] | None) -> dic
 
 
 def user_proto(row: asyncpg.Record, groups: list[dict[str, Any]]) -> scim_pb2.User:
+    id = str(row["user_id"])  # once: a page renders a hundred
     return scim_pb2.User(
-        id=str(row["user_id"]),
+        id=id,
         user_name=row["user_name"],
         external_id=row["external_id"] or "",
         display_name=row["display_name"] or "",
         active=row["active"],
-        resource_json=wirejson.dumps_stored(user_json(row, groups)),
+        resource_json=wirejson.dumps_stored(user_json(row, groups, id)),
         etag=etag(row["version"]),
         create_time=timestamp(row["created_at"]),
         update_time=timestamp(row["updated_at"]),
@@ -93,11 +90,12 @@ def user_proto(row: asyncpg.Record, groups: list[dict[str, Any]]) -> scim_pb2.Us
 def group_proto(
     row: asyncpg.Record, members: list[dict[str, Any]] | None, member_count: int
 ) -> scim_pb2.Group:
+    id = str(row["group_id"])
     return scim_pb2.Group(
-        id=str(row["group_id"]),
+        id=id,
         display_name=row["display_name"],
         external_id=row["external_id"] or "",
-        resource_json=wirejson.dumps_stored(group_json(row, members)),
+        resource_json=wirejson.dumps_stored(group_json(row, members, id)),
         etag=etag(row["version"]),
         create_time=timestamp(row["created_at"]),
         update_time=timestamp(row["updated_at"]),
