@@ -160,13 +160,20 @@ class ResourceEndpoints:
     async def patch(self, request: web.Request) -> web.Response:
         projection = projection_from_params(request.query)
         operations = mapping.patch_operations_from_scim(await self._body(request))
+        # A group's PATCH answers 204 unless the client asks for a representation
+        # (attributes or excludedAttributes): RFC 7644 §3.5.2 allows it, Entra
+        # prefers it, Okta takes it, and with the member list every membership
+        # change of a large group would answer with the whole group.
+        quiet = self.has_members and not (projection.attributes or projection.excluded_attributes)
         resource = await self._core(request).patch(
             request.match_info["id"],
             operations,
             _if_match(request),
             self._call(request),
-            exclude_members=self._excludes_members(projection),
+            exclude_members=quiet or self._excludes_members(projection),
         )
+        if quiet:
+            return no_content(headers={"ETag": resource.etag} if resource.etag else None)
         return self._one(request, resource, projection)
 
     async def delete(self, request: web.Request) -> web.Response:

@@ -26,5 +26,5 @@ def scim_response(
     )
 
 
-def no_content() -> web.Response:
-    return web.Response(status=204)
+def no_content(headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(status=204, headers=headers)

@@ -289,9 +289,10 @@ async def test_validator_checks(scim: ScimHttp) -> None:
         {"op": "remove", "path": f'members[value eq "{uid}"]'},
         headers=ENTRA,
     )
-    assert both.status == 200 and both.body["members"] == []
+    assert both.status == 204  # Entra prefers 204 for a group's PATCH (reference §2.5)
     final = (await scim.get(f"/Groups/{group['id']}", headers=ENTRA)).body
     assert final["displayName"] == "Renamed Group" and final["externalId"] == "ext-g"
+    assert final["members"] == []
 
 
 async def test_validator_group_lookups_and_missing_deletes(scim: ScimHttp) -> None:

@@ -241,19 +241,23 @@ async def test_push_groups_as_a_catalog_app(scim: ScimHttp) -> None:
     group = (await scim.post("/Groups", {"displayName": "OIN group"})).body
     path = f"/Groups/{group['id']}"
 
+    # a group's PATCH answers 204 (reference §2.4: Okta takes 200 or 204), with its version
     added = await scim.patch(
         path,
         {"op": "add", "path": "members", "value": [{"value": i, "display": "x"} for i in ids]},
     )
-    assert member_ids(added.body) == set(ids)
+    assert added.status == 204 and added.text == "", added.text
+    assert added.headers["ETag"] == (await scim.get(path)).headers["ETag"]
+    assert member_ids((await scim.get(path)).body) == set(ids)
 
     # (9) rename with a path-less replace of {id, displayName}: members untouched, idempotent
     for _ in range(2):
         renamed = await scim.patch(
             path, {"op": "replace", "value": {"id": group["id"], "displayName": "Renamed"}}
         )
-        assert renamed.status == 200, renamed.text
-        assert renamed.body["displayName"] == "Renamed" and member_ids(renamed.body) == set(ids)
+        assert renamed.status == 204, renamed.text
+        now = (await scim.get(path)).body
+        assert now["displayName"] == "Renamed" and member_ids(now) == set(ids)
 
     # (10) several removes by value filter, then one add, in one request
     changed = await scim.patch(
@@ -262,11 +266,25 @@ async def test_push_groups_as_a_catalog_app(scim: ScimHttp) -> None:
         {"op": "remove", "path": f'members[value eq "{ids[1]}"]'},
         {"op": "add", "path": "members", "value": [{"value": ids[0]}]},
     )
-    assert member_ids(changed.body) == {ids[0], ids[2]}
+    assert changed.status == 204
+    assert member_ids((await scim.get(path)).body) == {ids[0], ids[2]}
+
+    # a client that asks for a representation gets one
+    shown = await scim.patch(
+        f"{path}?attributes=displayName,members",
+        {"op": "add", "path": "members", "value": [{"value": ids[1]}]},
+    )
+    assert shown.status == 200 and member_ids(shown.body) == set(ids)
+    assert shown.body["displayName"] == "Renamed"
+    counted = await scim.patch(
+        f"{path}?excludedAttributes=members",
+        {"op": "remove", "path": f'members[value eq "{ids[1]}"]'},
+    )
+    assert counted.status == 200 and "members" not in counted.body
 
     # "Push now" of an empty group
     emptied = await scim.patch(path, {"op": "replace", "path": "members", "value": []})
-    assert emptied.status == 200 and member_ids(emptied.body) == set()
+    assert emptied.status == 204 and member_ids((await scim.get(path)).body) == set()
     assert (await scim.delete(path)).status == 204
     (await scim.get(path)).assert_error(404)
 
