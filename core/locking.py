@@ -43,7 +43,15 @@ async def lock(
 ) -> asyncpg.Record:
     """The resource's row, locked for this transaction, at the expected version
     (If-Match) when one is given."""
-    row = await fetch(conn, select_for_update, org_id, raw_id, kind)
+    return await fetch_at_version(conn, select_for_update, org_id, raw_id, expected_etag, kind)
+
+
+async def fetch_at_version(
+    conn: Conn, select: str, org_id: uuid.UUID, raw_id: str, expected_etag: str, kind: str
+) -> asyncpg.Record:
+    """The resource's row at the expected version (If-Match) when one is given;
+    locked only if `select` locks it."""
+    row = await fetch(conn, select, org_id, raw_id, kind)
     if expected_etag and not etag_matches(expected_etag, row["version"]):
         raise VersionMismatch(
             f'the {kind} changed since version {expected_etag} (now W/"{row["version"]}")',

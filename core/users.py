@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -117,32 +118,38 @@ TABLE = listing.Table(
 
 FOR_UPDATE = " FOR UPDATE OF u"
 
-# a locked user's new document in one statement: the row, the email and
-# role-value index rows when they change ($8, $9: the new sets; NULL when
-# unchanged) and the audit event (as audit.INSERT_EVENT; $10 the token, $11
-# the action, $12 the attributes changed)
+# a user's new document in one statement: the row, the email and role-value
+# index rows when they change ($8, $9: the new sets; NULL when unchanged) and
+# the audit event (as audit.INSERT_EVENT; $10 the token, $11 the action, $12
+# the attributes changed). With $13, only if the user is still at that
+# version (an optimistic write: no row comes back, and nothing is written,
+# if another write came first); with $13 NULL, the user is locked already.
 UPDATE_USER = """
 WITH updated AS (
     UPDATE users
     SET user_name = $3, external_id = $4, display_name = $5, active = $6, attributes = $7,
         version = version + 1, updated_at = clock_timestamp()
-    WHERE org_id = $1 AND user_id = $2
+    WHERE org_id = $1 AND user_id = $2 AND ($13::bigint IS NULL OR version = $13)
     RETURNING *
 ), emails_gone AS (
     DELETE FROM user_emails e
     WHERE e.org_id = $1 AND e.user_id = $2 AND $8::text[] IS NOT NULL
       AND e.value_lower <> ALL (SELECT lower(v) FROM unnest($8::text[]) AS v)
+      AND EXISTS (SELECT 1 FROM updated)
 ), emails_new AS (
     INSERT INTO user_emails (org_id, user_id, value_lower)
     SELECT $1, $2, lower(v) FROM unnest($8::text[]) AS v
+    WHERE EXISTS (SELECT 1 FROM updated)
     ON CONFLICT DO NOTHING
 ), values_gone AS (
     DELETE FROM user_role_values r
     WHERE r.org_id = $1 AND r.user_id = $2 AND $9::text[] IS NOT NULL
       AND r.value <> ALL ($9::text[])
+      AND EXISTS (SELECT 1 FROM updated)
 ), values_new AS (
     INSERT INTO user_role_values (org_id, user_id, value)
     SELECT $1, $2, v FROM unnest($9::text[]) AS v
+    WHERE EXISTS (SELECT 1 FROM updated)
     ON CONFLICT DO NOTHING
 ), audited AS (
     INSERT INTO audit_events (org_id, token_id, actor, action, resource_type, resource_id, changed)
@@ -150,6 +157,10 @@ WITH updated AS (
 )
 SELECT * FROM updated
 """
+
+# optimistic writes of one user that met a concurrent write this many times
+# in a row are made under the row lock instead
+OPTIMISTIC_ATTEMPTS = 3
 
 DELETE_USER = "DELETE FROM users WHERE org_id = $1 AND user_id = $2"
 
@@ -218,13 +229,16 @@ async def write(
     document: dict[str, Any],
     action: str,
     changed: list[str],
-) -> asyncpg.Record:
-    """Store a new document for a locked user, keeping the email and role-value
-    indexes in step, and audit it."""
+    *,
+    if_version: int | None = None,
+) -> asyncpg.Record | None:
+    """Store a new document for a user, keeping the email and role-value
+    indexes in step, and audit it: for a locked user, or with if_version only
+    if the user is still at that version (else None, and nothing written)."""
     emails, values = email_keys(document), role_values(document)
     old = row["attributes"]
     try:
-        updated = await conn.fetchrow(
+        updated: asyncpg.Record | None = await conn.fetchrow(
             UPDATE_USER,
             principal.org_id,
             row["user_id"],
@@ -235,11 +249,18 @@ async def write(
             principal.token_id,
             action,
             sorted(changed),
+            if_version,
         )
     except asyncpg.UniqueViolationError as exc:
         raise _conflict(exc, document) from None
-    assert updated is not None
     return updated
+
+
+def moves_role(row: asyncpg.Record, document: dict[str, Any]) -> bool:
+    """Whether writing `document` over `row` can change the user's role."""
+    return bool(document["active"] != row["active"]) or (
+        role_values(document) != role_values(row["attributes"])
+    )
 
 
 def _conflict(exc: asyncpg.UniqueViolationError, document: dict[str, Any]) -> Exception:
@@ -314,19 +335,62 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
         document = documents.normalize(
             TABLE.schema, wirejson.loads_object(request.user_json, "user_json")
         )
-        async with self._pool.acquire() as conn, conn.transaction():
-            row = await lock(conn, principal, request.id, request.etag)
-            updated = await self._update(conn, principal, row, document, "replace")
+        row, updated = await self._store(
+            principal, request.id, request.etag, lambda _: dict(document), "replace"
+        )
         return pb.ReplaceUserResponse(user=user_proto(updated, group_refs(row)))
 
     async def PatchUser(self, request: pb.PatchUserRequest, context: Ctx) -> pb.PatchUserResponse:
         principal = await self._guard.scim(context)
         operations = [operation(op) for op in request.operations]
-        async with self._pool.acquire() as conn, conn.transaction():
-            row = await lock(conn, principal, request.id, request.etag)
-            document = patch.apply(TABLE.schema, row["attributes"], operations).document
-            updated = await self._update(conn, principal, row, document, "patch")
+        row, updated = await self._store(
+            principal,
+            request.id,
+            request.etag,
+            lambda row: patch.apply(TABLE.schema, row["attributes"], operations).document,
+            "patch",
+        )
         return pb.PatchUserResponse(user=user_proto(updated, group_refs(row)))
+
+    async def _store(
+        self,
+        principal: Principal,
+        raw_id: str,
+        etag: str,
+        new_document: Callable[[asyncpg.Record], dict[str, Any]],
+        action: str,
+    ) -> tuple[asyncpg.Record, asyncpg.Record]:
+        """Write the document `new_document` makes of a user's current row;
+        returns the row read (with its groups) and the row written.
+
+        Optimistically first: read, then one conditional write that is its own
+        transaction, so no lock is held across round trips. Under the row lock
+        when the write can change the user's role (the role stream needs its
+        before and after: core.roles), or after OPTIMISTIC_ATTEMPTS concurrent
+        writes came first."""
+        async with self._pool.acquire() as conn:
+            for _ in range(OPTIMISTIC_ATTEMPTS):
+                row = await locking.fetch_at_version(
+                    conn, SELECT_USER_WITH_GROUPS, principal.org_id, raw_id, etag, "user"
+                )
+                document = new_document(row)
+                # a write that says nothing about `active` leaves it as it is
+                document.setdefault("active", row["active"])
+                changed = diff(row["attributes"], document)
+                if not changed:
+                    return row, row
+                if moves_role(row, document):
+                    break
+                version = row["version"]
+                written = await write(
+                    conn, principal, row, document, action, changed, if_version=version
+                )
+                if written is not None:
+                    return row, written
+            async with conn.transaction():
+                row = await lock(conn, principal, raw_id, etag)
+                updated = await self._update(conn, principal, row, new_document(row), action)
+            return row, updated
 
     async def _update(
         self,
@@ -345,9 +409,10 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
             return row
         tracker = None
         flipped = document["active"] != row["active"]
-        if flipped or role_values(document) != role_values(row["attributes"]):
+        if moves_role(row, document):
             tracker = await roles.RoleTracker.start(conn, principal.org_id, [row["user_id"]])
         updated = await write(conn, principal, row, document, action, changed)
+        assert updated is not None  # the user is locked
         if tracker is not None:
             if not flipped:
                 cause = "roles attribute changed"

@@ -155,6 +155,37 @@ async def test_email_lookups_follow_a_put_that_keeps_some_addresses(acme: Scim) 
     assert total == 1
 
 
+async def test_concurrent_patches_of_one_user_lose_nothing(acme: Scim, pool: asyncpg.Pool) -> None:
+    """Writes that cannot move a role are optimistic (read, then a write that
+    checks the version); concurrent ones retry or take the lock, and every one
+    lands, once, with its audit event."""
+    user = await acme.create_user(okta_user("busy.patches@x.example"))
+    writers = 20
+    await asyncio.gather(
+        *(
+            acme.patch_user(
+                user["id"],
+                {"op": "add", "path": "phoneNumbers", "value": [{"value": f"+1 555 01{i:02}"}]},
+            )
+            for i in range(writers)
+        ),
+        # one that does move the role, taking the locked path meanwhile
+        acme.patch_user(user["id"], {"op": "replace", "path": "active", "value": False}),
+    )
+    final = await acme.get_user(user["id"])
+    assert sorted(p["value"] for p in final["phoneNumbers"]) == [
+        f"+1 555 01{i:02}" for i in range(writers)
+    ]
+    assert final["active"] is False
+    assert final["meta"]["version"] == f'W/"{1 + writers + 1}"'
+    async with pool.acquire() as conn:
+        patches = await conn.fetchval(
+            "SELECT count(*) FROM audit_events WHERE resource_id = $1 AND action = 'patch'",
+            user["id"],
+        )
+    assert patches == writers + 1
+
+
 async def test_a_failing_patch_changes_nothing(acme: Scim) -> None:
     user = await acme.create_user(okta_user("atomic@x.example"))
     await fails(
