@@ -1,4 +1,8 @@
-"""Audit events: one row per write, in the write's own transaction."""
+"""Audit events: one row per write, in the write's own transaction.
+
+record() and record_admin() write INSERT_EVENT. The hot SCIM writes carry the
+same insert inside their own statement instead, to save a round trip:
+users.INSERT_USER, users.UPDATE_USER and groups.UPDATE_GROUP."""
 
 from __future__ import annotations
 
