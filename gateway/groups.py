@@ -57,9 +57,14 @@ class Groups:
         call: Call,
         *,
         exclude_members: bool,
+        etag_only: bool = False,
     ) -> scim_pb2.Group:
         request = pb.PatchGroupRequest(
-            id=id, operations=operations, etag=etag, exclude_members=exclude_members
+            id=id,
+            operations=operations,
+            etag=etag,
+            exclude_members=exclude_members,
+            etag_only=etag_only,
         )
         return (await call.invoke(self._stub.PatchGroup, request)).group
 

@@ -87,6 +87,7 @@ class ResourceCalls(Protocol):
         call: Call,
         *,
         exclude_members: bool,
+        etag_only: bool = False,  # only id and etag are needed back (groups)
     ) -> mapping.CoreResource: ...
 
     async def delete(self, id: str, etag: str, call: Call) -> None: ...
@@ -171,6 +172,7 @@ class ResourceEndpoints:
             _if_match(request),
             self._call(request),
             exclude_members=quiet or self._excludes_members(projection),
+            etag_only=quiet,
         )
         if quiet:
             return no_content(headers={"ETag": resource.etag} if resource.etag else None)

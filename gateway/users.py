@@ -49,6 +49,7 @@ class Users:
         call: Call,
         *,
         exclude_members: bool,
+        etag_only: bool = False,
     ) -> scim_pb2.User:
         request = pb.PatchUserRequest(id=id, operations=operations, etag=etag)
         return (await call.invoke(self._stub.PatchUser, request)).user

@@ -8,8 +8,9 @@ import random
 import asyncpg
 import grpc
 
-from tests.scim_client import Scim, fails, okta_user, reason
+from tests.scim_client import Scim, fails, okta_user, ops, reason
 from wando.provisioning.v1 import error_pb2
+from wando.provisioning.v1 import group_service_pb2 as gpb
 
 
 async def users(scim: Scim, n: int, prefix: str = "m") -> list[str]:
@@ -209,6 +210,23 @@ async def test_exclude_members(acme: Scim) -> None:
     assert total == 1 and "members" not in listed[0]
     listed, total, _ = await acme.list_groups(filter='displayName eq "x"')
     assert member_ids(listed[0]) == sorted(ids)
+
+
+async def test_etag_only_patch_answers_with_the_version_alone(acme: Scim) -> None:
+    """What the gateway's 204 asks for: the new version, without the group's
+    representation or its membership read back."""
+    ids = await users(acme, 3)
+    group = await acme.create_group({"displayName": "Quiet", "members": [{"value": ids[0]}]})
+    request = gpb.PatchGroupRequest(
+        id=group["id"],
+        operations=ops({"op": "add", "path": "members", "value": [{"value": ids[1]}]}),
+        etag_only=True,
+    )
+    answer = (await acme.groups.PatchGroup(request, metadata=acme.metadata)).group
+    now = await acme.get_group(group["id"])
+    assert answer.id == group["id"] and answer.etag == now["meta"]["version"] != 'W/"1"'
+    assert answer.resource_json == "" and answer.member_count == 0
+    assert member_ids(now) == sorted(ids[:2])
 
 
 async def test_concurrent_member_adds_and_removes_lose_nothing(acme: Scim) -> None:

@@ -257,6 +257,7 @@ class PatchGroupRequest(_message.Message):
     OPERATIONS_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     EXCLUDE_MEMBERS_FIELD_NUMBER: _builtins.int
+    ETAG_ONLY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The group's id."""
     etag: _builtins.str
@@ -264,6 +265,11 @@ class PatchGroupRequest(_message.Message):
     exclude_members: _builtins.bool
     """Leave "members" out of the returned group (SCIM excludedAttributes=members);
     saves reading a large membership.
+    """
+    etag_only: _builtins.bool
+    """Return only the group's id and etag, for an answer without a body (the
+    gateway's 204): the membership is then neither read nor counted, so a
+    membership change costs what it changes, whatever the group's size.
     """
     @_builtins.property
     def operations(self) -> _containers.RepeatedCompositeFieldContainer[_scim_pb2.PatchOperation]:
@@ -276,10 +282,11 @@ class PatchGroupRequest(_message.Message):
         operations: _abc.Iterable[_scim_pb2.PatchOperation] | None = ...,
         etag: _builtins.str = ...,
         exclude_members: _builtins.bool = ...,
+        etag_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "exclude_members", b"exclude_members", "id", b"id", "operations", b"operations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "etag_only", b"etag_only", "exclude_members", b"exclude_members", "id", b"id", "operations", b"operations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
