@@ -43,6 +43,7 @@ class Dataset:
     big_group: str
     big_group_name: str
     small_users: int
+    outsiders: list[SeededUser]  # users of the main organisation not in the big group
 
 
 async def _org(admin: admin_service_pb2_grpc.AdminServiceAsyncStub, slug: str) -> Org:
@@ -91,4 +92,5 @@ async def build(service: Service, pool: asyncpg.Pool, sizes: Sizes) -> Dataset:
         big_group,
         f"{BIG_GROUP}1",
         sizes.small_import_users,
+        users[sizes.big_group :][:SAMPLE],
     )

@@ -106,6 +106,9 @@ def _params(w: Workload, data: Dataset) -> dict[str, Any]:
         "replace_user": {"token": token, "users": pairs},
         "member_patch": {"token": token, "groups": data.patch_groups, "users": pairs},
     }
+    if w.name == "patch-big-member":
+        outsiders = [[u.id, u.user_name] for u in data.outsiders]
+        return {"token": token, "groups": [data.big_group], "users": outsiders}
     return by_job[w.job]
 
 

@@ -100,6 +100,17 @@ THROUGHPUT = (
         targets.SCIM_VS_CHAIN,
         targets.REFERENCE["patch-member"],
     ),
+    # the same PATCHes on the 10,000-member group: a membership change should
+    # cost what it changes, not the group's size (all on one group's lock)
+    Workload(
+        "patch-big-member",
+        "PATCH member add/remove, 10,000-member group",
+        "member_patch",
+        "gateway",
+        "chain-write",
+        targets.SCIM_VS_CHAIN,
+        targets.REFERENCE["patch-member"],
+    ),
 )
 
 COUNTED = ("group-replace", "import", "push")
