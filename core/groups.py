@@ -77,35 +77,13 @@ SELECT * FROM updated
 
 DELETE_GROUP = "DELETE FROM groups WHERE org_id = $1 AND group_id = $2"
 
-# of the ids asked for, those not yet members, and whether each is a user here
-SELECT_NEW_MEMBERS = """
-SELECT x.id, EXISTS (SELECT 1 FROM users u WHERE u.org_id = $1 AND u.user_id = x.id) AS known
-FROM unnest($3::uuid[]) AS x(id)
-WHERE NOT EXISTS (
-    SELECT 1 FROM group_members m
-    WHERE m.org_id = $1 AND m.group_id = $2 AND m.user_id = x.id
-)
-"""
-
-INSERT_MEMBERS = """
-INSERT INTO group_members (org_id, group_id, user_id)
-SELECT $1, $2, unnest($3::uuid[])
-ON CONFLICT DO NOTHING
-"""
-
-# one primary-key probe per id, whatever plan PostgreSQL caches for the statement
-DELETE_MEMBERS = """
-DELETE FROM group_members m
-USING unnest($3::uuid[]) AS d(user_id)
-WHERE m.org_id = $1 AND m.group_id = $2 AND m.user_id = d.user_id
-"""
-
-# a PATCH's additions in one statement: nothing is added if any id is not a
-# user of the organisation (those come back as "unknown"), else the ids that
-# were not yet members come back as "added"
+# additions in one statement: nothing is added if any id is not a user of the
+# organisation (those come back as "unknown"), else the ids that were not yet
+# members come back as "added". $3 holds no id twice (member_uuids); rows go
+# in its order, which is the members' order (created_at)
 ADD_MEMBERS = """
 WITH wanted AS (
-    SELECT DISTINCT x.id FROM unnest($3::uuid[]) AS x(id)
+    SELECT x.id FROM unnest($3::uuid[]) AS x(id)
 ), unknown AS (
     SELECT w.id FROM wanted w
     WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.org_id = $1 AND u.user_id = w.id)
@@ -121,11 +99,17 @@ UNION ALL
 SELECT 'added', user_id FROM added
 """
 
-# a PATCH's removals: the ids that were members
-REMOVE_MEMBERS = DELETE_MEMBERS + "RETURNING m.user_id\n"
+# removals, one primary-key probe per id whatever plan PostgreSQL caches for
+# the statement; the ids that were members come back
+REMOVE_MEMBERS = """
+DELETE FROM group_members m
+USING unnest($3::uuid[]) AS d(user_id)
+WHERE m.org_id = $1 AND m.group_id = $2 AND m.user_id = d.user_id
+RETURNING m.user_id
+"""
 
 # arrays up to this size run on whatever plan PostgreSQL caches; larger ones
-# are planned for their size (see plan())
+# are planned for their size (custom_plans())
 SMALL_ARRAY = 100
 
 SELECT_MEMBER_IDS = "SELECT user_id FROM group_members WHERE org_id = $1 AND group_id = $2"
@@ -209,23 +193,26 @@ class MemberPlan:
         return not self.add and not self.remove
 
 
-async def plan(conn: Conn, org_id: uuid.UUID, gid: uuid.UUID, replace: list[str]) -> MemberPlan:
-    """What to insert and delete to make a locked group's members exactly
-    `replace`. New members must be users of this organisation; reads grow
-    with the list, writes with the change."""
-    await custom_plans(conn)
-    keep = member_uuids(replace, strict=True)
-    # diff against the current members here, so that the queries below carry
-    # only what changes (no plan over a large array)
+async def plan(
+    conn: Conn, org_id: uuid.UUID, gid: uuid.UUID, changes: patch.MemberChanges
+) -> MemberPlan:
+    """The memberships `changes` adds and removes on a locked group: for a full
+    list, only its difference from the current members. Whether the ids are
+    users of the organisation is checked as they are added (add_members)."""
+    if changes.replace is None:
+        removed = member_uuids(changes.remove, strict=False)
+        gone = set(removed)
+        added = [i for i in member_uuids(changes.add, strict=True) if i not in gone]
+        return MemberPlan(add=added, remove=removed)
+    wanted = member_uuids(changes.replace, strict=True)
+    # a full list: diff against the current members here, so that the
+    # statements that write carry only what changes
     current = {r["user_id"] for r in await conn.fetch(SELECT_MEMBER_IDS, org_id, gid)}
-    wanted = set(keep)
-    keep = [i for i in keep if i not in current]
-    gone = [i for i in current if i not in wanted]
-    rows = await conn.fetch(SELECT_NEW_MEMBERS, org_id, gid, keep) if keep else []
-    unknown = [str(r["id"]) for r in rows if not r["known"]]
-    if unknown:
-        raise _unknown_members(unknown)
-    return MemberPlan(add=[r["id"] for r in rows], remove=gone)
+    keep = set(wanted)
+    return MemberPlan(
+        add=[i for i in wanted if i not in current],
+        remove=[i for i in current if i not in keep],
+    )
 
 
 async def custom_plans(conn: Conn) -> None:
@@ -235,45 +222,14 @@ async def custom_plans(conn: Conn) -> None:
     await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
 
 
-async def write_members(conn: Conn, org_id: uuid.UUID, gid: uuid.UUID, members: MemberPlan) -> None:
-    """Apply a plan to a locked group; role changes are the caller's (see change_members)."""
-    if members.add:
-        try:
-            await conn.execute(INSERT_MEMBERS, org_id, gid, members.add)
-        except asyncpg.ForeignKeyViolationError:  # a user deleted meanwhile
-            raise _unknown_members([str(i) for i in members.add]) from None
-    if members.remove:
-        await conn.execute(DELETE_MEMBERS, org_id, gid, members.remove)
-
-
-async def change_members(
-    conn: Conn, org_id: uuid.UUID, row: asyncpg.Record, changes: patch.MemberChanges
-) -> bool:
-    """Write a membership change to a group locked by lock(), with its effect
-    on roles when the group is mapped. Returns whether anything changed."""
-    gid, tracker = row["group_id"], None
-    if changes.replace is not None:
-        members = await plan(conn, org_id, gid, changes.replace)
-        if members.empty:
-            return False
-        if row["mapped_role"] is not None:
-            tracker = await roles.RoleTracker.start(conn, org_id, [*members.add, *members.remove])
-        await write_members(conn, org_id, gid, members)
+async def write_members(conn: Conn, org_id: uuid.UUID, gid: uuid.UUID, members: MemberPlan) -> bool:
+    """Apply a plan to a locked group; returns whether any membership changed.
+    Role changes are the caller's (see change_members)."""
+    if len(members.add) + len(members.remove) > SMALL_ARRAY:
+        await custom_plans(conn)
+    changed = await add_members(conn, org_id, gid, members.add) if members.add else False
+    if members.remove and await conn.fetch(REMOVE_MEMBERS, org_id, gid, members.remove):
         changed = True
-    else:
-        removed = member_uuids(changes.remove, strict=False)
-        added = [i for i in member_uuids(changes.add, strict=True) if i not in set(removed)]
-        if not added and not removed:
-            return False
-        if row["mapped_role"] is not None:
-            tracker = await roles.RoleTracker.start(conn, org_id, [*added, *removed])
-        if len(added) + len(removed) > SMALL_ARRAY:
-            await custom_plans(conn)
-        changed = await add_members(conn, org_id, gid, added) if added else False
-        if removed and await conn.fetch(REMOVE_MEMBERS, org_id, gid, removed):
-            changed = True
-    if tracker is not None:
-        await tracker.finish("membership")
     return changed
 
 
@@ -287,6 +243,23 @@ async def add_members(conn: Conn, org_id: uuid.UUID, gid: uuid.UUID, ids: list[u
     if unknown:
         raise _unknown_members(unknown)
     return bool(rows)
+
+
+async def change_members(
+    conn: Conn, org_id: uuid.UUID, row: asyncpg.Record, changes: patch.MemberChanges
+) -> bool:
+    """Write a membership change to a group locked by lock(), with its effect
+    on roles when the group is mapped. Returns whether anything changed."""
+    members = await plan(conn, org_id, row["group_id"], changes)
+    if members.empty:
+        return False
+    tracker = None
+    if row["mapped_role"] is not None:
+        tracker = await roles.RoleTracker.start(conn, org_id, [*members.add, *members.remove])
+    changed = await write_members(conn, org_id, row["group_id"], members)
+    if tracker is not None:
+        await tracker.finish("membership")
+    return changed
 
 
 def _conflict(exc: asyncpg.UniqueViolationError, document: dict[str, Any]) -> Exception:
@@ -369,7 +342,9 @@ class GroupService(group_service_pb2_grpc.GroupServiceServicer):
                 raise _conflict(exc, document) from None
             assert row is not None
             # a new group has no role mapping yet: its members' roles do not change
-            members = await plan(conn, principal.org_id, new_id, wanted)
+            members = await plan(
+                conn, principal.org_id, new_id, patch.MemberChanges(replace=wanted)
+            )
             await write_members(conn, principal.org_id, new_id, members)
             changed = sorted(document) + (["members"] if wanted else [])
             await audit.record(conn, principal, "create", "Group", new_id, changed)

@@ -40,6 +40,20 @@ async def test_create_with_and_without_members(acme: Scim) -> None:
     assert reason(error) == error_pb2.ERROR_REASON_UNIQUENESS
 
 
+async def test_members_are_listed_in_the_order_they_were_sent(acme: Scim) -> None:
+    ids = await users(acme, 6, prefix="ordered")
+    sent = [ids[i] for i in (4, 1, 5, 0, 3)]
+    group = await acme.create_group(
+        {"displayName": "Ordered", "members": [{"value": i} for i in sent]}
+    )
+    assert [m["value"] for m in group["members"]] == sent
+    # a full list that adds one keeps the others where they were, the new one last
+    replaced = await acme.replace_group(
+        group["id"], {"displayName": "Ordered", "members": [{"value": i} for i in [ids[2], *sent]]}
+    )
+    assert [m["value"] for m in replaced["members"]] == [*sent, ids[2]]
+
+
 async def test_entra_group_schema_urn_is_tolerated(acme: Scim) -> None:
     group = await acme.create_group(
         {
