@@ -48,7 +48,7 @@ SELECT user_id, value_lower FROM user_emails WHERE org_id = $1 AND user_id = ANY
 SELECT_SEQ = "SELECT last_seq FROM role_counters WHERE org_id = $1"
 
 # a page of users, in id order, whose effective role is $3 (NULL: none)
-SELECT_USERS_BY_ROLE = """
+SELECT_USERS_BY_ROLE = f"""
 SELECT u.user_id FROM users u
 JOIN organizations o ON o.org_id = u.org_id
 WHERE u.org_id = $1 AND u.user_id > $2
@@ -62,7 +62,7 @@ WHERE u.org_id = $1 AND u.user_id > $2
             JOIN role_value_mappings vm ON vm.org_id = v.org_id AND vm.value = v.value
             WHERE v.org_id = u.org_id AND v.user_id = u.user_id
         ) AS grant_
-        ORDER BY CASE grant_.role WHEN 'admin' THEN 3 WHEN 'boss' THEN 2 ELSE 1 END DESC
+        ORDER BY {roles.rank_sql("grant_.role")} DESC
         LIMIT 1), o.default_role) END) IS NOT DISTINCT FROM $3
 ORDER BY u.user_id
 LIMIT $4

@@ -42,6 +42,14 @@ if TYPE_CHECKING:
     from core.db import Conn
 
 RANK = {"member": 1, "boss": 2, "admin": 3}
+
+
+def rank_sql(column: str) -> str:
+    """RANK as SQL, for a role column: to order grants highest first."""
+    ranks = " ".join(f"WHEN '{role}' THEN {rank}" for role, rank in RANK.items())
+    return f"CASE {column} {ranks} END"
+
+
 TO_PROTO = {
     None: roles_pb2.ROLE_UNSPECIFIED,
     "member": roles_pb2.ROLE_MEMBER,
@@ -222,12 +230,12 @@ class RoleTracker:
         """start() for a caller that already holds the counter (lock_counter)."""
         return cls(conn, org_id, await resolve(conn, org_id, user_ids))
 
-    async def changes(self, also: Iterable[uuid.UUID] = ()) -> list[Change]:
-        """The role changes so far, for the users tracked plus `also` (new ones)."""
-        ids = [*self._before, *also]
+    async def changes(self) -> list[Change]:
+        """The role changes so far, of the users tracked."""
+        ids = list(self._before)
         after = await resolve(self._conn, self._org_id, ids)
         out = []
-        for user_id in dict.fromkeys(ids):
+        for user_id in ids:
             old, new = self._before.get(user_id), after.get(user_id)
             old_role = old.role if old else None
             new_role = new.role if new else None
@@ -236,9 +244,9 @@ class RoleTracker:
                 out.append(Change(user_id, name, old_role, new_role))
         return out
 
-    async def finish(self, cause: str, also: Iterable[uuid.UUID] = ()) -> list[Change]:
+    async def finish(self, cause: str) -> list[Change]:
         """Write the changes to the outbox (and wake watchers on commit)."""
-        found = await self.changes(also)
+        found = await self.changes()
         if found:
             await self._conn.execute(
                 RECORD_CHANGES,

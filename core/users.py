@@ -37,7 +37,7 @@ USER_NAME_KEY = "users_org_user_name_key"
 # statement waited for the lock, nothing is written and no row comes back,
 # and the caller runs the statement again. The role counter is taken last
 # (lock order: core.roles) and held only while the statement commits.
-INSERT_USER = """
+INSERT_USER = f"""
 WITH org AS (
     SELECT o.org_id, o.roles_version FROM organizations o WHERE o.org_id = $1 FOR SHARE
 ), in_force AS (
@@ -66,7 +66,7 @@ WITH org AS (
     SELECT CASE WHEN i.active THEN coalesce(
         (SELECT vm.role FROM role_value_mappings vm
          WHERE vm.org_id = $1 AND vm.value = ANY($10::text[])
-         ORDER BY CASE vm.role WHEN 'admin' THEN 3 WHEN 'boss' THEN 2 ELSE 1 END DESC
+         ORDER BY {roles.rank_sql("vm.role")} DESC
          LIMIT 1),
         (SELECT o.default_role FROM organizations o WHERE o.org_id = $1)
     ) END AS role
@@ -256,6 +256,13 @@ async def write(
     return updated
 
 
+def changes(row: asyncpg.Record, document: dict[str, Any]) -> list[str]:
+    """The attributes `document` changes over the user's `row`. A document that
+    says nothing about `active` leaves it as it is (it is set from the row)."""
+    document.setdefault("active", row["active"])
+    return diff(row["attributes"], document)
+
+
 def moves_role(row: asyncpg.Record, document: dict[str, Any]) -> bool:
     """Whether writing `document` over `row` can change the user's role."""
     return bool(document["active"] != row["active"]) or (
@@ -374,16 +381,13 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
                     conn, SELECT_USER_WITH_GROUPS, principal.org_id, raw_id, etag, "user"
                 )
                 document = new_document(row)
-                # a write that says nothing about `active` leaves it as it is
-                document.setdefault("active", row["active"])
-                changed = diff(row["attributes"], document)
+                changed = changes(row, document)
                 if not changed:
                     return row, row
                 if moves_role(row, document):
                     break
-                version = row["version"]
                 written = await write(
-                    conn, principal, row, document, action, changed, if_version=version
+                    conn, principal, row, document, action, changed, if_version=row["version"]
                 )
                 if written is not None:
                     return row, written
@@ -402,9 +406,7 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
     ) -> asyncpg.Record:
         """Store a locked user's new document; a new version only if something
         changed, and the role stream told when `active` or the role values change."""
-        # a write that says nothing about `active` leaves it as it is
-        document.setdefault("active", row["active"])
-        changed = diff(row["attributes"], document)
+        changed = changes(row, document)
         if not changed:
             return row
         tracker = None
