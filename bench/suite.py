@@ -98,7 +98,7 @@ def _params(w: Workload, data: Dataset) -> dict[str, Any]:
             "org": data.main.slug,
             "service_token": SERVICE_TOKEN,
             "user_ids": ids,
-            "batch": 100,
+            "batch": w.lookups,  # the users of one call, as the ratio counts them
         },
         "filter_user": {"token": token, "user_names": [u.user_name for u in data.sample]},
         "get_user": {"token": token, "user_ids": ids},
