@@ -40,11 +40,16 @@ def dumps(value: Any) -> str:
 
 
 def dumps_stored(value: Any) -> str:
-    """JSON text of a document as stored (or built from stored parts): UTF-8."""
+    """JSON text of a document as stored (or built from stored parts)."""
+    return dumps_stored_bytes(value).decode()
+
+
+def dumps_stored_bytes(value: Any) -> bytes:
+    """dumps_stored as UTF-8 bytes (what an HTTP body needs)."""
     try:
-        return orjson.dumps(value).decode()
-    except orjson.JSONEncodeError:
-        return dumps(value)
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:  # an integer of more than 64 bits
+        return dumps(value).encode()
 
 
 def parse(text: str) -> Any:

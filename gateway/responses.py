@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 from aiohttp import web
+
+from core import wirejson
 
 SCIM_CONTENT_TYPE = "application/scim+json; charset=utf-8"
 
@@ -15,12 +15,9 @@ SCIM_CONTENT_TYPE = "application/scim+json; charset=utf-8"
 def scim_response(
     body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> web.Response:
-    try:  # the body is built from the core's documents: no NaN (core.wirejson)
-        data = orjson.dumps(body)
-    except orjson.JSONEncodeError:  # an integer of more than 64 bits
-        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
     return web.Response(
-        body=data,
+        # built from the core's documents and our own values: no NaN (core.wirejson)
+        body=wirejson.dumps_stored_bytes(body),
         status=status,
         headers={"Content-Type": SCIM_CONTENT_TYPE, **(headers or {})},
     )
