@@ -88,14 +88,15 @@ SELECT i.*, (SELECT count(*) FROM woken) AS woken FROM inserted i
 # gives up (as UNAVAILABLE: retry)
 CREATE_ATTEMPTS = 5
 
-# a user's groups, as two arrays in their order (ids, displayNames)
+# a user's groups, as two arrays in their order (ids, displayNames); {user}
+# is the alias of the users table in the statement
 GROUPS_COLUMNS = ", g.group_ids, g.group_names"
 GROUPS_JOIN = """CROSS JOIN LATERAL (
     SELECT array_agg(g.group_id ORDER BY g.display_name, g.group_id) AS group_ids,
            array_agg(g.display_name ORDER BY g.display_name, g.group_id) AS group_names
     FROM group_members m
     JOIN groups g ON g.org_id = m.org_id AND g.group_id = m.group_id
-    WHERE m.org_id = u.org_id AND m.user_id = u.user_id
+    WHERE m.org_id = {user}.org_id AND m.user_id = {user}.user_id
 ) AS g"""
 
 # a user with its groups, in one round trip (GET /Users/{id}); with
@@ -103,7 +104,7 @@ GROUPS_JOIN = """CROSS JOIN LATERAL (
 SELECT_USER_WITH_GROUPS = f"""
 SELECT u.*{GROUPS_COLUMNS}
 FROM users u
-{GROUPS_JOIN}
+{GROUPS_JOIN.format(user="u")}
 WHERE u.org_id = $1 AND u.user_id = $2
 """
 
@@ -113,7 +114,7 @@ TABLE = listing.Table(
     "user_id",
     user_schema(),
     extra_columns=GROUPS_COLUMNS,
-    extra_join=GROUPS_JOIN.replace("u.", "r."),
+    extra_join=GROUPS_JOIN.format(user="r"),  # core.listing's alias
 )
 
 FOR_UPDATE = " FOR UPDATE OF u"
