@@ -22,8 +22,9 @@ from wando.provisioning.v1 import admin_service_pb2_grpc, role_service_pb2_grpc
 
 TEMPLATE = "wando_template"
 
-# fails the run if a secret reaches any log line (issue #8, item 6)
-pytest_plugins = ["tests.drills.logscan"]
+# fail the run if a secret reaches any log line (issue #8, item 6), or if a
+# statement the core sends does not pin one organisation (issue #15, part 4)
+pytest_plugins = ["tests.drills.logscan", "tests.drills.sqlscan"]
 
 
 @pytest.fixture(scope="session")
