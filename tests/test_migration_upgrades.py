@@ -42,7 +42,7 @@ SEEDS: dict[int, list[str]] = {
                           [{{"value": "user{i}@acme.example"}}]}}'::jsonb)"""
             for i, u in enumerate(USERS)
         ),
-        f"""INSERT INTO user_emails (org_id, user_id, value_lower)
+        """INSERT INTO user_emails (org_id, user_id, value_lower)
             SELECT org_id, user_id, lower(user_name) FROM users""",
         f"""INSERT INTO groups (org_id, group_id, display_name, attributes)
             VALUES ('{ORG}', '{GROUP}', 'Admins', '{{}}'::jsonb)""",
