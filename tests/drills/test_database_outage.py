@@ -33,7 +33,7 @@ from tests.drills.faults_support import (
     until_write_succeeds,
 )
 from tests.drills.report import heavy, report
-from tests.gateway.support import PREFIX, gateway, gateway_settings
+from tests.gateway.support import PREFIX, USER_URN, gateway, gateway_settings
 from tests.support import ADMIN_TOKEN, SERVICE_TOKEN
 
 DEADLINE_SECONDS = 3.0  # WANDO_CORE_TIMEOUT_SECONDS for the drill's gateway
@@ -177,3 +177,28 @@ async def test_frozen_database_answers_within_the_deadline(drill_pg: DrillPostgr
     assert_service_behaved(load, recovery)
     assert check.lost == 0, check
     assert not check.torn, check.torn
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+async def test_no_request_fails_on_connections_that_died_while_idle(
+    drill_pg: DrillPostgres, mode: str
+) -> None:
+    """PostgreSQL restarts while the service is idle: every pooled connection
+    died with it. Once PostgreSQL is back, no request may fail because of
+    that; the pool must notice a dead connection before using it, or retry
+    a statement that never reached the server."""
+    async with service(drill_pg) as (load, dsn, _):
+        await load.create_group()
+        for n in range(20):  # every pooled connection is used and idle again
+            assert (await load.send("GET", f"/Users?startIndex={n + 1}&count=1"))[0] == 200
+        await drill_pg.stop(mode)
+        await drill_pg.start_again()
+        statuses = []
+        for n in range(20):
+            status, _ = await load.send(
+                "POST", "/Users", {"schemas": [USER_URN], "userName": f"idle-{n}@drill.example"}
+            )
+            statuses.append(status)
+        check = await check_writes(dsn, load.acked)
+    assert statuses == [201] * 20
+    assert check.lost == 0, check
