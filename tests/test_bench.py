@@ -18,7 +18,7 @@ import psutil  # type: ignore[import-untyped]
 import pytest
 from aiohttp import web
 
-from bench import loop, report, targets
+from bench import loop, report, summary, targets
 from bench.load import LoadClient
 from bench.processes import free_port, postmaster_pid, tree_cpu_seconds
 from bench.run import Processes, Run
@@ -115,6 +115,26 @@ def test_cpu_per_request_is_counted_for_ours_the_peer_and_the_load(
         assert cpu["server"] > 0 and cpu["load"] >= 0, name
         assert cpu["server"] == pytest.approx(spent["server"] * 1000 / row["requests"], abs=0.01)
     assert sum(rows[w.name]["cpu_s"]["load"] for w in SCIM) > 0
+
+
+def test_the_summary_gives_medians_of_runs(quick: dict[str, Any]) -> None:
+    """bench.summary, over two runs, has a line per SCIM workload with ours,
+    the peer's and the ratio, each the median of the runs."""
+    other = json.loads(json.dumps(quick))
+    for row in other["rows"]:
+        if row["name"] == "get-user":
+            row["vs_peer"] = quick_row(quick, "get-user")["vs_peer"] + 1
+    text = summary.table([quick, other])
+    for w in SCIM:
+        assert f"| {w.title} |" in text
+    get_user = next(line for line in text.splitlines() if line.startswith("| GET /Users/{id} |"))
+    ratio = quick_row(quick, "get-user")["vs_peer"]
+    assert f"| {ratio + 0.5:,.2f} ({ratio:,.2f}\u2013{ratio + 1:,.2f}) |" in get_user
+    assert "first push, wall time (s)" in text
+
+
+def quick_row(results: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(row for row in results["rows"] if row["name"] == name)
 
 
 async def test_cpu_of_a_tree_counts_processes_that_already_exited(tmp_path: Path) -> None:
