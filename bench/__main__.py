@@ -5,6 +5,7 @@ order)."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -41,6 +42,14 @@ def main() -> int:
         "+ `wando gateway` (split)",
     )
     args = parser.parse_args()
+    missing = [m for m in ("scim2_server", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing and suite.wants_peer(set(args.only or NAMES)):
+        print(
+            f"python -m bench: the peer needs {', '.join(missing)}: "
+            "pip install -c requirements.lock -e '.[bench]'",
+            file=sys.stderr,
+        )
+        return 2
     chosen = sizes.choose(args.quick, args.seconds)
     return suite.main(chosen, args.only, args.quick, args.out, args.service)
 
