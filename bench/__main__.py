@@ -1,13 +1,16 @@
-"""python -m bench [--quick] [--only NAME …] [--seconds S]: issue #7's
-benchmark suite (see bench/suite.py for what runs in which order)."""
+"""python -m bench [--quick] [--only NAME …] [--seconds S] [--service serve|split]:
+issues #7 and #16's benchmark suite (see bench/suite.py for what runs in which
+order)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
 from bench import sizes, suite
+from bench.service import MODES
 from bench.workloads import NAMES
 
 OUT = Path(__file__).parent / "out" / "results.json"
@@ -16,11 +19,12 @@ OUT = Path(__file__).parent / "out" / "results.json"
 def main() -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Load the service (core and gateway as processes, on a fresh embedded "
-        "PostgreSQL) from a separate process, beside the stack's own ceiling; print a "
-        "table and write bench/out/results.json. Exits 1 if any request failed.",
+        description="Load the service (on a fresh embedded PostgreSQL) and the peer "
+        "(scim2-server, in memory, under uvicorn) from a separate process, beside the "
+        "stack's own ceiling; print a table of ratios from this run and write "
+        "bench/out/results.json. Exits 1 if any request to the service failed.",
     )
-    parser.add_argument("--quick", action="store_true", help="small sizes (CI, under 30 s)")
+    parser.add_argument("--quick", action="store_true", help="small sizes (CI, about a minute)")
     parser.add_argument(
         "--only",
         nargs="+",
@@ -30,8 +34,24 @@ def main() -> int:
     )
     parser.add_argument("--seconds", type=float, help="seconds per throughput workload")
     parser.add_argument("--out", type=Path, default=OUT, help=f"JSON results (default {OUT})")
+    parser.add_argument(
+        "--service",
+        choices=MODES,
+        default="serve",
+        help="the service as one `wando serve` (default, as deployed) or as `wando core` "
+        "+ `wando gateway` (split)",
+    )
     args = parser.parse_args()
-    return suite.main(sizes.choose(args.quick, args.seconds), args.only, args.quick, args.out)
+    missing = [m for m in ("scim2_server", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing and suite.wants_peer(set(args.only or NAMES)):
+        print(
+            f"python -m bench: the peer needs {', '.join(missing)}: "
+            "pip install -c requirements.lock -e '.[bench]'",
+            file=sys.stderr,
+        )
+        return 2
+    chosen = sizes.choose(args.quick, args.seconds)
+    return suite.main(chosen, args.only, args.quick, args.out, args.service)
 
 
 if __name__ == "__main__":

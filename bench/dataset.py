@@ -1,7 +1,8 @@
 """The data every workload runs on: organisations and tokens through the
 admin gRPC API (as staff onboard a customer), groups mapped to roles through
 it too, and the bulk of users and memberships by SQL (bench.seed), since
-creating them is not what those workloads time."""
+creating them is not what those workloads time. The peer gets the same users
+and groups through its SCIM API (bench.peer_data)."""
 
 from __future__ import annotations
 
@@ -35,8 +36,8 @@ class Org:
 @dataclass
 class Dataset:
     main: Org  # users: reads, writes, role lookups, the large import
-    small: Org  # the small import
-    push: Org  # empty until the first push
+    small: Org | None  # the small import (ours only)
+    push: Org  # empty until the first push (the peer's: its one tenant)
     users: list[SeededUser]  # the main organisation's, in creation order
     sample: list[SeededUser]  # a random sample of them
     patch_groups: list[str]

@@ -7,16 +7,22 @@ answers each with one JSON result line on stdout:
     spec:   {"job": name (bench.jobs.JOBS), "params": {...},
              "http": base URL or null, "grpc": HOST:PORT or null,
              "in_flight": 16, "seconds": 4, "max_jobs": 1000000,
-             "warmup_seconds": 0.5, "first_index": 0, "keep_order": false}
+             "warmup_seconds": 0.5, "first_index": 0, "keep_order": false,
+             "cpu": {"service": [pid, …], …}}
     result: {"jobs", "requests", "elapsed_s", "requests_per_second",
              "jobs_per_second", "p50_ms", "p99_ms", "max_ms", "errors",
-             "error_samples", "complete", "ordered_ms"}
+             "error_samples", "complete", "ordered_ms", "cpu_s"}
 
 Each spec runs `in_flight` workers; each takes the next job index and runs
 that job, until `max_jobs` jobs were run or `seconds` passed (whichever comes
 first), numbering jobs from `first_index`. A warm-up of `warmup_seconds`
 runs first and is not recorded (it takes the first numbers). Only
 127.0.0.1 is ever targeted (the suite starts everything there).
+
+`cpu_s` is the CPU time (user + system) spent during the recorded phase
+alone, warm-up excluded: by each named group of process trees in `cpu`
+(bench.processes.tree_cpu_seconds, read here, at the phase's edges) and by
+this load process itself ("load").
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import random
 import statistics
 import sys
@@ -38,9 +45,18 @@ import grpc
 from bench import loop
 from bench.context import Context
 from bench.jobs import JOBS
-from bench.processes import PYTHON, ROOT
+from bench.processes import PYTHON, ROOT, tree_cpu_seconds
 
 LOOPBACK = "127.0.0.1"
+
+
+def _cpu_now(groups: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds so far of each group of process trees, and of this process."""
+    own = os.times()
+    return {
+        **{name: tree_cpu_seconds(pids) for name, pids in groups.items()},
+        "load": own.user + own.system,
+    }
 
 
 def _percentile(ordered: list[float], fraction: float) -> float:
@@ -100,9 +116,12 @@ async def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
                 )
                 ctx.recording = True
             max_jobs = int(spec.get("max_jobs", 10**9))
+            groups = spec.get("cpu") or {}
+            cpu_before = _cpu_now(groups)
             jobs, elapsed, _ = await _phase(
                 ctx, next_index, float(spec["seconds"]), max_jobs, in_flight
             )
+            cpu_after = _cpu_now(groups)
         finally:
             if channel is not None:
                 await channel.close()
@@ -120,6 +139,7 @@ async def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
         "error_kinds": dict(ctx.errors),
         "error_samples": ctx.samples,
         "complete": jobs == max_jobs,
+        "cpu_s": {k: round(cpu_after[k] - cpu_before[k], 3) for k in cpu_after},
     }
     if spec.get("keep_order"):
         result["ordered_ms"] = [round(ms, 2) for _, ms in sorted(ctx.latencies)]

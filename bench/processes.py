@@ -1,6 +1,6 @@
 """Child processes of the benchmark: started with their output in a log file,
-ready once a line appears there, stopped with SIGTERM; and their memory, read
-from /proc (Linux)."""
+ready once a line appears there, stopped with SIGTERM; their memory, read
+from /proc (Linux); and the CPU time of process trees."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil  # type: ignore[import-untyped]
 
 PYTHON = sys.executable
 WANDO = str(Path(sys.executable).parent / "wando")
@@ -87,6 +89,54 @@ async def start(
     return child
 
 
+def postmaster_pid(pgdata: Path) -> int:
+    """The pid of the PostgreSQL server running on `pgdata` (its postmaster.pid)."""
+    return int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+
+
+def tree_cpu_seconds(roots: list[int]) -> float:
+    """User + system CPU seconds of the processes `roots` and all their
+    descendants, including descendants that already exited and were waited
+    for inside the tree (a PostgreSQL backend that closed, a restarted worker):
+    each live process counts its own time plus its reaped children's. So the
+    difference of two readings is the CPU the tree used in between."""
+    total = 0.0
+    for root in roots:
+        try:
+            process = psutil.Process(root)
+            tree = [process, *process.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for p in tree:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                t = p.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def tree_rss_kib(pid: int) -> int:
+    """VmRSS of a process and its descendants (a supervisor and its workers)."""
+    try:
+        process = psutil.Process(pid)
+        tree = [process, *process.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for p in tree:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            total += p.memory_info().rss // 1024
+    return int(total)
+
+
+def tree_hwm_kib(pid: int) -> int:
+    """VmHWM (peak RSS since start) summed over a process and its descendants."""
+    try:
+        pids = [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return 0
+    return sum(memory_kib(p).get("VmHWM", 0) for p in pids)
+
+
 def memory_kib(pid: int) -> dict[str, int]:
     """VmRSS (now) and VmHWM (peak since start) of a process, in KiB."""
     out = {}
@@ -102,8 +152,9 @@ def memory_kib(pid: int) -> dict[str, int]:
 async def sampling_rss(
     children: list[Child], every: float = 0.1
 ) -> AsyncIterator[dict[str, float]]:
-    """Sample each child's VmRSS while the block runs; returns the peak per
-    child name (MiB) into the yielded dict when the block ends."""
+    """Sample each child's VmRSS (with its descendants') while the block runs;
+    returns the peak per child name (MiB) into the yielded dict when the
+    block ends."""
     for child in children:
         child.peak_rss_kib = 0
     peaks: dict[str, float] = {}
@@ -111,8 +162,7 @@ async def sampling_rss(
     async def sample() -> None:
         while True:
             for child in children:
-                rss = memory_kib(child.pid).get("VmRSS", 0)
-                child.peak_rss_kib = max(child.peak_rss_kib, rss)
+                child.peak_rss_kib = max(child.peak_rss_kib, tree_rss_kib(child.pid))
             await asyncio.sleep(every)
 
     task = asyncio.create_task(sample())
@@ -123,5 +173,5 @@ async def sampling_rss(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         for child in children:
-            rss = memory_kib(child.pid).get("VmRSS", 0)
+            rss = tree_rss_kib(child.pid)
             peaks[child.name] = round(max(child.peak_rss_kib, rss) / 1024, 1)

@@ -1,14 +1,50 @@
 """One run of the suite: how it hands specs to the load process, samples the
-service's memory meanwhile, and keeps what was measured and what failed."""
+server's memory and CPU meanwhile, and keeps what was measured and what failed."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from bench.load import LoadClient
 from bench.processes import Child, sampling_rss
 from bench.sizes import Sizes
+
+
+class Server(Protocol):
+    """What serves a workload: ours (bench.service), the peer
+    (bench.peer_process) or the baselines."""
+
+    @property
+    def children(self) -> list[Child]: ...  # their RSS is sampled
+
+    @property
+    def cpu_roots(self) -> list[int]: ...  # their trees' CPU is counted
+
+
+@dataclass
+class Processes:
+    """A Server that is just some processes (the baselines) and PostgreSQL."""
+
+    processes: list[Child] = field(default_factory=list)
+    postmaster: int | None = None
+
+    @property
+    def children(self) -> list[Child]:
+        return self.processes
+
+    @property
+    def cpu_roots(self) -> list[int]:
+        pids = [c.pid for c in self.processes]
+        return pids if self.postmaster is None else [*pids, self.postmaster]
+
+
+def cpu_per_request(cpu_s: dict[str, float], requests: int) -> dict[str, float]:
+    """CPU milliseconds per request of each process group."""
+    if not requests:
+        return {}
+    return {k: round(v * 1000 / requests, 3) for k, v in cpu_s.items()}
 
 
 class Run:
@@ -21,6 +57,8 @@ class Run:
         self.rows: list[dict[str, Any]] = []
         self.checks: dict[str, Any] = {}
         self.failures: list[str] = []
+        # requests the peer failed: its figure is left out, the run goes on
+        self.peer_failures: dict[str, str] = {}
         self.phase_seconds: dict[str, float] = {}
         self._clock = started
 
@@ -34,31 +72,46 @@ class Run:
         return name in self.selected
 
     async def measure(
-        self, name: str, title: str, spec: dict[str, Any], children: list[Child]
+        self,
+        name: str,
+        title: str,
+        spec: dict[str, Any],
+        server: Server,
+        label: str = "ours",
     ) -> dict[str, Any]:
-        """Run one load spec while sampling the children's RSS; any failed
-        request is a failure of the whole run."""
-        print(f"  {title} …", flush=True)
-        async with sampling_rss(children) as peaks:
+        """Run one load spec while sampling the server's RSS and counting its
+        CPU (and the load process's); any failed request is a failure of the
+        whole run. `label` says whose row it is: ours, peer or baseline."""
+        print(f"  {title}{'' if label == 'ours' else f' ({label})'} …", flush=True)
+        spec = {**spec, "cpu": {"server": server.cpu_roots}}
+        async with sampling_rss(server.children) as peaks:
             result = await self.load.run(spec)
-        row = {"name": name, "title": title, **result, "peak_rss_mib": peaks}
+        row = {"name": name, "title": title, "server": label, **result, "peak_rss_mib": peaks}
+        row["cpu_ms_per_request"] = cpu_per_request(result["cpu_s"], result["requests"])
         row.pop("ordered_ms", None)
-        self._check(title, result)
+        self._check(title, result, label, name)
         self.rows.append(row)
         return {**row, "ordered_ms": result.get("ordered_ms", [])}
 
-    async def aside(self, title: str, spec: dict[str, Any]) -> dict[str, Any]:
+    async def aside(
+        self, title: str, spec: dict[str, Any], label: str = "ours", name: str = ""
+    ) -> dict[str, Any]:
         """Run a spec that is no row of its own (a warm-up, a second look);
-        its failed requests fail the run all the same."""
+        its failed requests fail the run all the same (ours) or drop the
+        peer's figure for workload `name`."""
         result = await self.load.run(spec)
-        self._check(title, result)
+        self._check(title, result, label, name)
         return result
 
-    def _check(self, title: str, result: dict[str, Any]) -> None:
+    def _check(self, title: str, result: dict[str, Any], label: str, name: str) -> None:
         if result["errors"]:
             kinds = ", ".join(f"{k} x{n}" for k, n in result["error_kinds"].items())
             samples = "\n    ".join(result["error_samples"])
-            self.failures.append(f"{title}: {result['errors']} failed: {kinds}\n    {samples}")
+            failed = f"{title}: {result['errors']} failed: {kinds}\n    {samples}"
+            if label == "peer":
+                self.peer_failures[name] = failed
+            else:
+                self.failures.append(failed)
 
     def throughput_spec(self, job: str, params: dict[str, Any], **target: str) -> dict[str, Any]:
         return {

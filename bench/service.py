@@ -1,6 +1,13 @@
-"""The service under test, as it is deployed: `wando core` and `wando gateway`
-as two processes on 127.0.0.1, on the suite's embedded PostgreSQL, with the
-rate limiter off (it would throttle the load, which is its job)."""
+"""The service under test, as it is deployed, on 127.0.0.1 and the suite's
+embedded PostgreSQL, with the rate limiter off (it would throttle the load,
+which is its job). Two shapes (`python -m bench --service`):
+
+- `serve` (the default deployment): one `wando serve`, core and gateway in
+  one process (SERVE below is its command line);
+- `split`: `wando core` and `wando gateway` as two processes.
+
+Its CPU is that of these processes' trees and of PostgreSQL's (the
+postmaster and every backend it forks)."""
 
 from __future__ import annotations
 
@@ -9,6 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.processes import WANDO, Child, free_port, start
+
+MODES = ("serve", "split")
+# `wando serve`'s command line: a multi-worker serve takes its flag here
+SERVE = [WANDO, "serve"]
 
 ADMIN_TOKEN = "wando_admin_bench-credential"
 SERVICE_TOKEN = "wando_svc_bench-credential"
@@ -20,10 +31,11 @@ SCIM_PREFIX = "/api/auth/scim/v2"
 class Service:
     dsn: str
     work: Path  # data dir and logs
+    postmaster: int  # pid of the PostgreSQL server it runs on
+    mode: str = "serve"  # MODES
     grpc_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
-    core: Child | None = None
-    gateway: Child | None = None
+    processes: list[Child] = field(default_factory=list)
     starts: int = 0
 
     @property
@@ -36,7 +48,12 @@ class Service:
 
     @property
     def children(self) -> list[Child]:
-        return [c for c in (self.core, self.gateway) if c is not None]
+        return list(self.processes)
+
+    @property
+    def cpu_roots(self) -> list[int]:
+        """Where its CPU goes: its processes and PostgreSQL, as trees."""
+        return [*(c.pid for c in self.processes), self.postmaster]
 
     def _env(self) -> dict[str, str]:
         return {
@@ -52,44 +69,47 @@ class Service:
             "WANDO_SHUTDOWN_GRACE_SECONDS": "2",
         }
 
+    def _commands(self) -> list[tuple[str, list[str], str]]:
+        """(name, argv, line that says it is ready) of each process."""
+        if self.mode == "serve":
+            return [("serve", SERVE, "gateway listening")]
+        return [
+            ("core", [WANDO, "core"], "core gRPC listening"),
+            ("gateway", [WANDO, "gateway"], "gateway listening"),
+        ]
+
     async def start(self) -> None:
-        """Fresh core and gateway processes (their peak RSS starts anew),
-        started side by side: the gateway connects to the core lazily."""
+        """Fresh processes (their peak RSS starts anew), started side by
+        side: a split gateway connects to the core lazily."""
         self.starts += 1
         env = self._env()
         started = await asyncio.gather(
-            start(
-                "core",
-                [WANDO, "core"],
-                log_dir=self.work,
-                env=env,
-                ready="core gRPC listening",
-                log_name=f"core-{self.starts}",
-            ),
-            start(
-                "gateway",
-                [WANDO, "gateway"],
-                log_dir=self.work,
-                env=env,
-                ready="gateway listening",
-                log_name=f"gateway-{self.starts}",
+            *(
+                start(
+                    name,
+                    argv,
+                    log_dir=self.work,
+                    env=env,
+                    ready=ready,
+                    log_name=f"{name}-{self.starts}",
+                )
+                for name, argv, ready in self._commands()
             ),
             return_exceptions=True,
         )
-        core, gateway = started
-        if isinstance(core, BaseException) or isinstance(gateway, BaseException):
+        failed = [e for e in started if isinstance(e, BaseException)]
+        if failed:
             for child in started:
                 if isinstance(child, Child):
                     await child.stop()
-            raise next(e for e in started if isinstance(e, BaseException))
-        self.core, self.gateway = core, gateway
+            raise failed[0]
+        self.processes = [c for c in started if isinstance(c, Child)]
 
     async def stop(self) -> None:
-        # the gateway first: it still needs the core while it drains
-        for child in (self.gateway, self.core):
-            if child is not None:
-                await child.stop()
-        self.core = self.gateway = None
+        # a split gateway first: it still needs the core while it drains
+        for child in reversed(self.processes):
+            await child.stop()
+        self.processes = []
 
     async def restart(self) -> None:
         await self.stop()

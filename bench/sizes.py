@@ -1,5 +1,5 @@
-"""How big and how long: the default run (issue #7's sizes, under 3 minutes on
-2 cores) and --quick (small sizes, under 30 s, what CI runs)."""
+"""How big and how long: the default run (issue #7's sizes) and --quick
+(small sizes, about a minute, what CI runs)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ class Sizes:
     warmup_seconds: float
     in_flight: int  # concurrent requests of the load process
     cap_seconds: float  # bound on any one counted workload (import, push, replace)
+    peer_import_seconds: float  # the peer's import walk (its pages cost the same anywhere)
 
 
 DEFAULT = Sizes(
@@ -35,6 +36,7 @@ DEFAULT = Sizes(
     warmup_seconds=0.5,
     in_flight=16,
     cap_seconds=120.0,
+    peer_import_seconds=10.0,
 )
 
 QUICK = Sizes(
@@ -50,6 +52,7 @@ QUICK = Sizes(
     warmup_seconds=0.2,
     in_flight=16,
     cap_seconds=60.0,
+    peer_import_seconds=2.0,
 )
 
 

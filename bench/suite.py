@@ -1,21 +1,30 @@
-"""Issue #7's benchmark, wired in one place: a fresh embedded PostgreSQL, the
-baselines, the service as two processes, the data, every workload, and the
-report. `python -m bench` runs it (bench/__main__.py parses the flags);
-bench.counted holds the import, group-replace and push workloads.
+"""Issues #7 and #16's benchmark, wired in one place: a fresh embedded
+PostgreSQL, the baselines, the service (`wando serve`, or core and gateway as
+two processes) and the peer (scim2-server, bench.peer_process), the data,
+every workload, and the report. `python -m bench` runs it (bench/__main__.py
+parses the flags); bench.counted holds the import, group-replace and push
+workloads.
 
 Order, and why:
 1. baselines (bare gRPC server, aiohttp chain), then they stop: no idle
    process competes with the service for the 2 cores;
-2. the service starts (core migrates), the data is built;
-3. the imports, each on freshly started service processes, so each import's
-   peak RSS (VmHWM, which cannot be reset) is that import's alone;
+2. the service starts (core migrates) and the peer starts; the data is built,
+   ours by SQL and the peer's through its SCIM API, side by side (nothing is
+   timed yet);
+3. the imports, each of ours on freshly started service processes, so each
+   import's peak RSS (VmHWM, which cannot be reset) is that import's alone;
+   then the peer's;
 4. role lookups and reads, then writes (writes change what reads would see);
-5. the group full-list replace and its one-row check; the first push;
+   each SCIM workload runs on ours, then at once on the peer, so that each
+   ratio is taken from neighbouring minutes of this shared machine;
+5. the group full-list replace and its one-row check; the first push (ours,
+   then the peer's);
 6. the query plans of the user lookups.
 """
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 import time
 from pathlib import Path
@@ -23,16 +32,17 @@ from typing import Any
 
 import asyncpg
 
-from bench import checks, dataset, loop, processes, report
+from bench import checks, dataset, loop, peer_data, processes, report, targets
 from bench.baselines import prepare_scratch
-from bench.counted import run_group_replace, run_imports, run_push
+from bench.counted import peer_import, peer_push, run_group_replace, run_imports, run_push
 from bench.dataset import Dataset
 from bench.load import LoadClient
+from bench.peer_process import Peer
 from bench.processes import PYTHON, free_port
-from bench.run import Run
+from bench.run import Processes, Run
 from bench.service import SERVICE_TOKEN, Service
 from bench.sizes import Sizes
-from bench.workloads import BASELINES, NAMES, THROUGHPUT, Workload
+from bench.workloads import BASELINES, NAMES, PEER_COUNTED, THROUGHPUT, Workload
 from core import db, embedded
 
 # -- baselines ----------------------------------------------------------------
@@ -44,7 +54,9 @@ def _needed_baselines(selected: set[str]) -> list[Workload]:
     return [b for b in BASELINES if b.name in wanted]
 
 
-async def run_baselines(run: Run, pg: embedded.EmbeddedPostgres, work: Path) -> None:
+async def run_baselines(
+    run: Run, pg: embedded.EmbeddedPostgres, postmaster: int, work: Path
+) -> None:
     wanted = _needed_baselines(run.selected)
     if not wanted:
         return
@@ -65,6 +77,7 @@ async def run_baselines(run: Run, pg: embedded.EmbeddedPostgres, work: Path) -> 
         ready="ready",
     )
     children = [bare]
+    measured = Processes(children, postmaster)
     try:
         if any(b.target == "chain" for b in wanted):
             listen = f"127.0.0.1:{http_port}"
@@ -79,7 +92,8 @@ async def run_baselines(run: Run, pg: embedded.EmbeddedPostgres, work: Path) -> 
                 if b.target == "bare-grpc"
                 else {"http": f"http://127.0.0.1:{http_port}"}
             )
-            await run.measure(b.name, b.title, run.throughput_spec(b.job, {}, **target), children)
+            spec = run.throughput_spec(b.job, {}, **target)
+            await run.measure(b.name, b.title, spec, measured, "baseline")
     finally:
         for child in reversed(children):
             await child.stop()
@@ -112,7 +126,10 @@ def _params(w: Workload, data: Dataset) -> dict[str, Any]:
     return by_job[w.job]
 
 
-async def run_throughput(run: Run, service: Service, data: Dataset) -> None:
+async def run_throughput(
+    run: Run, service: Service, data: Dataset, peer: Peer | None, peers: Dataset | None
+) -> None:
+    """Each workload on ours, then (if it has one) at once on the peer."""
     for w in THROUGHPUT:
         if not run.wants(w.name):
             continue
@@ -120,75 +137,123 @@ async def run_throughput(run: Run, service: Service, data: Dataset) -> None:
             {"grpc": service.grpc_address} if w.target == "core" else {"http": service.scim_base}
         )
         spec = run.throughput_spec(w.job, _params(w, data), **target)
-        await run.measure(w.name, w.title, spec, service.children)
+        await run.measure(w.name, w.title, spec, service)
+        if w.peer and peer is not None and peers is not None:
+            spec = run.throughput_spec(w.job, _params(w, peers), http=peer.scim_base)
+            await run.measure(f"peer:{w.name}", w.title, spec, peer, "peer")
 
 
 # -- the run --------------------------------------------------------------------
 
 
-async def run_service_workloads(run: Run, service: Service, pool: asyncpg.Pool) -> dict[str, str]:
-    """Everything on the service, in the module docstring's order; returns the
-    query plans of the user lookups."""
-    print(f"seeding {run.sizes.users:,} users …", flush=True)
-    data = await dataset.build(service, pool, run.sizes)
-    run.lap("start the service, build the data")
-    print("service workloads:", flush=True)
+def wants_peer(selected: set[str]) -> bool:
+    return any(w.peer and w.name in selected for w in THROUGHPUT) or bool(
+        selected & set(PEER_COUNTED)
+    )
+
+
+async def build_data(
+    run: Run, service: Service, pool: asyncpg.Pool, peer: Peer | None
+) -> tuple[Dataset, Dataset | None]:
+    """Ours by SQL and the peer's through its SCIM API, side by side."""
+    print(
+        f"seeding {run.sizes.users:,} users (ours by SQL; the peer's by SCIM /Bulk) …", flush=True
+    )
+
+    async def peers() -> Dataset | None:
+        return None if peer is None else await peer_data.build(peer, run.sizes)
+
+    return await asyncio.gather(dataset.build(service, pool, run.sizes), peers())
+
+
+async def run_service_workloads(
+    run: Run, service: Service, pool: asyncpg.Pool, peer: Peer | None
+) -> dict[str, str]:
+    """Everything on the service and the peer, in the module docstring's
+    order; returns the query plans of the user lookups."""
+    data, peers = await build_data(run, service, pool, peer)
+    run.lap("start the service and the peer, build the data")
+    print("workloads:", flush=True)
     if run.wants("import"):
         await run_imports(run, service, data)
+        if peer is not None and peers is not None:
+            await peer_import(run, peer, peers)
         run.lap("imports")
-    await run_throughput(run, service, data)
+    await run_throughput(run, service, data, peer, peers)
     run.lap("throughput workloads")
     if run.wants("group-replace"):
         await run_group_replace(run, service, data, pool)
         run.lap("group replace")
     if run.wants("push"):
-        await run_push(run, service, data, pool)
+        ours = await run_push(run, service, data, pool)
+        check: dict[str, Any] = {"value": round(ours, 2), "met": None}
+        if peer is not None and peers is not None:
+            theirs = await peer_push(run, peer, peers)
+            ratio = theirs / ours
+            check.update(
+                peer=round(theirs, 2),
+                ours_vs_peer=round(ratio, 2),
+                target=f"≥ {targets.VS_PEER:g}x the peer's speed (peer's time ÷ ours)",
+                met="peer:push-groups" not in run.peer_failures
+                and "peer:push-users" not in run.peer_failures
+                and ratio >= targets.VS_PEER,
+            )
+        run.checks["first push wall time (s)"] = check
         run.lap("first push")
     return await checks.plans(pool, data.main.id, len(data.users) // 2)
 
 
-async def run_suite(sizes: Sizes, only: list[str] | None, quick: bool) -> dict[str, Any]:
+async def run_suite(sizes: Sizes, only: list[str] | None, quick: bool, mode: str) -> dict[str, Any]:
     selected = set(only or NAMES)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="wando-bench-") as tmp:
         work = Path(tmp)
         pg = await embedded.start(work / "pg")
+        postmaster = processes.postmaster_pid(work / "pg" / "postgres")
         load = await LoadClient.start(work / "load.log")
         run = Run(sizes, selected, load, started)
         run.lap("start PostgreSQL and the load process")
         try:
-            await run_baselines(run, pg, work)
+            await run_baselines(run, pg, postmaster, work)
             run.lap("baselines")
-            service = Service(pg.dsn, work)
+            service = Service(pg.dsn, work, postmaster, mode)
+            peer = Peer(work) if wants_peer(selected) else None
             try:
                 await service.start()
+                if peer is not None:
+                    await peer.start()
                 pool = await db.create_pool(pg.dsn, min_size=1, max_size=4)
                 try:
-                    plans = await run_service_workloads(run, service, pool)
+                    plans = await run_service_workloads(run, service, pool, peer)
                 finally:
                     await pool.close()
             except BaseException:
-                for child in service.children:
+                for child in [*service.children, *(peer.children if peer else [])]:
                     print(f"--- {child.name} log\n{child.tail()}", flush=True)
                 raise
             finally:
                 await service.stop()
+                if peer is not None:
+                    await peer.stop()
         finally:
             await load.stop()
             await pg.stop()
     run.lap("stop")
-    report.evaluate(run.rows)
+    report.evaluate(run.rows, run.peer_failures)
     return {
-        "meta": report.meta(sizes, quick, time.monotonic() - started, run.phase_seconds),
+        "meta": report.meta(
+            sizes, quick, time.monotonic() - started, run.phase_seconds, mode, peer is not None
+        ),
         "rows": run.rows,
         "checks": run.checks,
         "plans": plans,
         "failures": run.failures,
+        "peer_failures": run.peer_failures,
     }
 
 
-def main(sizes: Sizes, only: list[str] | None, quick: bool, out: Path) -> int:
-    results = loop.run(run_suite(sizes, only, quick))
+def main(sizes: Sizes, only: list[str] | None, quick: bool, out: Path, mode: str) -> int:
+    results = loop.run(run_suite(sizes, only, quick, mode))
     report.write(results, out)
     print(report.table(results))
     print(f"\nwritten to {out}")

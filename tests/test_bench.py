@@ -1,6 +1,8 @@
-"""The benchmark suite runs (CI proves it works; it never checks speed), its
-structural claims hold (one changed member writes one membership row; the
-hot user lookups are index scans), and it fails loudly when requests fail."""
+"""The benchmark suite runs (CI proves it works; it never checks speed): the
+peer ran beside the service and every ratio comes from the same run, CPU per
+request is counted; its structural claims hold (one changed member writes one
+membership row; the hot user lookups are index scans); and it fails loudly
+when requests to the service fail, while a peer that fails gets no figure."""
 
 from __future__ import annotations
 
@@ -11,25 +13,26 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+import psutil  # type: ignore[import-untyped]
 import pytest
 from aiohttp import web
 
-from bench import loop
+from bench import loop, report, summary, targets
 from bench.load import LoadClient
-from bench.processes import free_port
-from bench.run import Run
+from bench.processes import free_port, postmaster_pid, tree_cpu_seconds
+from bench.run import Processes, Run
 from bench.sizes import QUICK
 from bench.workloads import BASELINES, THROUGHPUT
+from core import embedded
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def quick(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """One `python -m bench --quick`, as the README documents it."""
-    out = tmp_path_factory.mktemp("bench") / "results.json"
+def run_bench(out: Path, *flags: str) -> dict[str, Any]:
+    """`python -m bench` with `flags`, as the README documents it; its JSON."""
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "bench", *flags, "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -37,12 +40,26 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "met?" in result.stdout  # the table was printed
-    report: dict[str, Any] = json.loads(out.read_text())
-    return report
+    assert "met?" in result.stdout and "the peer, same workload" in result.stdout
+    results: dict[str, Any] = json.loads(out.read_text())
+    return results
 
 
-def test_every_workload_ran_without_a_failed_request(quick: dict[str, Any]) -> None:
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One `python -m bench --quick`: the default `wando serve` and the peer."""
+    return run_bench(tmp_path_factory.mktemp("bench") / "results.json", "--quick")
+
+
+SCIM = [w for w in THROUGHPUT if w.peer]
+PEER_ROWS = {f"peer:{w.name}" for w in SCIM} | {
+    "peer:import",
+    "peer:push-users",
+    "peer:push-groups",
+}
+
+
+def test_every_workload_ran_on_the_service_and_the_peer(quick: dict[str, Any]) -> None:
     rows = {row["name"]: row for row in quick["rows"]}
     expected = {w.name for w in (*BASELINES, *THROUGHPUT)} | {
         "import-small",
@@ -52,19 +69,97 @@ def test_every_workload_ran_without_a_failed_request(quick: dict[str, Any]) -> N
         "push-users",
         "push-groups",
     }
-    assert set(rows) == expected
+    assert set(rows) == expected | PEER_ROWS
     for row in rows.values():
         assert row["errors"] == 0, row
         assert row["requests"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0, row
-    assert quick["failures"] == []
-    # the service's processes were measured, and every target was judged
-    assert all(rows[w.name]["peak_rss_mib"]["core"] > 0 for w in THROUGHPUT)
-    assert all(rows[w.name]["peak_rss_mib"]["gateway"] > 0 for w in THROUGHPUT)
-    assert all(rows[w.name]["met"] in (True, False) for w in THROUGHPUT)
+    assert quick["failures"] == [] and quick["peer_failures"] == {}
+    # the default deployment was measured: one `wando serve` process
+    assert quick["meta"]["service"]["mode"] == "serve"
+    assert all(set(rows[w.name]["peak_rss_mib"]) == {"serve"} for w in THROUGHPUT)
+    assert all(rows[w.name]["peak_rss_mib"]["serve"] > 0 for w in THROUGHPUT)
+    assert all(rows[name]["peak_rss_mib"]["peer"] > 0 for name in PEER_ROWS)
+    assert "scim2-server 0.8.3" in quick["meta"]["peer"]
     assert rows["import"]["complete"] and rows["push-users"]["complete"]
+    assert rows["peer:push-users"]["complete"] and rows["peer:push-groups"]["complete"]
 
 
-def test_ratios_are_taken_against_baselines_of_the_same_run(quick: dict[str, Any]) -> None:
+def test_every_scim_workload_is_a_ratio_to_the_peer_in_the_same_run(
+    quick: dict[str, Any],
+) -> None:
+    rows = {row["name"]: row for row in quick["rows"]}
+    factors = {w.name: targets.VS_PEER for w in SCIM} | report.COUNTED_VS_PEER
+    assert set(factors) == {w.name for w in SCIM} | {"import", "push-users", "push-groups"}
+    for name, factor in factors.items():
+        ours, theirs = rows[name], rows[f"peer:{name}"]
+        expected = ours["requests_per_second"] / theirs["requests_per_second"]
+        assert ours["vs_peer"] == pytest.approx(expected, abs=0.01), name
+        assert ours["target"] == f"≥{factor:g}x peer", name
+        assert ours["met"] is (ours["vs_peer"] >= factor), name
+        assert ours["peer_cpu_ms_per_request"] == theirs["cpu_ms_per_request"]
+    for w in SCIM:  # the goal beyond the target
+        assert rows[w.name]["goal_met"] is (rows[w.name]["vs_peer"] >= targets.VS_PEER_GOAL)
+    assert report.COUNTED_VS_PEER["import"] == 20
+    push = quick["checks"]["first push wall time (s)"]
+    assert push["ours_vs_peer"] == pytest.approx(push["peer"] / push["value"], abs=0.02)
+
+
+def test_cpu_per_request_is_counted_for_ours_the_peer_and_the_load(
+    quick: dict[str, Any],
+) -> None:
+    rows = {row["name"]: row for row in quick["rows"]}
+    for name in [w.name for w in SCIM] + sorted(PEER_ROWS):
+        row = rows[name]
+        cpu, spent = row["cpu_ms_per_request"], row["cpu_s"]
+        assert set(cpu) == {"server", "load"}, name
+        assert cpu["server"] > 0 and cpu["load"] >= 0, name
+        assert cpu["server"] == pytest.approx(spent["server"] * 1000 / row["requests"], abs=0.01)
+    assert sum(rows[w.name]["cpu_s"]["load"] for w in SCIM) > 0
+
+
+def test_the_summary_gives_medians_of_runs(quick: dict[str, Any]) -> None:
+    """bench.summary, over two runs, has a line per SCIM workload with ours,
+    the peer's and the ratio, each the median of the runs."""
+    other = json.loads(json.dumps(quick))
+    for row in other["rows"]:
+        if row["name"] == "get-user":
+            row["vs_peer"] = quick_row(quick, "get-user")["vs_peer"] + 1
+    text = summary.table([quick, other])
+    for w in SCIM:
+        assert f"| {w.title} |" in text
+    get_user = next(line for line in text.splitlines() if line.startswith("| GET /Users/{id} |"))
+    ratio = quick_row(quick, "get-user")["vs_peer"]
+    assert f"| {ratio + 0.5:,.2f} ({ratio:,.2f}\u2013{ratio + 1:,.2f}) |" in get_user
+    assert "first push, wall time (s)" in text
+
+
+def quick_row(results: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(row for row in results["rows"] if row["name"] == name)
+
+
+async def test_cpu_of_a_tree_counts_processes_that_already_exited(tmp_path: Path) -> None:
+    """Ours includes PostgreSQL: the postmaster's tree counts the CPU of a
+    backend that did its work and exited between two readings."""
+    pg = await embedded.start(tmp_path / "pg")
+    try:
+        postmaster = postmaster_pid(tmp_path / "pg" / "postgres")
+        before = tree_cpu_seconds([postmaster])
+        conn = await asyncpg.connect(pg.dsn)
+        backend = psutil.Process(await conn.fetchval("SELECT pg_backend_pid()"))
+        await conn.fetchval("SELECT sum(g) FROM generate_series(1, 3000000) AS g")
+        own = backend.cpu_times()
+        await conn.close()
+        backend.wait(timeout=10)
+        after = tree_cpu_seconds([postmaster])
+    finally:
+        await pg.stop()
+    assert own.user + own.system > 0
+    assert after - before >= own.user + own.system
+
+
+def test_ceiling_ratios_are_taken_against_baselines_of_the_same_run(
+    quick: dict[str, Any],
+) -> None:
     rows = {row["name"]: row for row in quick["rows"]}
     for w in THROUGHPUT:
         assert w.baseline is not None
@@ -75,7 +170,7 @@ def test_ratios_are_taken_against_baselines_of_the_same_run(quick: dict[str, Any
             floor = rows[w.name]["requests_per_second"] / rows[w.floor]["requests_per_second"]
             assert rows[w.name]["floor_ratio"] == pytest.approx(floor, abs=0.01)
     checks = quick["checks"]
-    assert {"import last page vs first", "peak RSS of core, large vs small import"} <= set(checks)
+    assert {"import last page vs first", "peak RSS of serve, large vs small import"} <= set(checks)
     assert quick["meta"]["event_loop"] == loop.SERVICE_LOOP
 
 
@@ -118,9 +213,64 @@ async def test_a_failed_request_fails_the_run(failing_server: str, tmp_path: Pat
     try:
         spec = {"job": "chain_echo", "http": failing_server, "in_flight": 2, "seconds": 5}
         run = Run(QUICK, selected=set(), load=load, started=0.0)
-        row = await run.measure("chain-echo", "echo", {**spec, "max_jobs": 10}, [])
+        row = await run.measure("chain-echo", "echo", {**spec, "max_jobs": 10}, Processes())
     finally:
         await load.stop()
     assert row["errors"] == 10
     assert row["error_kinds"] == {"GET /echo -> 500": 10}
     assert run.failures and "GET /echo -> 500" in run.failures[0]
+
+
+async def test_a_peer_that_fails_gets_no_figure(failing_server: str, tmp_path: Path) -> None:
+    """The peer's failed requests do not fail the run, and give no ratio."""
+    load = await LoadClient.start(tmp_path / "load.log")
+    spec = {"job": "get_user", "http": failing_server, "in_flight": 2, "seconds": 5}
+    params = {"token": "t", "user_ids": ["u1"]}
+    try:
+        run = Run(QUICK, selected=set(), load=load, started=0.0)
+        ours = {**spec, "job": "chain_echo", "max_jobs": 1}
+        await run.measure("get-user", "GET", ours, Processes())
+        theirs = {**spec, "params": params, "max_jobs": 4}
+        await run.measure("peer:get-user", "GET", theirs, Processes(), "peer")
+    finally:
+        await load.stop()
+    assert list(run.peer_failures) == ["peer:get-user"]
+    assert len(run.failures) == 1  # ours: its 500 fails the run, the peer's does not
+    report.evaluate(run.rows, run.peer_failures)
+    row = run.rows[0]
+    assert row["vs_peer"] is None and row["met"] is False
+    assert "failed" in row["peer_note"]
+    assert "the peer could not do peer:get-user" in report.table(
+        {
+            "meta": {**QUICK_META, "phase_seconds": {}},
+            "rows": run.rows,
+            "checks": {},
+            "peer_failures": run.peer_failures,
+        }
+    )
+
+
+QUICK_META: dict[str, Any] = {
+    "date": "-",
+    "machine": {"cores": 2, "cpu": "-"},
+    "event_loop": "uvloop",
+    "quick": True,
+    "wall_seconds": 0,
+    "service": {"command": "wando serve"},
+    "peer": "scim2-server",
+    "rss": "",
+    "cpu": "",
+    "peer_notes": [],
+    "not_compared": {},
+}
+
+
+def test_the_split_service_runs_too(tmp_path: Path) -> None:
+    """`--service split`: core and gateway as two processes, each measured."""
+    results = run_bench(
+        tmp_path / "results.json", "--quick", "--service", "split", "--only", "get-user"
+    )
+    rows = {row["name"]: row for row in results["rows"]}
+    assert set(rows["get-user"]["peak_rss_mib"]) == {"core", "gateway"}
+    assert rows["get-user"]["vs_peer"] > 0 and rows["peer:get-user"]["requests"] > 0
+    assert results["meta"]["service"]["mode"] == "split"
