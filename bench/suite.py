@@ -25,6 +25,7 @@ Order, and why:
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -203,7 +204,10 @@ async def run_service_workloads(
     return await checks.plans(pool, data.main.id, len(data.users) // 2)
 
 
-async def run_suite(sizes: Sizes, only: list[str] | None, quick: bool, mode: str) -> dict[str, Any]:
+async def run_suite(
+    sizes: Sizes, only: list[str] | None, quick: bool, mode: str, logs: Path
+) -> dict[str, Any]:
+    """Run the chosen workloads; every process's log is copied into `logs`."""
     selected = set(only or NAMES)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="wando-bench-") as tmp:
@@ -238,6 +242,7 @@ async def run_suite(sizes: Sizes, only: list[str] | None, quick: bool, mode: str
         finally:
             await load.stop()
             await pg.stop()
+            await asyncio.to_thread(keep_logs, work, logs)
     run.lap("stop")
     report.evaluate(run.rows, run.peer_failures)
     return {
@@ -252,8 +257,15 @@ async def run_suite(sizes: Sizes, only: list[str] | None, quick: bool, mode: str
     }
 
 
+def keep_logs(work: Path, logs: Path) -> None:
+    """Copy every process's log out of the run's temporary directory."""
+    logs.mkdir(parents=True, exist_ok=True)
+    for log in work.glob("*.log"):
+        shutil.copyfile(log, logs / log.name)
+
+
 def main(sizes: Sizes, only: list[str] | None, quick: bool, out: Path, mode: str) -> int:
-    results = loop.run(run_suite(sizes, only, quick, mode))
+    results = loop.run(run_suite(sizes, only, quick, mode, out.parent / "logs"))
     report.write(results, out)
     print(report.table(results))
     print(f"\nwritten to {out}")

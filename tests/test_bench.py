@@ -25,6 +25,7 @@ from bench.run import Processes, Run
 from bench.sizes import QUICK
 from bench.workloads import BASELINES, THROUGHPUT
 from core import embedded
+from tests import support
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,6 +40,9 @@ def run_bench(out: Path, *flags: str) -> dict[str, Any]:
         timeout=300,
         check=False,
     )
+    for log in sorted((out.parent / "logs").glob("*.log")):  # tests/drills/logscan.py
+        for watch in support.STDERR_WATCHERS:
+            watch(log.read_text(errors="replace"), f"bench's {log.name}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "met?" in result.stdout and "the peer, same workload" in result.stdout
     results: dict[str, Any] = json.loads(out.read_text())
