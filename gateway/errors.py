@@ -6,6 +6,7 @@ library has no class for:
 
     SCIMException (scim2_models)            status  scimType
     ├── InvalidFilterException …            400     invalidFilter, invalidPath, …
+    │                                               invalidCursor, expiredCursor (RFC 9865)
     ├── UnauthorizedException               401     (WWW-Authenticate: Bearer)
     ├── ForbiddenException                  403
     ├── NotFoundException                   404
@@ -30,7 +31,9 @@ import grpc
 from aiohttp import web
 from google.protobuf.message import DecodeError
 from scim2_models import (
+    ExpiredCursorException,
     ForbiddenException,
+    InvalidCursorException,
     InvalidFilterException,
     InvalidPathException,
     InvalidSyntaxException,
@@ -103,6 +106,8 @@ TABLE: dict[tuple[grpc.StatusCode, int | None], type[SCIMException]] = {
     (C.INVALID_ARGUMENT, R.ERROR_REASON_TOO_MANY): TooManyException,
     (C.INVALID_ARGUMENT, R.ERROR_REASON_INVALID_SYNTAX): InvalidSyntaxException,
     (C.INVALID_ARGUMENT, R.ERROR_REASON_INVALID_VALUE): InvalidValueException,
+    (C.INVALID_ARGUMENT, R.ERROR_REASON_INVALID_CURSOR): InvalidCursorException,
+    (C.INVALID_ARGUMENT, R.ERROR_REASON_EXPIRED_CURSOR): ExpiredCursorException,
     (C.FAILED_PRECONDITION, None): PreconditionFailedException,  # 412 (If-Match)
     (C.UNAUTHENTICATED, None): UnauthorizedException,  # 401
     (C.PERMISSION_DENIED, None): ForbiddenException,  # 403

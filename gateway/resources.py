@@ -73,7 +73,7 @@ class ResourceCalls(Protocol):
 
     async def list(
         self, query: scim_pb2.ListQuery, call: Call, *, exclude_members: bool
-    ) -> tuple[Sequence[mapping.CoreResource], int, int]: ...
+    ) -> mapping.Listing: ...
 
     async def replace(
         self, id: str, body_json: str, etag: str, call: Call, *, exclude_members: bool
@@ -187,13 +187,15 @@ class ResourceEndpoints:
     # the parts they share
 
     async def _list(self, request: web.Request, query: ListQuery) -> web.Response:
-        resources, total, start_index = await self._core(request).list(
+        listing = await self._core(request).list(
             mapping.list_query_to_proto(query),
             self._call(request),
             exclude_members=self._excludes_members(query.projection),
         )
-        rendered = [self._render(request, r, query.projection) for r in resources]
-        return scim_response(mapping.list_response(rendered, total, start_index))
+        rendered = [self._render(request, r, query.projection) for r in listing.resources]
+        if query.cursor is not None:
+            return scim_response(mapping.cursor_list_response(rendered, listing))
+        return scim_response(mapping.list_response(rendered, listing.total, listing.start_index))
 
     def _one(
         self,
