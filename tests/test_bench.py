@@ -47,6 +47,7 @@ def test_every_workload_ran_without_a_failed_request(quick: dict[str, Any]) -> N
     expected = {w.name for w in (*BASELINES, *THROUGHPUT)} | {
         "import-small",
         "import",
+        "cursor-import",
         "group-replace-one",
         "group-replace-all",
         "push-users",
@@ -62,6 +63,7 @@ def test_every_workload_ran_without_a_failed_request(quick: dict[str, Any]) -> N
     assert all(rows[w.name]["peak_rss_mib"]["gateway"] > 0 for w in THROUGHPUT)
     assert all(rows[w.name]["met"] in (True, False) for w in THROUGHPUT)
     assert rows["import"]["complete"] and rows["push-users"]["complete"]
+    assert rows["cursor-import"]["complete"]
 
 
 def test_ratios_are_taken_against_baselines_of_the_same_run(quick: dict[str, Any]) -> None:
@@ -75,7 +77,11 @@ def test_ratios_are_taken_against_baselines_of_the_same_run(quick: dict[str, Any
             floor = rows[w.name]["requests_per_second"] / rows[w.floor]["requests_per_second"]
             assert rows[w.name]["floor_ratio"] == pytest.approx(floor, abs=0.01)
     checks = quick["checks"]
-    assert {"import last page vs first", "peak RSS of core, large vs small import"} <= set(checks)
+    assert {
+        "import last page vs first",
+        "cursor import last page vs first",
+        "peak RSS of core, large vs small import",
+    } <= set(checks)
     assert quick["meta"]["event_loop"] == loop.SERVICE_LOOP
 
 
