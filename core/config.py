@@ -62,6 +62,8 @@ class Settings:
     auth_failure_burst: int
     cursor_secret: str | None
     cursor_timeout_seconds: int
+    bulk_max_operations: int
+    bulk_max_payload_bytes: int
 
     SECRET_FIELDS = ("admin_token", "service_token", "database_url", "cursor_secret")
 
@@ -179,4 +181,8 @@ def load(env: Mapping[str, str] | None = None, **overrides: str | None) -> Setti
         auth_failure_burst=_int(source, "WANDO_AUTH_FAILURE_BURST", 20, 1, 1_000_000),
         cursor_secret=source.get("WANDO_CURSOR_SECRET") or None,
         cursor_timeout_seconds=_int(source, "WANDO_CURSOR_TIMEOUT_SECONDS", 3600, 1, 7 * 86400),
+        bulk_max_operations=_int(source, "WANDO_BULK_MAX_OPERATIONS", 100, 1, 10_000),
+        bulk_max_payload_bytes=_int(
+            source, "WANDO_BULK_MAX_PAYLOAD_BYTES", 1024 * 1024, 1024, 4 * 1024 * 1024
+        ),
     )

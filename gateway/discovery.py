@@ -1,8 +1,8 @@
 """Discovery (RFC 7644 §4): /ServiceProviderConfig, /ResourceTypes, /Schemas.
 
 They advertise exactly what works: PATCH, filters (up to MAX_COUNT results a
-page), sorting, ETags, index and cursor paging (RFC 9865); no bulk and no
-password change; bearer tokens. The
+page), sorting, ETags, index and cursor paging (RFC 9865), /Bulk within its
+configured limits; no password change; bearer tokens. The
 schemas are scim2-models' RFC 7643 User, enterprise extension and Group.
 
 They need no bearer token (RFC 7644 §4 allows that): they say nothing about
@@ -54,7 +54,11 @@ def service_provider_config(settings: Settings) -> dict[str, Any]:
     base = settings.scim_base_url
     config = ServiceProviderConfig(
         patch=Patch(supported=True),
-        bulk=Bulk(supported=False, max_operations=0, max_payload_size=0),
+        bulk=Bulk(
+            supported=True,
+            max_operations=settings.bulk_max_operations,
+            max_payload_size=settings.bulk_max_payload_bytes,
+        ),
         filter=Filter(supported=True, max_results=MAX_COUNT),
         change_password=ChangePassword(supported=False),
         sort=Sort(supported=True),

@@ -13,6 +13,7 @@ library has no class for:
     ├── UniquenessException                 409     uniqueness
     ├── PreconditionFailedException         412
     ├── PayloadTooLargeException            413
+    │   └── TooLarge                        413     tooLarge (/Bulk limits)
     ├── MethodNotAllowed                    405     (Allow)
     ├── TooManyRequests                     429     (Retry-After)
     ├── InternalError                       500     (generic detail + request id)
@@ -41,6 +42,7 @@ from scim2_models import (
     MutabilityException,
     NoTargetException,
     NotFoundException,
+    PayloadTooLargeException,
     PreconditionFailedException,
     SCIMException,
     TooManyException,
@@ -72,6 +74,17 @@ class TooManyRequests(SCIMException):
     def __init__(self, *, retry_after: int, detail: str | None = None) -> None:
         self.retry_after = retry_after
         super().__init__(detail=detail)
+
+
+class TooLarge(PayloadTooLargeException):
+    """A /Bulk request beyond maxOperations or maxPayloadSize (RFC 7644
+    §3.7.4), with the scimType issue #17 asks for."""
+
+    scim_type = "tooLarge"
+
+
+def bulk_payload_too_large(limit: int) -> TooLarge:
+    return TooLarge(detail=f"the bulk request body exceeds maxPayloadSize ({limit} bytes)")
 
 
 class InternalError(SCIMException):
