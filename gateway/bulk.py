@@ -257,6 +257,9 @@ class Bulk:
         result: dict[str, Any] = {"method": op.method or None}
         if op.bulk_id is not None:
             result["bulkId"] = op.bulk_id
+        if op.path and op.method != "POST":  # RFC 7644 §3.7.3: all but a POST's failure
+            base = request.config_dict[SETTINGS].scim_base_url
+            result["location"] = base + "/".join(_resolved(p, ids) for p in op.path.split("/"))
         try:
             if op.problem is not None:
                 raise op.problem
@@ -269,7 +272,7 @@ class Bulk:
             wait = request.config_dict[RATE_LIMITER].acquire(request[TOKEN])
             if wait:
                 raise errors.TooManyRequests(retry_after=wait)
-            response, endpoint, id = await self._dispatch(request, op, ids)
+            response = await self._dispatch(request, op, ids)
         except SCIMException as exc:
             return _failed(result, exc)
         except grpc.aio.AioRpcError as exc:
@@ -277,20 +280,17 @@ class Bulk:
                 raise  # the token: the whole request is refused (gateway.middlewares)
             return _failed(result, errors.from_grpc(exc, request[REQUEST_ID]))
         result["status"] = str(response.status)
-        location = response.headers.get("Location") or (
-            endpoint.location(request, id) if id else None
-        )
-        if location and op.method != "DELETE":
-            result["location"] = location
+        if "Location" in response.headers:  # a POST's new resource
+            result["location"] = response.headers["Location"]
+            if op.bulk_id is not None:
+                ids[op.bulk_id] = result["location"].rsplit("/", 1)[-1]
         if "ETag" in response.headers:
             result["version"] = response.headers["ETag"]
-        if op.method == "POST" and op.bulk_id is not None and location:
-            ids[op.bulk_id] = location.rsplit("/", 1)[-1]
         return {k: v for k, v in result.items() if v is not None}
 
     async def _dispatch(
         self, request: web.Request, op: Operation, ids: dict[str, str]
-    ) -> tuple[web.Response, ResourceEndpoints, str]:
+    ) -> web.Response:
         """Run one operation through its resource endpoint's own method."""
         parts = op.path.strip("/").split("/")
         endpoint = self.endpoints.get(parts[0])
@@ -308,19 +308,17 @@ class Bulk:
             )
         id = _resolved(parts[1], ids) if len(parts) == 2 else ""
         if op.method == "DELETE":
-            return await endpoint.delete_at(request, id, op.version), endpoint, id
+            return await endpoint.delete_at(request, id, op.version)
         if not isinstance(op.data, dict):
             raise InvalidSyntaxException(
                 detail=f"Operations[{op.index}].data must be a JSON object (the request's body)"
             )
         data = _resolved(op.data, ids)
         if op.method == "POST":
-            return await endpoint.create_from(request, data, Projection()), endpoint, ""
+            return await endpoint.create_from(request, data, Projection())
         if op.method == "PUT":
-            response = await endpoint.replace_at(request, id, data, op.version, Projection())
-        else:
-            response = await endpoint.patch_at(request, id, data, op.version, Projection())
-        return response, endpoint, id
+            return await endpoint.replace_at(request, id, data, op.version, Projection())
+        return await endpoint.patch_at(request, id, data, op.version, Projection())
 
 
 def _failed(result: dict[str, Any], exc: SCIMException) -> dict[str, Any]:

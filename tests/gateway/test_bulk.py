@@ -92,7 +92,7 @@ async def test_a_bulk_creates_and_changes_with_bulk_ids(scim: ScimHttp, pool: as
     assert results[0]["location"] == f"{BASE}/Users/{ada_id}"
     assert results[4]["location"] == results[0]["location"]
     assert results[4]["version"] == 'W/"2"'
-    assert "location" not in results[5]
+    assert results[5]["location"] == results[2]["location"]  # DELETE /Groups/bulkId:eng
     ada = (await scim.get(f"/Users/{ada_id}")).body
     assert ada["displayName"] == "Ada L." and ada["groups"] == []  # the group went
     bob = (await scim.get(results[1]["location"].removeprefix(BASE))).body
@@ -171,6 +171,8 @@ async def test_another_organisations_ids_are_not_found_per_operation(
         ),
     )
     assert [r["status"] for r in results] == ["404", "404", "404", "400", "201"]
+    assert results[0]["location"] == f"{BASE}/Users/{theirs}"
+    assert "location" not in results[3]  # a failed POST has none
     assert results[3]["response"]["scimType"] == "invalidValue"  # as a POST /Groups answers
     assert (await other.get(f"/Users/{theirs}")).body["userName"] == "theirs@umbrella.example"
 
