@@ -113,10 +113,9 @@ def _operation(index: int, raw: Any) -> Operation:
     bulk_id, version = _member(raw, "bulkId"), _member(raw, "version")
     op.data = _member(raw, "data")
     if not isinstance(method, str) or method.upper() not in METHODS:
+        shown = repr(method)[:40]
         op.problem = InvalidValueException(
-            detail=f"Operations[{index}].method must be POST, PUT, PATCH or DELETE, got {method!r}"[
-                :300
-            ]
+            detail=f"Operations[{index}].method must be POST, PUT, PATCH or DELETE, got {shown}"
         )
         return op
     op.method = method.upper()
@@ -182,16 +181,14 @@ def plan(operations: list[Operation]) -> list[Operation]:
     for index, needs in waiting.items():
         for need in needs:
             blocks.setdefault(need, []).append(index)
-    pending = {index: len(needs - {index}) for index, needs in waiting.items()}
-    ready = [index for index, n in pending.items() if n == 0 and index not in waiting[index]]
+    pending = {index: len(needs) for index, needs in waiting.items()}  # naming itself: never 0
+    ready = [index for index, n in pending.items() if n == 0]
     heapq.heapify(ready)
     order: list[Operation] = []
     while ready:
         index = heapq.heappop(ready)
         order.append(by_index[index])
         for later in blocks.get(index, []):
-            if later == index or later not in pending:
-                continue
             pending[later] -= 1
             if pending[later] == 0:
                 heapq.heappush(ready, later)

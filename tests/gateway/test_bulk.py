@@ -134,7 +134,8 @@ async def test_circular_bulk_ids_are_refused_and_nothing_of_them_runs(scim: Scim
             post_user("a", "a@initech.example", nickName="bulkId:b"),
             post_user("b", "b@initech.example", nickName="bulkId:a"),
             post_group("g", "Behind", ["bulkId:a"]),
-            post_user("self", "self@initech.example", nickName="bulkId:self"),
+            # names itself, and an operation that can run
+            post_user("self", "self@initech.example", nickName="bulkId:self", title="bulkId:free"),
             post_user("free", "free@initech.example"),
         ),
     )
