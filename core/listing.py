@@ -187,7 +187,7 @@ async def list_page(
         if cursor_keys is None:
             raise InvalidArgument("cursor paging is not offered here", field="cursor")
         return await _cursor_page(
-            conn, table, org_id, query, cursor_keys, (where, total, order, count, params)
+            conn, table, org_id, query, cursor_keys, where, total, order, count, params
         )
     sql = PAGE_SQL.format(
         total=total,
@@ -211,11 +211,15 @@ async def _cursor_page(
     org_id: uuid.UUID,
     query: scim_pb2.ListQuery,
     keys: Cursors,
-    prepared: tuple[str, str, Order, int, filters.Params],
+    where: str,
+    total: str,
+    order: Order,
+    count: int,
+    params: filters.Params,
 ) -> Page:
-    """The page a cursor names (RFC 9865): count + 1 rows read from its
+    """The page a cursor names (RFC 9865), of the listing list_page prepared
+    (`where`, `total`, `order`, `params`): count + 1 rows read from its
     position tell whether there is a page beyond."""
-    where, total, order, count, params = prepared
     scope = cursors.scope(table.name, query.filter.strip(), query.sort_by.strip(), str(order))
     position = keys.open(query.cursor, org_id, scope) if query.cursor else None
     backward = position is not None and position.backward
