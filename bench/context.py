@@ -38,6 +38,8 @@ class Context:
     errors: Counter[str] = field(default_factory=Counter)
     samples: list[str] = field(default_factory=list)
     stubs: dict[str, Any] = field(default_factory=dict)
+    # what a job hands from one index to the next (a cursor walk's next cursor)
+    state: dict[str, Any] = field(default_factory=dict)
 
     def error(self, kind: str, sample: str) -> None:
         if not self.recording:

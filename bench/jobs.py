@@ -208,6 +208,24 @@ async def import_page(ctx: Context, i: int) -> None:
         )
 
 
+async def cursor_import_page(ctx: Context, i: int) -> None:
+    """Page i of an import by cursor (RFC 9865): the first page asks with an
+    empty cursor, each later one with the nextCursor of the page before
+    (pages run one after the other, in order)."""
+    total, count = ctx.params["total"], ctx.params["count"]
+    cursor = ctx.state.get("next_cursor", "") if i else ""
+    path = f"/Users?cursor={cursor}&count={count}"
+    page = await ctx.http(i, "GET /Users?cursor&count", "GET", path)
+    if page is not None:
+        expected = min(count, total - i * count)
+        ctx.check(
+            page["totalResults"] == total and page["itemsPerPage"] == expected,
+            "cursor import: wrong page",
+            f"page {i}: totalResults {page['totalResults']}, itemsPerPage {page['itemsPerPage']}",
+        )
+        ctx.state["next_cursor"] = page.get("nextCursor", "")
+
+
 async def push_user(ctx: Context, i: int) -> None:
     """Okta's first push of one user: look it up, then create it (§1.2 (3))."""
     name = f"push{i}.{ctx.params['run']}@bench.example"
@@ -262,6 +280,7 @@ JOBS: dict[str, Job] = {
         member_patch,
         replace_group,
         import_page,
+        cursor_import_page,
         push_user,
         push_group,
     )

@@ -25,8 +25,10 @@ log = logging.getLogger(__name__)
 ORG_METADATA_KEY = "wando-org-id"
 ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name
 SERVICE_TOKEN_FILE = "service-token"  # noqa: S105 - a file name
+CURSOR_SECRET_FILE = "cursor-secret"  # noqa: S105 - a file name
 SERVICE_PREFIX = "wando_svc_"
 ADMIN_PREFIX = "wando_admin_"
+CURSOR_PREFIX = "wando_cursor_"
 
 
 def bearer(context: Ctx) -> str | None:
@@ -49,6 +51,14 @@ def load_service_token(configured: str | None, data_dir: Path) -> str:
     """The RoleService credential, like the admin one (WANDO_SERVICE_TOKEN or
     <data dir>/service-token)."""
     return _load_or_create(configured, data_dir / SERVICE_TOKEN_FILE, SERVICE_PREFIX)
+
+
+def load_cursor_secret(configured: str | None, data_dir: Path) -> str:
+    """The key that signs paging cursors (core.cursors), like the admin
+    credential (WANDO_CURSOR_SECRET or <data dir>/cursor-secret). Core
+    replicas behind one balancer need the same one to accept each other's
+    cursors."""
+    return _load_or_create(configured, data_dir / CURSOR_SECRET_FILE, CURSOR_PREFIX)
 
 
 def _load_or_create(configured: str | None, path: Path, prefix: str) -> str:

@@ -60,8 +60,12 @@ class Settings:
     core_timeout_seconds: float
     auth_failure_per_second: float
     auth_failure_burst: int
+    cursor_secret: str | None
+    cursor_timeout_seconds: int
+    bulk_max_operations: int
+    bulk_max_payload_bytes: int
 
-    SECRET_FIELDS = ("admin_token", "service_token", "database_url")
+    SECRET_FIELDS = ("admin_token", "service_token", "database_url", "cursor_secret")
 
     def redacted(self) -> dict[str, str]:
         """The effective settings as strings, secrets replaced, for the start-up log."""
@@ -175,4 +179,10 @@ def load(env: Mapping[str, str] | None = None, **overrides: str | None) -> Setti
         core_timeout_seconds=_float(source, "WANDO_CORE_TIMEOUT_SECONDS", 10.0, 0.1, 300.0),
         auth_failure_per_second=_float(source, "WANDO_AUTH_FAILURE_PER_SECOND", 1.0, 0.0, 1e6),
         auth_failure_burst=_int(source, "WANDO_AUTH_FAILURE_BURST", 20, 1, 1_000_000),
+        cursor_secret=source.get("WANDO_CURSOR_SECRET") or None,
+        cursor_timeout_seconds=_int(source, "WANDO_CURSOR_TIMEOUT_SECONDS", 3600, 1, 7 * 86400),
+        bulk_max_operations=_int(source, "WANDO_BULK_MAX_OPERATIONS", 100, 1, 10_000),
+        bulk_max_payload_bytes=_int(
+            source, "WANDO_BULK_MAX_PAYLOAD_BYTES", 1024 * 1024, 1024, 4 * 1024 * 1024
+        ),
     )

@@ -9,7 +9,9 @@
     │   ├── NoTarget                               noTarget
     │   ├── Mutability                             mutability
     │   ├── TooMany                                tooMany
-    │   └── InvalidSyntax                          invalidSyntax
+    │   ├── InvalidSyntax                          invalidSyntax
+    │   ├── InvalidCursor                          invalidCursor (RFC 9865)
+    │   └── ExpiredCursor                          expiredCursor (RFC 9865)
     ├── VersionMismatch       FAILED_PRECONDITION  (If-Match → 412)
     ├── Unauthenticated       UNAUTHENTICATED
     ├── PermissionDenied      PERMISSION_DENIED
@@ -74,6 +76,14 @@ class InvalidSyntax(InvalidArgument):
     pass
 
 
+class InvalidCursor(InvalidArgument):
+    pass
+
+
+class ExpiredCursor(InvalidArgument):
+    pass
+
+
 class VersionMismatch(CoreError):
     pass
 
@@ -100,6 +110,8 @@ WIRE: dict[type[CoreError], tuple[grpc.StatusCode, int]] = {
     Mutability: (grpc.StatusCode.INVALID_ARGUMENT, R.ERROR_REASON_MUTABILITY),
     TooMany: (grpc.StatusCode.INVALID_ARGUMENT, R.ERROR_REASON_TOO_MANY),
     InvalidSyntax: (grpc.StatusCode.INVALID_ARGUMENT, R.ERROR_REASON_INVALID_SYNTAX),
+    InvalidCursor: (grpc.StatusCode.INVALID_ARGUMENT, R.ERROR_REASON_INVALID_CURSOR),
+    ExpiredCursor: (grpc.StatusCode.INVALID_ARGUMENT, R.ERROR_REASON_EXPIRED_CURSOR),
     VersionMismatch: (grpc.StatusCode.FAILED_PRECONDITION, R.ERROR_REASON_VERSION_MISMATCH),
     Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, R.ERROR_REASON_UNAUTHENTICATED),
     PermissionDenied: (grpc.StatusCode.PERMISSION_DENIED, R.ERROR_REASON_PERMISSION_DENIED),

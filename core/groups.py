@@ -16,6 +16,7 @@ import asyncpg
 
 from core import audit, counts, documents, listing, locking, patch, roles, wirejson
 from core.auth import Guard
+from core.cursors import Cursors
 from core.errors import AlreadyExists, InvalidArgument, TooMany
 from core.organizations import parse_uuid
 from core.representation import etag, group_proto, member_ref
@@ -306,9 +307,10 @@ async def write(
 
 
 class GroupService(group_service_pb2_grpc.GroupServiceServicer):
-    def __init__(self, pool: asyncpg.Pool, guard: Guard) -> None:
+    def __init__(self, pool: asyncpg.Pool, guard: Guard, cursors: Cursors) -> None:
         self._pool = pool
         self._guard = guard
+        self._cursors = cursors
 
     async def _reply(
         self, conn: Conn, principal: Principal, row: asyncpg.Record, exclude_members: bool
@@ -369,7 +371,9 @@ class GroupService(group_service_pb2_grpc.GroupServiceServicer):
             self._pool.acquire() as conn,
             conn.transaction(isolation="repeatable_read", readonly=True),
         ):
-            page = await listing.list_page(conn, TABLE, principal.org_id, request.query)
+            page = await listing.list_page(
+                conn, TABLE, principal.org_id, request.query, self._cursors
+            )
             ids = [r["group_id"] for r in page.rows]
             counts = await member_counts(conn, principal.org_id, ids)
             members = (
@@ -384,6 +388,8 @@ class GroupService(group_service_pb2_grpc.GroupServiceServicer):
             ],
             total_results=page.total,
             start_index=page.start_index,
+            next_cursor=page.next_cursor,
+            previous_cursor=page.previous_cursor,
         )
 
     async def ReplaceGroup(

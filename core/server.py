@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import signal
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from core import db, embedded
 from core.admin_service import AdminService
 from core.auth import Guard
 from core.config import Settings
+from core.cursors import Cursors
 from core.groups import GroupService
 from core.instrumentation import instrument
 from core.notifier import RoleNotifier
@@ -63,9 +65,16 @@ class CoreServer:
 
 
 async def start_server(
-    pool: asyncpg.Pool, admin_token: str, listen: str, service_token: str | None = None
+    pool: asyncpg.Pool,
+    admin_token: str,
+    listen: str,
+    service_token: str | None = None,
+    cursors: Cursors | None = None,
 ) -> CoreServer:
-    """Build the server, bind it to `listen` (HOST:PORT, port 0 picks one) and start it."""
+    """Build the server, bind it to `listen` (HOST:PORT, port 0 picks one) and
+    start it. Without `cursors`, paging cursors are signed with a key of this
+    server alone."""
+    cursors = cursors or Cursors(secrets.token_bytes(32))
     server = grpc.aio.server(
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 8 * 1024 * 1024)],
     )
@@ -76,10 +85,10 @@ async def start_server(
         instrument(AdminService(pool, guard, authenticator), ADMIN_SERVICE), server
     )
     user_service_pb2_grpc.add_UserServiceServicer_to_server(
-        instrument(UserService(pool, guard), USER_SERVICE), server
+        instrument(UserService(pool, guard, cursors), USER_SERVICE), server
     )
     group_service_pb2_grpc.add_GroupServiceServicer_to_server(
-        instrument(GroupService(pool, guard), GROUP_SERVICE), server
+        instrument(GroupService(pool, guard, cursors), GROUP_SERVICE), server
     )
     role_service_pb2_grpc.add_RoleServiceServicer_to_server(
         instrument(RoleService(pool, guard, notifier), ROLE_SERVICE), server

@@ -11,6 +11,7 @@ import asyncpg
 
 from core import audit, counts, documents, listing, locking, patch, roles, wirejson
 from core.auth import Guard
+from core.cursors import Cursors
 from core.errors import AlreadyExists, InvalidArgument, InvalidPath, Unavailable
 from core.representation import group_ref, user_proto
 from core.rpc import Ctx
@@ -280,9 +281,10 @@ def _conflict(exc: asyncpg.UniqueViolationError, document: dict[str, Any]) -> Ex
 
 
 class UserService(user_service_pb2_grpc.UserServiceServicer):
-    def __init__(self, pool: asyncpg.Pool, guard: Guard) -> None:
+    def __init__(self, pool: asyncpg.Pool, guard: Guard, cursors: Cursors) -> None:
         self._pool = pool
         self._guard = guard
+        self._cursors = cursors
 
     async def CreateUser(
         self, request: pb.CreateUserRequest, context: Ctx
@@ -329,11 +331,15 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
     async def ListUsers(self, request: pb.ListUsersRequest, context: Ctx) -> pb.ListUsersResponse:
         principal = await self._guard.scim(context)
         async with self._pool.acquire() as conn:
-            page = await listing.list_page(conn, TABLE, principal.org_id, request.query)
+            page = await listing.list_page(
+                conn, TABLE, principal.org_id, request.query, self._cursors
+            )
         return pb.ListUsersResponse(
             users=[user_proto(r, group_refs(r)) for r in page.rows],
             total_results=page.total,
             start_index=page.start_index,
+            next_cursor=page.next_cursor,
+            previous_cursor=page.previous_cursor,
         )
 
     async def ReplaceUser(

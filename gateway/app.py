@@ -17,7 +17,7 @@ import grpc
 from aiohttp import web
 
 from core.config import Settings
-from gateway import discovery, middlewares
+from gateway import bulk, discovery, middlewares
 from gateway.authlimit import AuthFailures
 from gateway.groups import Groups
 from gateway.keys import AUTH_FAILURES, CORE, ORG_LEARNER, RATE_LIMITER, SETTINGS
@@ -53,8 +53,10 @@ async def core_channel(app: web.Application) -> AsyncIterator[None]:
 def create_scim_app() -> web.Application:
     scim = web.Application(middlewares=middlewares.SCIM)
     discovery.add_routes(scim)
-    for calls in RESOURCE_TYPES:
-        ResourceEndpoints.of(calls).add_routes(scim)
+    endpoints = {calls.endpoint: ResourceEndpoints.of(calls) for calls in RESOURCE_TYPES}
+    for endpoint in endpoints.values():
+        endpoint.add_routes(scim)
+    bulk.add_routes(scim, endpoints)
     _also_after_a_trailing_slash(scim)
     return scim
 

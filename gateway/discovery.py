@@ -1,7 +1,8 @@
 """Discovery (RFC 7644 §4): /ServiceProviderConfig, /ResourceTypes, /Schemas.
 
 They advertise exactly what works: PATCH, filters (up to MAX_COUNT results a
-page), sorting and ETags; no bulk and no password change; bearer tokens. The
+page), sorting, ETags, index and cursor paging (RFC 9865), /Bulk within its
+configured limits; no password change; bearer tokens. The
 schemas are scim2-models' RFC 7643 User, enterprise extension and Group.
 
 They need no bearer token (RFC 7644 §4 allows that): they say nothing about
@@ -28,6 +29,7 @@ from scim2_models import (
     Group,
     Meta,
     NotFoundException,
+    Pagination,
     Patch,
     Reference,
     ResourceType,
@@ -36,6 +38,8 @@ from scim2_models import (
     User,
 )
 
+from core.config import Settings
+from core.listing import DEFAULT_COUNT
 from gateway.keys import SETTINGS
 from gateway.mapping import list_response
 from gateway.middlewares import public
@@ -46,14 +50,27 @@ CTX = Context.RESOURCE_QUERY_RESPONSE
 
 
 @cache
-def service_provider_config(base: str) -> dict[str, Any]:
+def service_provider_config(settings: Settings) -> dict[str, Any]:
+    base = settings.scim_base_url
     config = ServiceProviderConfig(
         patch=Patch(supported=True),
-        bulk=Bulk(supported=False, max_operations=0, max_payload_size=0),
+        bulk=Bulk(
+            supported=True,
+            max_operations=settings.bulk_max_operations,
+            max_payload_size=settings.bulk_max_payload_bytes,
+        ),
         filter=Filter(supported=True, max_results=MAX_COUNT),
         change_password=ChangePassword(supported=False),
         sort=Sort(supported=True),
         etag=ETag(supported=True),
+        pagination=Pagination(
+            cursor=True,
+            index=True,
+            default_pagination_method=Pagination.DefaultPaginationMethod.index,
+            default_page_size=DEFAULT_COUNT,
+            max_page_size=MAX_COUNT,
+            cursor_timeout=settings.cursor_timeout_seconds,
+        ),
         authentication_schemes=[
             AuthenticationScheme(
                 type=AuthenticationScheme.Type.oauthbearertoken,
@@ -119,7 +136,7 @@ def _listing(documents: dict[str, dict[str, Any]]) -> web.Response:
 @public
 async def get_service_provider_config(request: web.Request) -> web.Response:
     _no_filter(request)
-    return scim_response(service_provider_config(_base(request)))
+    return scim_response(service_provider_config(request.config_dict[SETTINGS]))
 
 
 @public

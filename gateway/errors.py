@@ -6,12 +6,14 @@ library has no class for:
 
     SCIMException (scim2_models)            status  scimType
     ├── InvalidFilterException …            400     invalidFilter, invalidPath, …
+    │                                               invalidCursor, expiredCursor (RFC 9865)
     ├── UnauthorizedException               401     (WWW-Authenticate: Bearer)
     ├── ForbiddenException                  403
     ├── NotFoundException                   404
     ├── UniquenessException                 409     uniqueness
     ├── PreconditionFailedException         412
     ├── PayloadTooLargeException            413
+    │   └── TooLarge                        413     tooLarge (/Bulk limits)
     ├── MethodNotAllowed                    405     (Allow)
     ├── TooManyRequests                     429     (Retry-After)
     ├── InternalError                       500     (generic detail + request id)
@@ -30,7 +32,9 @@ import grpc
 from aiohttp import web
 from google.protobuf.message import DecodeError
 from scim2_models import (
+    ExpiredCursorException,
     ForbiddenException,
+    InvalidCursorException,
     InvalidFilterException,
     InvalidPathException,
     InvalidSyntaxException,
@@ -38,6 +42,7 @@ from scim2_models import (
     MutabilityException,
     NoTargetException,
     NotFoundException,
+    PayloadTooLargeException,
     PreconditionFailedException,
     SCIMException,
     TooManyException,
@@ -69,6 +74,17 @@ class TooManyRequests(SCIMException):
     def __init__(self, *, retry_after: int, detail: str | None = None) -> None:
         self.retry_after = retry_after
         super().__init__(detail=detail)
+
+
+class TooLarge(PayloadTooLargeException):
+    """A /Bulk request beyond maxOperations or maxPayloadSize (RFC 7644
+    §3.7.4), with the scimType issue #17 asks for."""
+
+    scim_type = "tooLarge"
+
+
+def bulk_payload_too_large(limit: int) -> TooLarge:
+    return TooLarge(detail=f"the bulk request body exceeds maxPayloadSize ({limit} bytes)")
 
 
 class InternalError(SCIMException):
@@ -103,6 +119,8 @@ TABLE: dict[tuple[grpc.StatusCode, int | None], type[SCIMException]] = {
     (C.INVALID_ARGUMENT, R.ERROR_REASON_TOO_MANY): TooManyException,
     (C.INVALID_ARGUMENT, R.ERROR_REASON_INVALID_SYNTAX): InvalidSyntaxException,
     (C.INVALID_ARGUMENT, R.ERROR_REASON_INVALID_VALUE): InvalidValueException,
+    (C.INVALID_ARGUMENT, R.ERROR_REASON_INVALID_CURSOR): InvalidCursorException,
+    (C.INVALID_ARGUMENT, R.ERROR_REASON_EXPIRED_CURSOR): ExpiredCursorException,
     (C.FAILED_PRECONDITION, None): PreconditionFailedException,  # 412 (If-Match)
     (C.UNAUTHENTICATED, None): UnauthorizedException,  # 401
     (C.PERMISSION_DENIED, None): ForbiddenException,  # 403

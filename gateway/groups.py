@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import grpc
 
+from gateway.mapping import Listing
 from gateway.resources import Call
 from wando.provisioning.v1 import group_service_pb2 as pb
 from wando.provisioning.v1 import group_service_pb2_grpc, scim_pb2
@@ -36,10 +37,16 @@ class Groups:
 
     async def list(
         self, query: scim_pb2.ListQuery, call: Call, *, exclude_members: bool
-    ) -> tuple[Sequence[scim_pb2.Group], int, int]:
+    ) -> Listing:
         request = pb.ListGroupsRequest(query=query, exclude_members=exclude_members)
         response = await call.invoke(self._stub.ListGroups, request)
-        return response.groups, response.total_results, response.start_index
+        return Listing(
+            response.groups,
+            response.total_results,
+            response.start_index,
+            response.next_cursor,
+            response.previous_cursor,
+        )
 
     async def replace(
         self, id: str, body_json: str, etag: str, call: Call, *, exclude_members: bool

@@ -6,6 +6,8 @@ The JSON text inside the protos is core.wirejson's, shared with the core.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from scim2_models import InvalidSyntaxException
@@ -19,6 +21,17 @@ LIST_RESPONSE_URN = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 PATCH_OP_URN = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
 CoreResource = scim_pb2.User | scim_pb2.Group
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A page of a ListUsers / ListGroups answer."""
+
+    resources: Sequence[CoreResource]
+    total: int
+    start_index: int
+    next_cursor: str = ""  # cursor paging (RFC 9865) only
+    previous_cursor: str = ""
 
 
 def resource_json_from_scim(body: dict[str, Any]) -> str:
@@ -84,6 +97,8 @@ def list_query_to_proto(query: ListQuery) -> scim_pb2.ListQuery:
     )
     if query.count is not None:
         message.count = query.count
+    if query.cursor is not None:
+        message.cursor = query.cursor
     return message
 
 
@@ -136,3 +151,19 @@ def list_response(resources: list[dict[str, Any]], total: int, start_index: int)
         "itemsPerPage": len(resources),
         "Resources": resources,
     }
+
+
+def cursor_list_response(resources: list[dict[str, Any]], listing: Listing) -> dict[str, Any]:
+    """A ListResponse of cursor paging (RFC 9865 §2.2): no startIndex; the
+    cursors of the pages around this one, where there are such pages."""
+    body: dict[str, Any] = {
+        "schemas": [LIST_RESPONSE_URN],
+        "totalResults": int(listing.total),
+        "itemsPerPage": len(resources),
+    }
+    if listing.next_cursor:
+        body["nextCursor"] = listing.next_cursor
+    if listing.previous_cursor:
+        body["previousCursor"] = listing.previous_cursor
+    body["Resources"] = resources
+    return body

@@ -5,8 +5,9 @@
 - render_errors (root app): SCIM exceptions, failed core calls (through
   gateway.errors.TABLE), aiohttp's own 404/405/413 and anything unexpected
   become RFC 7644 §3.12 error responses; never a traceback.
-- limit_body (SCIM app): a declared Content-Length over the limit is 413
-  before anything is read (gateway.body enforces it for chunked bodies).
+- limit_body (SCIM app): a declared Content-Length over the limit (for /Bulk,
+  its maxPayloadSize) is 413 before anything is read (gateway.body enforces
+  it for chunked bodies).
 - authenticate (SCIM app): `Authorization: Bearer <token>`, scheme in any
   case; the token is checked by the core on every call. The reason for a 401
   is logged, the token never. An address with too many failed
@@ -39,11 +40,18 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # RFC 6750 §2.1 b64token
 _BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]{1,1024}=*")
 _PUBLIC = "scim_public"
+_BULK = "scim_bulk"
 
 
 def public(handler: Handler) -> Handler:
     """Mark a handler as needing no bearer token (the discovery endpoints)."""
     setattr(handler, _PUBLIC, True)
+    return handler
+
+
+def bulk_sized(handler: Handler) -> Handler:
+    """Mark a handler whose body may be as large as a bulk's maxPayloadSize."""
+    setattr(handler, _BULK, True)
     return handler
 
 
@@ -130,9 +138,13 @@ def _from_http(request: web.Request, exc: web.HTTPException) -> SCIMException:
 
 @web.middleware
 async def limit_body(request: web.Request, handler: Handler) -> web.StreamResponse:
-    limit = request.config_dict[SETTINGS].max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large(limit)
+    settings = request.config_dict[SETTINGS]
+    if getattr(request.match_info.handler, _BULK, False):
+        limit = settings.bulk_max_payload_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise errors.bulk_payload_too_large(limit)
+    elif request.content_length is not None and request.content_length > settings.max_body_bytes:
+        raise too_large(settings.max_body_bytes)
     return await handler(request)
 
 

@@ -1,5 +1,5 @@
 """What a SCIM request asks for beyond its path: the list query (RFC 7644
-§3.4.2: filter, startIndex, count, sortBy, sortOrder) and the projection
+§3.4.2: filter, startIndex, count, sortBy, sortOrder; RFC 9865: cursor) and the projection
 (§3.9: attributes, excludedAttributes), from a query string or from a
 SearchRequest body (§3.4.3).
 
@@ -10,11 +10,17 @@ parse: it travels as sent.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from scim2_models import InvalidSyntaxException, InvalidValueException, TooManyException
+from scim2_models import (
+    InvalidCursorException,
+    InvalidSyntaxException,
+    InvalidValueException,
+    TooManyException,
+)
 
 MAX_COUNT = 1000  # also advertised as filter.maxResults in /ServiceProviderConfig
 MAX_INT32 = 2**31 - 1
@@ -24,6 +30,9 @@ MAX_INT32 = 2**31 - 1
 MAX_ATTRIBUTE_PATHS = 100
 MAX_ATTRIBUTE_PATH_LENGTH = 512
 SEARCH_REQUEST_URN = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
+# RFC 9865 §2: a cursor is made of RFC 3986 unreserved characters; ours are
+# far shorter than this
+_CURSOR = re.compile(r"[A-Za-z0-9._~-]{0,4096}")
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,7 @@ class ListQuery:
     sort_by: str = ""
     sort_order: str = ""  # "", "ascending" or "descending"
     projection: Projection = field(default_factory=Projection)
+    cursor: str | None = None  # None: index paging; "" the first page of cursor paging
 
 
 def _lower_keys(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -132,6 +142,19 @@ def _sort_order(value: Any) -> str:
     return text
 
 
+def _cursor(value: Any) -> str | None:
+    """RFC 9865's `cursor`: absent for index paging, empty (`?cursor` or
+    `?cursor=`) for the first page, else a cursor this server issued."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _CURSOR.fullmatch(value):
+        raise InvalidCursorException(
+            detail="cursor must be empty (the first page) or a nextCursor or previousCursor"
+            " this server returned"
+        )
+    return value
+
+
 def projection_from_params(params: Mapping[str, Any]) -> Projection:
     """attributes and excludedAttributes of a query string (or SearchRequest)."""
     lowered = _lower_keys(params)
@@ -151,6 +174,11 @@ def list_query_from_params(params: Mapping[str, Any]) -> ListQuery:
     lowered = _lower_keys(params)
     start = _integer("startIndex", lowered.get("startindex"))
     count = _integer("count", lowered.get("count"))
+    cursor = _cursor(lowered.get("cursor"))
+    if cursor is not None and start is not None:
+        raise InvalidValueException(
+            detail="send startIndex (index paging) or cursor (cursor paging), not both"
+        )
     return ListQuery(
         filter=_string("filter", lowered.get("filter")),
         start_index=min(max(start or 1, 1), MAX_INT32),
@@ -158,6 +186,7 @@ def list_query_from_params(params: Mapping[str, Any]) -> ListQuery:
         sort_by=_string("sortBy", lowered.get("sortby")),
         sort_order=_sort_order(lowered.get("sortorder")),
         projection=projection_from_params(params),
+        cursor=cursor,
     )
 
 

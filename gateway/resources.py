@@ -73,7 +73,7 @@ class ResourceCalls(Protocol):
 
     async def list(
         self, query: scim_pb2.ListQuery, call: Call, *, exclude_members: bool
-    ) -> tuple[Sequence[mapping.CoreResource], int, int]: ...
+    ) -> mapping.Listing: ...
 
     async def replace(
         self, id: str, body_json: str, etag: str, call: Call, *, exclude_members: bool
@@ -130,13 +130,9 @@ class ResourceEndpoints:
         return await self._list(request, list_query_from_search_request(search))
 
     async def create(self, request: web.Request) -> web.Response:
-        projection = projection_from_params(request.query)
-        resource = await self._core(request).create(
-            mapping.resource_json_from_scim(await self._body(request)),
-            self._call(request),
-            exclude_members=self._excludes_members(projection),
+        return await self.create_from(
+            request, await self._body(request), projection_from_params(request.query)
         )
-        return self._one(request, resource, projection, status=201)
 
     async def get(self, request: web.Request) -> web.Response:
         projection = projection_from_params(request.query)
@@ -148,28 +144,74 @@ class ResourceEndpoints:
         return self._one(request, resource, projection)
 
     async def replace(self, request: web.Request) -> web.Response:
-        projection = projection_from_params(request.query)
-        resource = await self._core(request).replace(
+        return await self.replace_at(
+            request,
             request.match_info["id"],
-            mapping.resource_json_from_scim(await self._body(request)),
+            await self._body(request),
             _if_match(request),
+            projection_from_params(request.query),
+        )
+
+    async def patch(self, request: web.Request) -> web.Response:
+        return await self.patch_at(
+            request,
+            request.match_info["id"],
+            await self._body(request),
+            _if_match(request),
+            projection_from_params(request.query),
+        )
+
+    async def delete(self, request: web.Request) -> web.Response:
+        return await self.delete_at(request, request.match_info["id"], _if_match(request))
+
+    # the writes, once for a request of their own and for a /Bulk operation
+    # (gateway.bulk): `request` carries the token and the request id
+
+    async def create_from(
+        self, request: web.Request, body: dict[str, object], projection: Projection
+    ) -> web.Response:
+        resource = await self._core(request).create(
+            mapping.resource_json_from_scim(body),
+            self._call(request),
+            exclude_members=self._excludes_members(projection),
+        )
+        return self._one(request, resource, projection, status=201)
+
+    async def replace_at(
+        self,
+        request: web.Request,
+        id: str,
+        body: dict[str, object],
+        if_match: str,
+        projection: Projection,
+    ) -> web.Response:
+        resource = await self._core(request).replace(
+            id,
+            mapping.resource_json_from_scim(body),
+            if_match,
             self._call(request),
             exclude_members=self._excludes_members(projection),
         )
         return self._one(request, resource, projection)
 
-    async def patch(self, request: web.Request) -> web.Response:
-        projection = projection_from_params(request.query)
-        operations = mapping.patch_operations_from_scim(await self._body(request))
+    async def patch_at(
+        self,
+        request: web.Request,
+        id: str,
+        body: dict[str, object],
+        if_match: str,
+        projection: Projection,
+    ) -> web.Response:
+        operations = mapping.patch_operations_from_scim(body)
         # A group's PATCH answers 204 unless the client asks for a representation
         # (attributes or excludedAttributes): RFC 7644 §3.5.2 allows it, Entra
         # prefers it, Okta takes it, and with the member list every membership
         # change of a large group would answer with the whole group.
         quiet = self.has_members and not (projection.attributes or projection.excluded_attributes)
         resource = await self._core(request).patch(
-            request.match_info["id"],
+            id,
             operations,
-            _if_match(request),
+            if_match,
             self._call(request),
             exclude_members=quiet or self._excludes_members(projection),
             etag_only=quiet,
@@ -178,22 +220,22 @@ class ResourceEndpoints:
             return no_content(headers={"ETag": resource.etag} if resource.etag else None)
         return self._one(request, resource, projection)
 
-    async def delete(self, request: web.Request) -> web.Response:
-        await self._core(request).delete(
-            request.match_info["id"], _if_match(request), self._call(request)
-        )
+    async def delete_at(self, request: web.Request, id: str, if_match: str) -> web.Response:
+        await self._core(request).delete(id, if_match, self._call(request))
         return no_content()
 
     # the parts they share
 
     async def _list(self, request: web.Request, query: ListQuery) -> web.Response:
-        resources, total, start_index = await self._core(request).list(
+        listing = await self._core(request).list(
             mapping.list_query_to_proto(query),
             self._call(request),
             exclude_members=self._excludes_members(query.projection),
         )
-        rendered = [self._render(request, r, query.projection) for r in resources]
-        return scim_response(mapping.list_response(rendered, total, start_index))
+        rendered = [self._render(request, r, query.projection) for r in listing.resources]
+        if query.cursor is not None:
+            return scim_response(mapping.cursor_list_response(rendered, listing))
+        return scim_response(mapping.list_response(rendered, listing.total, listing.start_index))
 
     def _one(
         self,
@@ -205,7 +247,7 @@ class ResourceEndpoints:
     ) -> web.Response:
         headers = {"ETag": resource.etag} if resource.etag else {}
         if status == 201:
-            headers["Location"] = self._location(request, resource.id)
+            headers["Location"] = self.location(request, resource.id)
         body = self._render(request, resource, projection)
         return scim_response(body, status=status, headers=headers)
 
@@ -214,12 +256,12 @@ class ResourceEndpoints:
     ) -> dict[str, object]:
         return mapping.scim_from_resource(
             resource,
-            location=self._location(request, resource.id),
+            location=self.location(request, resource.id),
             projection=projection,
             core_urn=self.core_urn,
         )
 
-    def _location(self, request: web.Request, id: str) -> str:
+    def location(self, request: web.Request, id: str) -> str:
         base = request.config_dict[SETTINGS].scim_base_url
         if not _URL_SAFE_ID.fullmatch(id):  # the core's ids are UUIDs; quote() is slow
             id = quote(id, safe="")

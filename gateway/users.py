@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import grpc
 
+from gateway.mapping import Listing
 from gateway.resources import Call
 from wando.provisioning.v1 import scim_pb2, user_service_pb2_grpc
 from wando.provisioning.v1 import user_service_pb2 as pb
@@ -31,9 +32,15 @@ class Users:
 
     async def list(
         self, query: scim_pb2.ListQuery, call: Call, *, exclude_members: bool
-    ) -> tuple[Sequence[scim_pb2.User], int, int]:
+    ) -> Listing:
         response = await call.invoke(self._stub.ListUsers, pb.ListUsersRequest(query=query))
-        return response.users, response.total_results, response.start_index
+        return Listing(
+            response.users,
+            response.total_results,
+            response.start_index,
+            response.next_cursor,
+            response.previous_cursor,
+        )
 
     async def replace(
         self, id: str, body_json: str, etag: str, call: Call, *, exclude_members: bool

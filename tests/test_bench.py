@@ -68,6 +68,7 @@ def test_every_workload_ran_on_the_service_and_the_peer(quick: dict[str, Any]) -
     expected = {w.name for w in (*BASELINES, *THROUGHPUT)} | {
         "import-small",
         "import",
+        "cursor-import",
         "group-replace-one",
         "group-replace-all",
         "push-users",
@@ -86,6 +87,7 @@ def test_every_workload_ran_on_the_service_and_the_peer(quick: dict[str, Any]) -
     assert "scim2-server 0.8.3" in quick["meta"]["peer"]
     assert rows["import"]["complete"] and rows["push-users"]["complete"]
     assert rows["peer:push-users"]["complete"] and rows["peer:push-groups"]["complete"]
+    assert rows["cursor-import"]["complete"]
 
 
 def test_every_scim_workload_is_a_ratio_to_the_peer_in_the_same_run(
@@ -174,7 +176,11 @@ def test_ceiling_ratios_are_taken_against_baselines_of_the_same_run(
             floor = rows[w.name]["requests_per_second"] / rows[w.floor]["requests_per_second"]
             assert rows[w.name]["floor_ratio"] == pytest.approx(floor, abs=0.01)
     checks = quick["checks"]
-    assert {"import last page vs first", "peak RSS of serve, large vs small import"} <= set(checks)
+    assert {
+        "import last page vs first",
+        "cursor import last page vs first",
+        "peak RSS of serve, large vs small import",
+    } <= set(checks)
     assert quick["meta"]["event_loop"] == loop.SERVICE_LOOP
 
 

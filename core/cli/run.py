@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from core import auth, config, eventloop, logs
+from core.cursors import Cursors
 from core.db import SchemaTooNewError
 from core.metrics import serve_metrics
 from core.server import database, start_server, stop_signals
@@ -82,8 +83,14 @@ async def _run(settings: config.Settings, stop: asyncio.Event, *, with_gateway: 
     log.info("configuration: %s", {**settings.redacted(), "event_loop": _loop_name()})
     admin_token = auth.load_admin_token(settings.admin_token, settings.data_dir)
     service_token = auth.load_service_token(settings.service_token, settings.data_dir)
+    cursors = Cursors(
+        auth.load_cursor_secret(settings.cursor_secret, settings.data_dir),
+        settings.cursor_timeout_seconds,
+    )
     async with database(settings) as pool:
-        core = await start_server(pool, admin_token, str(settings.grpc_listen), service_token)
+        core = await start_server(
+            pool, admin_token, str(settings.grpc_listen), service_token, cursors
+        )
         try:
             serve_metrics(settings.metrics_listen)
             log.info("core gRPC listening on %s", settings.grpc_listen)

@@ -548,7 +548,7 @@ async def test_method_and_path_probing(target: Target) -> None:
         ("TRACE", "/Users", 405), ("OPTIONS", "/Users", 405), ("PROPFIND", "/Users", 405),
         ("DELETE", "/Users", 405), ("PUT", "/Users", 405), ("PATCH", "/Users", 405),
         ("POST", user, 405), ("POST", "/ServiceProviderConfig", 405), ("DELETE", "/Schemas", 405),
-        ("GET", "/Bulk", 404), ("POST", "/Bulk", 404), ("GET", "/Me", 404),
+        ("GET", "/Bulk", 405), ("PUT", "/Bulk", 405), ("GET", "/Me", 404),
         ("GET", f"{user}/extra", 404), ("GET", "/Users/.search", 404), ("GET", "/users", 404),
         ("GET", "/../../../etc/passwd", 404), ("GET", "/Users/%2e%2e%2f%2e%2e%2fetc", 404),
         ("GET", "/Users/%00", 404), ("GET", "/Users/%FF%FE", 404),

@@ -85,6 +85,10 @@ class ScimHttp:
     def as_token(self, token: str | None) -> ScimHttp:
         return ScimHttp(self.client, token)
 
+    def as_client(self, client: TestClient[Any, Any]) -> ScimHttp:
+        """The same token, through another gateway."""
+        return ScimHttp(client, self.token)
+
     async def request(
         self,
         method: str,

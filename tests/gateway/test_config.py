@@ -13,6 +13,15 @@ def test_defaults() -> None:
     assert settings.rate_limit_per_second == 50.0 and settings.rate_limit_burst == 200
     assert settings.core_timeout_seconds == 10.0
     assert settings.scim_base_url == "http://127.0.0.1:8080/api/auth/scim/v2"
+    assert settings.bulk_max_operations == 100
+    assert settings.bulk_max_payload_bytes == 1024 * 1024
+    assert settings.cursor_timeout_seconds == 3600 and settings.cursor_secret is None
+
+
+def test_the_cursor_secret_is_redacted_in_the_start_up_log() -> None:
+    settings = config.load(env={"WANDO_CURSOR_SECRET": "wando_cursor_s3cret"})
+    assert settings.cursor_secret == "wando_cursor_s3cret"
+    assert "wando_cursor_s3cret" not in str(settings.redacted())
 
 
 def test_values() -> None:
@@ -41,6 +50,9 @@ def test_values() -> None:
         ("WANDO_RATE_LIMIT_BURST", "0"),
         ("WANDO_CORE_TIMEOUT_SECONDS", "0"),
         ("WANDO_CORE_TIMEOUT_SECONDS", "soon"),
+        ("WANDO_CURSOR_TIMEOUT_SECONDS", "0"),
+        ("WANDO_BULK_MAX_OPERATIONS", "0"),
+        ("WANDO_BULK_MAX_PAYLOAD_BYTES", str(5 * 1024 * 1024)),
     ],
 )
 def test_malformed_values_name_the_variable(name: str, value: str) -> None:

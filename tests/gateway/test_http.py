@@ -45,11 +45,19 @@ async def test_service_provider_config_is_honest_and_public(
     config = reply.body
     assert config["schemas"] == ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"]
     assert config["patch"] == {"supported": True}
-    assert config["bulk"]["supported"] is False
+    assert config["bulk"] == {"supported": True, "maxOperations": 100, "maxPayloadSize": 1048576}
     assert config["filter"] == {"supported": True, "maxResults": 1000}
     assert config["changePassword"] == {"supported": False}
     assert config["sort"] == {"supported": True}
     assert config["etag"] == {"supported": True}
+    assert config["pagination"] == {
+        "cursor": True,
+        "index": True,
+        "defaultPaginationMethod": "index",
+        "defaultPageSize": 100,
+        "maxPageSize": 1000,
+        "cursorTimeout": 3600,
+    }
     (scheme,) = config["authenticationSchemes"]
     assert scheme["type"] == "oauthbearertoken" and scheme["name"] and scheme["description"]
     assert config["meta"] == {

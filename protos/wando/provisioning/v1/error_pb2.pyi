@@ -51,6 +51,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The resource does not exist in the caller's organisation."""
     ERROR_REASON_UNAVAILABLE: _ErrorReason.ValueType  # 13
     """The database is unreachable or the server is shutting down; retry later."""
+    ERROR_REASON_INVALID_CURSOR: _ErrorReason.ValueType  # 14
+    """A paging cursor was not issued by this server for this organisation and
+    query, or was altered (RFC 9865 invalidCursor).
+    """
+    ERROR_REASON_EXPIRED_CURSOR: _ErrorReason.ValueType  # 15
+    """A paging cursor is older than the cursor timeout (RFC 9865 expiredCursor)."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Machine-readable causes of failure. The gateway maps each, together with the
@@ -85,6 +91,12 @@ ERROR_REASON_NOT_FOUND: ErrorReason.ValueType  # 12
 """The resource does not exist in the caller's organisation."""
 ERROR_REASON_UNAVAILABLE: ErrorReason.ValueType  # 13
 """The database is unreachable or the server is shutting down; retry later."""
+ERROR_REASON_INVALID_CURSOR: ErrorReason.ValueType  # 14
+"""A paging cursor was not issued by this server for this organisation and
+query, or was altered (RFC 9865 invalidCursor).
+"""
+ERROR_REASON_EXPIRED_CURSOR: ErrorReason.ValueType  # 15
+"""A paging cursor is older than the cursor timeout (RFC 9865 expiredCursor)."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 @_typing.final

@@ -162,10 +162,20 @@ class ListGroupsResponse(_message.Message):
     GROUPS_FIELD_NUMBER: _builtins.int
     TOTAL_RESULTS_FIELD_NUMBER: _builtins.int
     START_INDEX_FIELD_NUMBER: _builtins.int
+    NEXT_CURSOR_FIELD_NUMBER: _builtins.int
+    PREVIOUS_CURSOR_FIELD_NUMBER: _builtins.int
     total_results: _builtins.int
     """How many groups match the filter in all."""
     start_index: _builtins.int
     """1-based index of the first group of this page."""
+    next_cursor: _builtins.str
+    """With cursor paging: the cursor of the page after this one; empty on the
+    last page.
+    """
+    previous_cursor: _builtins.str
+    """With cursor paging: the cursor of the page before this one; empty on the
+    first page.
+    """
     @_builtins.property
     def groups(self) -> _containers.RepeatedCompositeFieldContainer[_scim_pb2.Group]:
         """The page of groups."""
@@ -176,10 +186,12 @@ class ListGroupsResponse(_message.Message):
         groups: _abc.Iterable[_scim_pb2.Group] | None = ...,
         total_results: _builtins.int = ...,
         start_index: _builtins.int = ...,
+        next_cursor: _builtins.str = ...,
+        previous_cursor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["groups", b"groups", "start_index", b"start_index", "total_results", b"total_results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["groups", b"groups", "next_cursor", b"next_cursor", "previous_cursor", b"previous_cursor", "start_index", b"start_index", "total_results", b"total_results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

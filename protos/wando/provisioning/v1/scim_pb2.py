@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n wando/provisioning/v1/scim.proto\x12\x15wando.provisioning.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf7\x01\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tuser_name\x18\x02 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x08\x12\x15\n\rresource_json\x18\n \x01(\t\x12\x0c\n\x04\x65tag\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampJ\x04\x08\x06\x10\x07R\x08resource\"\xeb\x01\n\x05Group\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x03 \x01(\t\x12\x15\n\rresource_json\x18\t \x01(\t\x12\x0c\n\x04\x65tag\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cmember_count\x18\x08 \x01(\x05J\x04\x08\x04\x10\x05R\x08resource\"K\n\x0ePatchOperation\x12\n\n\x02op\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x12\n\nvalue_json\x18\x04 \x01(\tJ\x04\x08\x03\x10\x04R\x05value\"\x95\x01\n\tListQuery\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x13\n\x0bstart_index\x18\x02 \x01(\x05\x12\x12\n\x05\x63ount\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x0f\n\x07sort_by\x18\x04 \x01(\t\x12\x34\n\nsort_order\x18\x05 \x01(\x0e\x32 .wando.provisioning.v1.SortOrderB\x08\n\x06_count*\\\n\tSortOrder\x12\x1a\n\x16SORT_ORDER_UNSPECIFIED\x10\x00\x12\x18\n\x14SORT_ORDER_ASCENDING\x10\x01\x12\x19\n\x15SORT_ORDER_DESCENDING\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n wando/provisioning/v1/scim.proto\x12\x15wando.provisioning.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf7\x01\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tuser_name\x18\x02 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x08\x12\x15\n\rresource_json\x18\n \x01(\t\x12\x0c\n\x04\x65tag\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampJ\x04\x08\x06\x10\x07R\x08resource\"\xeb\x01\n\x05Group\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x03 \x01(\t\x12\x15\n\rresource_json\x18\t \x01(\t\x12\x0c\n\x04\x65tag\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cmember_count\x18\x08 \x01(\x05J\x04\x08\x04\x10\x05R\x08resource\"K\n\x0ePatchOperation\x12\n\n\x02op\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x12\n\nvalue_json\x18\x04 \x01(\tJ\x04\x08\x03\x10\x04R\x05value\"\xb5\x01\n\tListQuery\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x13\n\x0bstart_index\x18\x02 \x01(\x05\x12\x12\n\x05\x63ount\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x0f\n\x07sort_by\x18\x04 \x01(\t\x12\x34\n\nsort_order\x18\x05 \x01(\x0e\x32 .wando.provisioning.v1.SortOrder\x12\x13\n\x06\x63ursor\x18\x06 \x01(\tH\x01\x88\x01\x01\x42\x08\n\x06_countB\t\n\x07_cursor*\\\n\tSortOrder\x12\x1a\n\x16SORT_ORDER_UNSPECIFIED\x10\x00\x12\x18\n\x14SORT_ORDER_ASCENDING\x10\x01\x12\x19\n\x15SORT_ORDER_DESCENDING\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'wando.provisioning.v1.scim_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SORTORDER']._serialized_start=809
-  _globals['_SORTORDER']._serialized_end=901
+  _globals['_SORTORDER']._serialized_start=841
+  _globals['_SORTORDER']._serialized_end=933
   _globals['_USER']._serialized_start=93
   _globals['_USER']._serialized_end=340
   _globals['_GROUP']._serialized_start=343
@@ -41,5 +41,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PATCHOPERATION']._serialized_start=580
   _globals['_PATCHOPERATION']._serialized_end=655
   _globals['_LISTQUERY']._serialized_start=658
-  _globals['_LISTQUERY']._serialized_end=807
+  _globals['_LISTQUERY']._serialized_end=839
 # @@protoc_insertion_point(module_scope)

@@ -204,6 +204,7 @@ class ListQuery(_message.Message):
     COUNT_FIELD_NUMBER: _builtins.int
     SORT_BY_FIELD_NUMBER: _builtins.int
     SORT_ORDER_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
     filter: _builtins.str
     """A SCIM filter expression; empty lists everything."""
     start_index: _builtins.int
@@ -218,6 +219,11 @@ class ListQuery(_message.Message):
     """
     sort_order: Global___SortOrder.ValueType
     """Sort direction."""
+    cursor: _builtins.str
+    """Cursor paging (RFC 9865) when set: empty for the first page, else a
+    next_cursor or previous_cursor of an earlier answer to the same query.
+    start_index is then ignored. Unset: index paging (start_index).
+    """
     def __init__(
         self,
         *,
@@ -226,13 +232,19 @@ class ListQuery(_message.Message):
         count: _builtins.int | None = ...,
         sort_by: _builtins.str = ...,
         sort_order: Global___SortOrder.ValueType = ...,
+        cursor: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_count", b"_count", "count", b"count"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_count", b"_count", "_cursor", b"_cursor", "count", b"count", "cursor", b"cursor"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_count", b"_count", "count", b"count", "filter", b"filter", "sort_by", b"sort_by", "sort_order", b"sort_order", "start_index", b"start_index"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_count", b"_count", "_cursor", b"_cursor", "count", b"count", "cursor", b"cursor", "filter", b"filter", "sort_by", b"sort_by", "sort_order", b"sort_order", "start_index", b"start_index"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__count: _TypeAlias = _typing.Literal["count"]  # noqa: Y015
     _WhichOneofArgType__count: _TypeAlias = _typing.Literal["_count", b"_count"]  # noqa: Y015
+    _WhichOneofReturnType__cursor: _TypeAlias = _typing.Literal["cursor"]  # noqa: Y015
+    _WhichOneofArgType__cursor: _TypeAlias = _typing.Literal["_cursor", b"_cursor"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__count) -> _WhichOneofReturnType__count | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cursor) -> _WhichOneofReturnType__cursor | None: ...
 
 Global___ListQuery: _TypeAlias = ListQuery  # noqa: Y015

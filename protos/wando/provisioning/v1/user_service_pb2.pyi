@@ -146,10 +146,20 @@ class ListUsersResponse(_message.Message):
     USERS_FIELD_NUMBER: _builtins.int
     TOTAL_RESULTS_FIELD_NUMBER: _builtins.int
     START_INDEX_FIELD_NUMBER: _builtins.int
+    NEXT_CURSOR_FIELD_NUMBER: _builtins.int
+    PREVIOUS_CURSOR_FIELD_NUMBER: _builtins.int
     total_results: _builtins.int
     """How many users match the filter in all."""
     start_index: _builtins.int
     """1-based index of the first user of this page."""
+    next_cursor: _builtins.str
+    """With cursor paging: the cursor of the page after this one; empty on the
+    last page.
+    """
+    previous_cursor: _builtins.str
+    """With cursor paging: the cursor of the page before this one; empty on the
+    first page.
+    """
     @_builtins.property
     def users(self) -> _containers.RepeatedCompositeFieldContainer[_scim_pb2.User]:
         """The page of users."""
@@ -160,10 +170,12 @@ class ListUsersResponse(_message.Message):
         users: _abc.Iterable[_scim_pb2.User] | None = ...,
         total_results: _builtins.int = ...,
         start_index: _builtins.int = ...,
+        next_cursor: _builtins.str = ...,
+        previous_cursor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["start_index", b"start_index", "total_results", b"total_results", "users", b"users"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_cursor", b"next_cursor", "previous_cursor", b"previous_cursor", "start_index", b"start_index", "total_results", b"total_results", "users", b"users"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
