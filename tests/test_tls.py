@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -17,43 +16,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from core import channels
 from core.channels import ClientTLS
-from core.server import CoreServer, start_server
-from core.tls import ServerCertificates
-from tests.support import ADMIN, ADMIN_TOKEN, SERVICE_TOKEN
-from tests.tls_support import Leaf, Pki, client, write_atomically
+from core.server import CoreServer
+from tests.support import ADMIN
+from tests.tls_support import Leaf, Pki, client, tls_server, write_atomically
 from wando.provisioning.v1 import admin_service_pb2 as admin_pb
 from wando.provisioning.v1 import admin_service_pb2_grpc
 
 CHECK = health_pb2.HealthCheckRequest()
 # a channel of its own per call: a new connection, so a new handshake
 OWN_CONNECTION = (("grpc.use_local_subchannel_pool", 1),)
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return Pki(tmp_path / "pki")
-
-
-@pytest.fixture
-def server_ca(pki: Pki) -> tuple[trustme.CA, Path]:
-    return pki.ca("server")
-
-
-@pytest.fixture
-def server_leaf(pki: Pki, server_ca: tuple[trustme.CA, Path]) -> Leaf:
-    return pki.leaf(server_ca[0], "server")
-
-
-async def tls_server(pool: asyncpg.Pool, leaf: Leaf, client_ca: Path | None = None) -> CoreServer:
-    certificates = ServerCertificates(leaf.cert, leaf.key, client_ca)
-    return await start_server(pool, ADMIN_TOKEN, "127.0.0.1:0", SERVICE_TOKEN, certificates)
-
-
-@pytest.fixture
-async def tls_core(pool: asyncpg.Pool, server_leaf: Leaf) -> AsyncIterator[CoreServer]:
-    server = await tls_server(pool, server_leaf)
-    yield server
-    await server.stop(0)
 
 
 async def health(port: int, tls_files: ClientTLS | None) -> None:
@@ -155,12 +126,15 @@ async def test_rotation_under_load_fails_no_call(
         async with channels.aio_channel(address, client(server_ca[1])) as kept:
             workers = [asyncio.create_task(on_kept_connection(kept)) for _ in range(4)]
             workers += [asyncio.create_task(on_new_connections()) for _ in range(2)]
-            await enough["before"].wait()
-            server_leaf.replace_with(new_ca)  # certificate first, then key
-            phase = "after"
-            await enough["after"].wait()
-            stop.set()
-            await asyncio.gather(*workers)
+            try:
+                async with asyncio.timeout(120):
+                    await enough["before"].wait()
+                    server_leaf.replace_with(new_ca)  # certificate first, then key
+                    phase = "after"
+                    await enough["after"].wait()
+            finally:
+                stop.set()
+                await asyncio.gather(*workers)
         assert failures == []
         await health(server.port, client(new_ca_file))  # new connections: the new certificate
         await refused(server.port, client(server_ca[1]))

@@ -7,9 +7,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import trustme
 
 from core.channels import ClientTLS
+from core.server import CoreServer, start_server
+from core.tls import ServerCertificates
+from tests.support import ADMIN_TOKEN, SERVICE_TOKEN
 
 SERVER_NAMES = ("localhost", "127.0.0.1")
 
@@ -57,3 +61,9 @@ class Pki:
 
 def client(ca: Path | None, leaf: Leaf | None = None) -> ClientTLS:
     return ClientTLS(ca, leaf.cert if leaf else None, leaf.key if leaf else None, None)
+
+
+async def tls_server(pool: asyncpg.Pool, leaf: Leaf, client_ca: Path | None = None) -> CoreServer:
+    """The core on a free port, over TLS with `leaf` (mTLS with `client_ca`)."""
+    certificates = ServerCertificates(leaf.cert, leaf.key, client_ca)
+    return await start_server(pool, ADMIN_TOKEN, "127.0.0.1:0", SERVICE_TOKEN, certificates)
