@@ -60,7 +60,7 @@ class Run:
             samples = "\n    ".join(result["error_samples"])
             self.failures.append(f"{title}: {result['errors']} failed: {kinds}\n    {samples}")
 
-    def throughput_spec(self, job: str, params: dict[str, Any], **target: str) -> dict[str, Any]:
+    def throughput_spec(self, job: str, params: dict[str, Any], **target: Any) -> dict[str, Any]:
         return {
             "job": job,
             "params": params,

@@ -9,11 +9,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.processes import WANDO, Child, free_port, start
+from core import channels, config
 
 ADMIN_TOKEN = "wando_admin_bench-credential"
 SERVICE_TOKEN = "wando_svc_bench-credential"
 ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 SCIM_PREFIX = "/api/auth/scim/v2"
+
+
+def core_tls() -> channels.ClientTLS | None:
+    """How the bench's own clients reach the core: as WANDO_CORE_TLS_* in the
+    environment say (the core and gateway processes inherit the environment,
+    so WANDO_GRPC_TLS_* there runs the whole bench over TLS)."""
+    return channels.client_tls(config.load())
 
 
 @dataclass

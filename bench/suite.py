@@ -117,7 +117,9 @@ async def run_throughput(run: Run, service: Service, data: Dataset) -> None:
         if not run.wants(w.name):
             continue
         target = (
-            {"grpc": service.grpc_address} if w.target == "core" else {"http": service.scim_base}
+            {"grpc": service.grpc_address, "core": True}
+            if w.target == "core"
+            else {"http": service.scim_base}
         )
         spec = run.throughput_spec(w.job, _params(w, data), **target)
         await run.measure(w.name, w.title, spec, service.children)
