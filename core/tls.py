@@ -68,7 +68,14 @@ def check_pair(cert: Path, key: Path) -> None:
     try:
         context.load_cert_chain(cert, key, password=_no_password)
     except ssl.SSLError as exc:
-        raise TLSFilesError(f"{cert} and {key} do not make a pair ({exc.reason})") from None
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise TLSFilesError(
+                f"{cert} and {key} do not make a pair (key values mismatch)"
+            ) from None
+        raise TLSFilesError(
+            f"{cert} and {key} are not a PEM certificate and its unencrypted key "
+            f"({exc.reason or 'PEM lib'})"
+        ) from None
     except OSError as exc:
         raise TLSFilesError(f"{cert} or {key}: {exc.strerror}") from None
 

@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from core import channels
 from core.channels import ClientTLS
 from core.server import CoreServer
+from core.tls import ServerCertificates
 from tests.support import ADMIN
 from tests.tls_support import Leaf, Pki, client, tls_server, write_atomically
 from wando.provisioning.v1 import admin_service_pb2 as admin_pb
@@ -163,3 +164,12 @@ async def test_a_half_rotated_pair_keeps_the_old_certificate(
     write_atomically(server_leaf.key, fresh.key.read_bytes())
     await health(tls_core.port, client(new_ca_file))
     await refused(tls_core.port, client(server_ca[1]))
+
+
+def test_reread_makes_the_next_connection_read_the_files_again(server_leaf: Leaf) -> None:
+    """What SIGHUP does (core.tls.reread_on_sighup): files that look unchanged are read again."""
+    certificates = ServerCertificates(server_leaf.cert, server_leaf.key)
+    assert certificates.fetch() is None
+    certificates.reread()
+    assert certificates.fetch() is not None
+    assert certificates.fetch() is None

@@ -11,8 +11,10 @@ import asyncpg
 import pytest
 import trustme
 
+from bench.load import run_spec
 from core.server import CoreServer
-from tests.support import cli_env, run_wando
+from tests.scim_client import Scim, okta_user
+from tests.support import SERVICE_TOKEN, cli_env, run_wando
 from tests.test_grpcurl import grpcurl
 from tests.tls_support import Leaf, Pki, tls_server
 
@@ -107,3 +109,29 @@ async def test_grpcurl_with_a_client_certificate(
     )
     assert code == 0, err
     assert ROLE_SERVICE in out.split()
+
+
+async def test_the_bench_load_client_reaches_a_tls_core(
+    core: CoreServer,
+    acme: Scim,
+    tls_core: CoreServer,
+    server_ca: tuple[trustme.CA, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bench.load's RoleService workload, with WANDO_CORE_TLS_CA in its environment."""
+    user = await acme.create_user(okta_user("alice@example.com"))
+    spec = {
+        "job": "role",
+        "params": {"org": "acme", "user_ids": [user["id"]], "service_token": SERVICE_TOKEN},
+        "grpc": f"127.0.0.1:{tls_core.port}",
+        "core": True,
+        "in_flight": 2,
+        "seconds": 60,
+        "max_jobs": 20,
+    }
+    monkeypatch.setenv("WANDO_CORE_TLS_CA", str(server_ca[1]))
+    result = await run_spec(spec)
+    assert (result["jobs"], result["errors"]) == (20, 0), result["error_samples"]
+    monkeypatch.delenv("WANDO_CORE_TLS_CA")
+    result = await run_spec(spec | {"max_jobs": 2})
+    assert result["errors"] == 2  # in plaintext, refused

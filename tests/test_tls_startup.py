@@ -4,8 +4,11 @@ README shows it (grpcurl, `wando admin` and the SCIM gateway), as subprocesses."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -170,3 +173,42 @@ async def test_serve_over_tls(
     logged = "".join(lines)
     for secret_file in (server_leaf.key, *([ops.key] if mutual else [])):
         assert secret_file.read_text().strip().splitlines()[1] not in logged
+
+
+async def test_sighup_rereads_the_certificates_and_keeps_serving(
+    tmp_path: Path, database_dsn: str, server_ca: tuple[trustme.CA, Path], server_leaf: Leaf
+) -> None:
+    port = free_port()
+    env = {
+        "WANDO_GRPC_TLS_CERT": str(server_leaf.cert),
+        "WANDO_GRPC_TLS_KEY": str(server_leaf.key),
+        "WANDO_GRPC_LISTEN": f"127.0.0.1:{port}",
+        "WANDO_DATABASE_URL": database_dsn,
+        "WANDO_DATA_DIR": str(tmp_path),
+        "WANDO_METRICS_LISTEN": "",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "wando"),
+        "core",
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **env},
+    )
+    assert proc.stderr is not None
+    try:
+        async with asyncio.timeout(60):
+            while b"core gRPC listening" not in await proc.stderr.readline():
+                pass
+        proc.send_signal(signal.SIGHUP)  # the default action would end the process
+        for _ in range(3):
+            code, out, err = await grpcurl(
+                "-cacert", str(server_ca[1]), f"127.0.0.1:{port}", "list"
+            )
+            assert code == 0, err
+            assert ROLE_SERVICE in out.split()
+        assert proc.returncode is None
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        rest = (await asyncio.wait_for(proc.stderr.read(), timeout=60)).decode()
+        assert await proc.wait() == 0, rest
+    assert "certificate files re-read" in rest
