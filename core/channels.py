@@ -93,11 +93,6 @@ def sync_channel(address: str, tls_files: ClientTLS | None, options: Options = (
     )
 
 
-def from_settings(settings: Settings, options: Options = ()) -> grpc.aio.Channel:
-    """An aio channel to WANDO_CORE as the settings say."""
-    return aio_channel(settings.core_address, client_tls(settings), options)
-
-
 def in_process(settings: Settings, address: str) -> Settings:
     """Settings for a client inside `wando serve` that reaches its own core at
     `address` (loopback): TLS exactly when that core serves TLS, trusting

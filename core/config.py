@@ -195,7 +195,13 @@ def load(env: Mapping[str, str] | None = None, **overrides: str | None) -> Setti
         raise ConfigError(
             "WANDO_GRPC_TLS_CLIENT_CA needs WANDO_GRPC_TLS_CERT and WANDO_GRPC_TLS_KEY"
         )
+    core_tls_ca = _file(source, "WANDO_CORE_TLS_CA")
     core_tls_cert, core_tls_key = _pair(source, "WANDO_CORE_TLS_CERT", "WANDO_CORE_TLS_KEY")
+    core_tls_server_name = source.get("WANDO_CORE_TLS_SERVER_NAME") or None
+    if core_tls_server_name and core_tls_ca is None and core_tls_cert is None:
+        raise ConfigError(
+            "WANDO_CORE_TLS_SERVER_NAME needs WANDO_CORE_TLS_CA (it names the core's certificate)"
+        )
     return Settings(
         data_dir=Path(source.get("WANDO_DATA_DIR") or default_data_dir(source)).expanduser(),
         database_url=source.get("WANDO_DATABASE_URL") or None,
@@ -222,8 +228,8 @@ def load(env: Mapping[str, str] | None = None, **overrides: str | None) -> Setti
         grpc_tls_key=grpc_tls_key,
         grpc_tls_client_ca=grpc_tls_client_ca,
         grpc_insecure=_bool(source, "WANDO_GRPC_INSECURE"),
-        core_tls_ca=_file(source, "WANDO_CORE_TLS_CA"),
+        core_tls_ca=core_tls_ca,
         core_tls_cert=core_tls_cert,
         core_tls_key=core_tls_key,
-        core_tls_server_name=source.get("WANDO_CORE_TLS_SERVER_NAME") or None,
+        core_tls_server_name=core_tls_server_name,
     )

@@ -51,6 +51,10 @@ def test_tls_settings(server_leaf: Leaf, server_ca: tuple[trustme.CA, Path]) -> 
         ({"WANDO_GRPC_TLS_CLIENT_CA": "{cert}"}, "WANDO_GRPC_TLS_CLIENT_CA needs"),
         ({"WANDO_CORE_TLS_CA": "/nonexistent/ca.pem"}, "WANDO_CORE_TLS_CA: no such file"),
         ({"WANDO_GRPC_INSECURE": "maybe"}, "WANDO_GRPC_INSECURE must be 1 or 0"),
+        (
+            {"WANDO_CORE_TLS_SERVER_NAME": "core"},
+            "WANDO_CORE_TLS_SERVER_NAME needs WANDO_CORE_TLS_CA",
+        ),
     ],
 )
 def test_malformed_tls_settings_are_refused(
