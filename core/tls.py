@@ -129,10 +129,11 @@ class ServerCertificates:
                 return None
             try:
                 config = self._load()
-            except TLSFilesError as exc:
+            except Exception as exc:  # an exception here would fail the handshake
                 if now != self._refused:  # once per state of the files, not per connection
                     self._refused = now
-                    log.warning("core gRPC: keeping the current certificate: %s", exc)
+                    why = exc if isinstance(exc, TLSFilesError) else type(exc).__name__
+                    log.warning("core gRPC: keeping the current certificate: %s", why)
                 return None
             log.info("core gRPC: certificate files re-read; new connections get them")
             return config

@@ -85,7 +85,12 @@ class CoreChannel:
     async def watch(self) -> None:
         while True:
             await asyncio.sleep(CHECK_SECONDS)
-            self.renew_if_changed()
+            try:
+                self.renew_if_changed()
+            except Exception as exc:  # keep watching; the current channel still serves
+                log.warning(
+                    "gateway: could not renew the channel to the core: %s", type(exc).__name__
+                )
 
     async def drained(self) -> None:
         """Wait until the channels replaced so far are closed."""
