@@ -10,12 +10,12 @@ import random
 from dataclasses import dataclass
 
 import asyncpg
-import grpc
 
 from bench import seed
 from bench.seed import SeededUser
-from bench.service import ADMIN, Service
+from bench.service import ADMIN, Service, core_tls
 from bench.sizes import Sizes
+from core import channels
 from wando.provisioning.v1 import admin_service_pb2 as apb
 from wando.provisioning.v1 import admin_service_pb2_grpc, roles_pb2
 
@@ -58,7 +58,7 @@ async def _org(admin: admin_service_pb2_grpc.AdminServiceAsyncStub, slug: str) -
 
 
 async def build(service: Service, pool: asyncpg.Pool, sizes: Sizes) -> Dataset:
-    channel = grpc.aio.insecure_channel(service.grpc_address)
+    channel = channels.aio_channel(service.grpc_address, core_tls())
     try:
         admin = admin_service_pb2_grpc.AdminServiceStub(channel)
         main, small, push = [await _org(admin, slug) for slug in ("bench", "small", "push")]

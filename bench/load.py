@@ -6,6 +6,7 @@ answers each with one JSON result line on stdout:
 
     spec:   {"job": name (bench.jobs.JOBS), "params": {...},
              "http": base URL or null, "grpc": HOST:PORT or null,
+             "core": true if "grpc" is the core (TLS as WANDO_CORE_TLS_* say),
              "in_flight": 16, "seconds": 4, "max_jobs": 1000000,
              "warmup_seconds": 0.5, "first_index": 0, "keep_order": false,
              "cpu": {"service": [pid, …], …}}
@@ -40,12 +41,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import grpc
 
 from bench import loop
 from bench.context import Context
 from bench.jobs import JOBS
 from bench.processes import PYTHON, ROOT, tree_cpu_seconds
+from bench.service import core_tls
+from core import channels
 
 LOOPBACK = "127.0.0.1"
 
@@ -97,7 +99,9 @@ async def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     in_flight = int(spec.get("in_flight", 16))
     connector = aiohttp.TCPConnector(limit=in_flight, force_close=False)
     timeout = aiohttp.ClientTimeout(total=60)
-    channel = grpc.aio.insecure_channel(spec["grpc"]) if spec.get("grpc") else None
+    # the core as the environment's WANDO_CORE_TLS_* say; the bare baseline in plaintext
+    tls_files = core_tls() if spec.get("core") else None
+    channel = channels.aio_channel(spec["grpc"], tls_files) if spec.get("grpc") else None
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         ctx = Context(
             job=spec["job"],

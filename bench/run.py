@@ -113,7 +113,7 @@ class Run:
             else:
                 self.failures.append(failed)
 
-    def throughput_spec(self, job: str, params: dict[str, Any], **target: str) -> dict[str, Any]:
+    def throughput_spec(self, job: str, params: dict[str, Any], **target: Any) -> dict[str, Any]:
         return {
             "job": job,
             "params": params,

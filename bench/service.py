@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.processes import WANDO, Child, free_port, start
+from core import channels, config
 
 MODES = ("serve", "split")
 # `wando serve`'s command line: a multi-worker serve takes its flag here
@@ -25,6 +26,13 @@ ADMIN_TOKEN = "wando_admin_bench-credential"
 SERVICE_TOKEN = "wando_svc_bench-credential"
 ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 SCIM_PREFIX = "/api/auth/scim/v2"
+
+
+def core_tls() -> channels.ClientTLS | None:
+    """How the bench's own clients reach the core: as WANDO_CORE_TLS_* in the
+    environment say (the core and gateway processes inherit the environment,
+    so WANDO_GRPC_TLS_* there runs the whole bench over TLS)."""
+    return channels.client_tls(config.load())
 
 
 @dataclass

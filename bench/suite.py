@@ -135,7 +135,9 @@ async def run_throughput(
         if not run.wants(w.name):
             continue
         target = (
-            {"grpc": service.grpc_address} if w.target == "core" else {"http": service.scim_base}
+            {"grpc": service.grpc_address, "core": True}
+            if w.target == "core"
+            else {"http": service.scim_base}
         )
         spec = run.throughput_spec(w.job, _params(w, data), **target)
         await run.measure(w.name, w.title, spec, service)

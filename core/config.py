@@ -64,6 +64,15 @@ class Settings:
     cursor_timeout_seconds: int
     bulk_max_operations: int
     bulk_max_payload_bytes: int
+    # TLS (core.tls, core.channels): PEM file paths, never their contents
+    grpc_tls_cert: Path | None
+    grpc_tls_key: Path | None
+    grpc_tls_client_ca: Path | None
+    grpc_insecure: bool  # plaintext on a non-loopback address, on purpose
+    core_tls_ca: Path | None
+    core_tls_cert: Path | None
+    core_tls_key: Path | None
+    core_tls_server_name: str | None
 
     SECRET_FIELDS = ("admin_token", "service_token", "database_url", "cursor_secret")
 
@@ -120,6 +129,33 @@ def _float(env: Mapping[str, str], name: str, default: float, low: float, high: 
     return value
 
 
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise ConfigError(f"{name} must be 1 or 0, got {raw!r}")
+
+
+def _file(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    path = Path(raw).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{name}: no such file {str(path)!r}")
+    return path
+
+
+def _pair(env: Mapping[str, str], cert: str, key: str) -> tuple[Path | None, Path | None]:
+    """A certificate and its key: both or neither."""
+    pair = _file(env, cert), _file(env, key)
+    if (pair[0] is None) != (pair[1] is None):
+        raise ConfigError(f"{cert} and {key} go together: set both or neither")
+    return pair
+
+
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
     value = env.get(name) or default
     if value.lower() not in choices:
@@ -157,6 +193,19 @@ def load(env: Mapping[str, str] | None = None, **overrides: str | None) -> Setti
     pool_max = _int(source, "WANDO_DB_POOL_MAX", 10, 1, 1000)
     if pool_max < pool_min:
         raise ConfigError("WANDO_DB_POOL_MAX must not be below WANDO_DB_POOL_MIN")
+    grpc_tls_cert, grpc_tls_key = _pair(source, "WANDO_GRPC_TLS_CERT", "WANDO_GRPC_TLS_KEY")
+    grpc_tls_client_ca = _file(source, "WANDO_GRPC_TLS_CLIENT_CA")
+    if grpc_tls_client_ca is not None and grpc_tls_cert is None:
+        raise ConfigError(
+            "WANDO_GRPC_TLS_CLIENT_CA needs WANDO_GRPC_TLS_CERT and WANDO_GRPC_TLS_KEY"
+        )
+    core_tls_ca = _file(source, "WANDO_CORE_TLS_CA")
+    core_tls_cert, core_tls_key = _pair(source, "WANDO_CORE_TLS_CERT", "WANDO_CORE_TLS_KEY")
+    core_tls_server_name = source.get("WANDO_CORE_TLS_SERVER_NAME") or None
+    if core_tls_server_name and core_tls_ca is None and core_tls_cert is None:
+        raise ConfigError(
+            "WANDO_CORE_TLS_SERVER_NAME needs WANDO_CORE_TLS_CA (it names the core's certificate)"
+        )
     return Settings(
         data_dir=Path(source.get("WANDO_DATA_DIR") or default_data_dir(source)).expanduser(),
         database_url=source.get("WANDO_DATABASE_URL") or None,
@@ -185,4 +234,12 @@ def load(env: Mapping[str, str] | None = None, **overrides: str | None) -> Setti
         bulk_max_payload_bytes=_int(
             source, "WANDO_BULK_MAX_PAYLOAD_BYTES", 1024 * 1024, 1024, 4 * 1024 * 1024
         ),
+        grpc_tls_cert=grpc_tls_cert,
+        grpc_tls_key=grpc_tls_key,
+        grpc_tls_client_ca=grpc_tls_client_ca,
+        grpc_insecure=_bool(source, "WANDO_GRPC_INSECURE"),
+        core_tls_ca=core_tls_ca,
+        core_tls_cert=core_tls_cert,
+        core_tls_key=core_tls_key,
+        core_tls_server_name=core_tls_server_name,
     )

@@ -25,6 +25,7 @@ from core.groups import GroupService
 from core.instrumentation import instrument
 from core.notifier import RoleNotifier
 from core.role_service import RoleService
+from core.tls import ServerCertificates
 from core.tokens import Authenticator
 from core.users import UserService
 from wando.provisioning.v1 import (
@@ -69,10 +70,14 @@ async def start_server(
     admin_token: str,
     listen: str,
     service_token: str | None = None,
+    *,
     cursors: Cursors | None = None,
+    tls: ServerCertificates | None = None,
 ) -> CoreServer:
     """Build the server, bind it to `listen` (HOST:PORT, port 0 picks one) and
-    start it. Without `cursors`, paging cursors are signed with a key of this
+    start it: over TLS with `tls`'s certificate files (re-read when they
+    change; client certificates required if it names a client CA), else in
+    plaintext. Without `cursors`, paging cursors are signed with a key of this
     server alone."""
     cursors = cursors or Cursors(secrets.token_bytes(32))
     server = grpc.aio.server(
@@ -98,7 +103,10 @@ async def start_server(
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(listen)
+    if tls is None:
+        port = server.add_insecure_port(listen)
+    else:
+        port = server.add_secure_port(listen, tls.credentials())
     if port == 0:
         raise OSError(f"could not listen on {listen}")
     await server.start()

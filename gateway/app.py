@@ -1,8 +1,9 @@
 """The SCIM gateway's aiohttp application, and serving it.
 
-`create_app(settings)` builds a root application that owns the process's one
+`create_app(settings)` builds a root application that owns the process's
 gRPC channel to the core (a cleanup context: opened on start-up, closed on
-shutdown) and mounts the SCIM application at `settings.scim_prefix`.
+shutdown; renewed when its TLS files rotate) and mounts the SCIM application
+at `settings.scim_prefix`.
 `serving(settings)` runs it on `settings.http_listen` until the block exits,
 then stops accepting connections and lets in-flight requests finish.
 """
@@ -19,6 +20,7 @@ from aiohttp import web
 from core.config import Settings
 from gateway import bulk, discovery, middlewares
 from gateway.authlimit import AuthFailures
+from gateway.corechannel import open_core_channel
 from gateway.groups import Groups
 from gateway.keys import AUTH_FAILURES, CORE, ORG_LEARNER, RATE_LIMITER, SETTINGS
 from gateway.ratelimit import OrgLearner, RateLimiter
@@ -39,15 +41,17 @@ CHANNEL_OPTIONS = (
 )
 
 
+def resource_calls(channel: grpc.aio.Channel) -> dict[str, ResourceCalls]:
+    return {calls.endpoint: calls(channel) for calls in RESOURCE_TYPES}
+
+
 async def core_channel(app: web.Application) -> AsyncIterator[None]:
-    """The one channel to the core, shared by all requests of this process."""
-    channel = grpc.aio.insecure_channel(app[SETTINGS].core_address, options=CHANNEL_OPTIONS)
+    """The channel to the core, shared by all requests of this process (a new
+    one after its TLS files rotate: gateway.corechannel)."""
     app[ORG_LEARNER] = OrgLearner(app[RATE_LIMITER], app[AUTH_FAILURES].vouch)
-    app[CORE] = {calls.endpoint: calls(channel) for calls in RESOURCE_TYPES}
-    try:
+    async with open_core_channel(app[SETTINGS], resource_calls, CHANNEL_OPTIONS) as core:
+        app[CORE] = core
         yield
-    finally:
-        await channel.close()
 
 
 def create_scim_app() -> web.Application:

@@ -10,13 +10,13 @@ from core.config import Settings
 
 if TYPE_CHECKING:
     from gateway.authlimit import AuthFailures
+    from gateway.corechannel import CoreChannel
     from gateway.ratelimit import OrgLearner, RateLimiter
-    from gateway.resources import ResourceCalls
 
 SETTINGS = web.AppKey("settings", Settings)
-# the core's resource services by endpoint ("Users", "Groups"), on the one
-# gRPC channel of the process; set up and torn down by the app's cleanup_ctx
-CORE: web.AppKey[dict[str, ResourceCalls]] = web.AppKey("core")
+# the process's gRPC channel to the core and its resource services by endpoint
+# ("Users", "Groups"); set up and torn down by the app's cleanup_ctx
+CORE: web.AppKey[CoreChannel] = web.AppKey("core")
 RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
 # reads each core answer's trailers for the rate limiter and AUTH_FAILURES
 ORG_LEARNER: web.AppKey[OrgLearner] = web.AppKey("org_learner")

@@ -271,7 +271,7 @@ class ResourceEndpoints:
         return self.has_members and projection.excludes("members", self.core_urn)
 
     def _core(self, request: web.Request) -> ResourceCalls:
-        return request.config_dict[CORE][self.endpoint]
+        return request.config_dict[CORE].calls[self.endpoint]
 
     def _call(self, request: web.Request) -> Call:
         return Call(

@@ -13,11 +13,13 @@ from pathlib import Path
 import asyncpg
 import grpc
 import pytest
+import trustme
 
 from core import db
 from core.server import CoreServer, start_server
 from tests.scim_client import Scim
 from tests.support import ADMIN_TOKEN, SERVICE_TOKEN, new_org_with_token, with_database
+from tests.tls_support import Leaf, Pki, tls_server
 from wando.provisioning.v1 import admin_service_pb2_grpc, role_service_pb2_grpc
 
 TEMPLATE = "wando_template"
@@ -125,3 +127,27 @@ async def globex(
     """SCIM access as organisation "globex", a stranger to acme."""
     _, secret = await new_org_with_token(admin_stub, "globex")
     return Scim(channel, secret)
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    """Certificates made for this test (tests/tls_support.py)."""
+    return Pki(tmp_path / "pki")
+
+
+@pytest.fixture
+def server_ca(pki: Pki) -> tuple[trustme.CA, Path]:
+    return pki.ca("server")
+
+
+@pytest.fixture
+def server_leaf(pki: Pki, server_ca: tuple[trustme.CA, Path]) -> Leaf:
+    return pki.leaf(server_ca[0], "server")
+
+
+@pytest.fixture
+async def tls_core(pool: asyncpg.Pool, server_leaf: Leaf) -> AsyncIterator[CoreServer]:
+    """The core over TLS (no client certificates), trusted by `server_ca`."""
+    server = await tls_server(pool, server_leaf)
+    yield server
+    await server.stop(0)

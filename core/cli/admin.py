@@ -15,7 +15,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from core import auth, config
+from core import auth, channels, config, tls
 from wando.provisioning.v1 import admin_service_pb2 as pb
 from wando.provisioning.v1 import admin_service_pb2_grpc
 
@@ -86,7 +86,12 @@ class Admin:
                 f"`wando serve` created {self.settings.data_dir / auth.ADMIN_TOKEN_FILE}"
             )
         self.metadata = (("authorization", f"Bearer {credential}"),)
-        self.channel = grpc.insecure_channel(self.settings.core_address)
+        try:
+            self.channel = channels.sync_channel(
+                self.settings.core_address, channels.client_tls(self.settings)
+            )
+        except tls.TLSFilesError as exc:
+            raise CliError(f"WANDO_CORE_TLS_*: {exc}") from None
         self.stub = admin_service_pb2_grpc.AdminServiceStub(self.channel)  # type: ignore[no-untyped-call]
 
     def call(self, method: str, request: Message) -> Any:
@@ -101,7 +106,12 @@ class Admin:
 def explain(exc: grpc.RpcError, address: str) -> str:
     code = exc.code()
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return f"cannot reach the core at {address} ({code.name}): is `wando serve` running?"
+        # gRPC's details tell a refused connection from a failed TLS handshake
+        details = " ".join(str(exc.details()).split())
+        return (
+            f"cannot reach the core at {address} ({code.name}: {details}): "
+            "is `wando serve` running, and do WANDO_CORE_TLS_* match its TLS?"
+        )
     if code == grpc.StatusCode.UNAUTHENTICATED:
         return "the core refused the admin credential (check WANDO_ADMIN_TOKEN)"
     return f"{code.name}: {exc.details()}"

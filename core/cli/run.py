@@ -6,11 +6,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import logging
 from typing import Any
 
-from core import auth, config, eventloop, logs
+from core import auth, channels, config, eventloop, logs, tls
 from core.cursors import Cursors
 from core.db import SchemaTooNewError
 from core.metrics import serve_metrics
@@ -81,6 +80,9 @@ async def run(settings: config.Settings, *, with_gateway: bool) -> None:
 
 async def _run(settings: config.Settings, stop: asyncio.Event, *, with_gateway: bool) -> None:
     log.info("configuration: %s", {**settings.redacted(), "event_loop": _loop_name()})
+    certificates = tls.server_certificates(settings)  # or refuses plaintext on the network
+    if with_gateway:
+        channels.check_in_process(settings)  # before anything starts
     admin_token = auth.load_admin_token(settings.admin_token, settings.data_dir)
     service_token = auth.load_service_token(settings.service_token, settings.data_dir)
     cursors = Cursors(
@@ -89,17 +91,31 @@ async def _run(settings: config.Settings, stop: asyncio.Event, *, with_gateway: 
     )
     async with database(settings) as pool:
         core = await start_server(
-            pool, admin_token, str(settings.grpc_listen), service_token, cursors
+            pool,
+            admin_token,
+            str(settings.grpc_listen),
+            service_token,
+            cursors=cursors,
+            tls=certificates,
         )
         try:
             serve_metrics(settings.metrics_listen)
-            log.info("core gRPC listening on %s", settings.grpc_listen)
+            log.info(
+                "core gRPC listening on %s (%s)",
+                settings.grpc_listen,
+                "plaintext"
+                if certificates is None
+                else "mTLS"
+                if certificates.client_ca
+                else "TLS",
+            )
             async with contextlib.AsyncExitStack() as stack:
+                stack.enter_context(tls.reread_on_sighup(certificates))
                 if with_gateway:
                     # the gateway reaches the in-process core over real gRPC on loopback
                     in_process = _loopback(settings.grpc_listen, core.port)
                     await stack.enter_async_context(
-                        serving(dataclasses.replace(settings, core_address=in_process))
+                        serving(channels.in_process(settings, in_process))
                     )
                 await stop.wait()
                 log.info(

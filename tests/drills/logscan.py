@@ -12,7 +12,8 @@ end, listing the offending lines, if one holds:
   service credential of the generated shape, or the suite's own ADMIN and
   SERVICE credentials;
 - a placeholder password the tests send (Okta's `1mz050nq` …);
-- an `Authorization` header value or a `Bearer <token>` pair.
+- an `Authorization` header value or a `Bearer <token>` pair;
+- a PEM private key (the core's or a client's TLS key, issue #14).
 
 So that DEBUG and INFO lines are seen too, the project's loggers (core,
 gateway, wando) are set to DEBUG for the session. Registered from
@@ -41,6 +42,7 @@ PATTERNS = {
         r"""(?i)authorization["']?\s*[:=,]\s*["']?\s*(?:bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"""
     ),
     "Bearer token": re.compile(r"(?i)\bbearer\s+(?!realm\b)[A-Za-z0-9._~+/-]{16,}"),
+    "private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
 }
 WATCHED_LOGGERS = ("core", "gateway", "wando")
 MAX_SHOWN = 20

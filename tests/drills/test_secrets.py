@@ -352,6 +352,7 @@ def test_the_log_scan_catches_secrets_in_messages_fields_and_tracebacks() -> Non
         except ValueError:
             logging.getLogger("core.instrumentation").exception("unexpected error")
         logging.getLogger("wando").warning("configured with %s", ADMIN_TOKEN)
+        logging.getLogger("core.tls").info("read -----BEGIN EC PRIVATE KEY-----\nMHcCAQEE")
     kinds = sorted({finding.what for finding in caught})
     report("secrets.logscan_selftest", caught=len(caught), kinds=kinds)
     assert kinds == sorted(
@@ -362,6 +363,7 @@ def test_the_log_scan_catches_secrets_in_messages_fields_and_tracebacks() -> Non
             "a test password",
             "the test ADMIN credential",
             "admin/service credential",
+            "private key",
         }
     ), caught
 

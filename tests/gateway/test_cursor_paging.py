@@ -168,7 +168,7 @@ async def test_bad_cursors_get_the_rfc_errors(scim: ScimHttp, other: ScimHttp) -
 @asynccontextmanager
 async def replica(pool: asyncpg.Pool, cursors: Cursors) -> AsyncIterator[TestClient[Any, Any]]:
     """Another core process on the same database, with its gateway."""
-    core = await start_server(pool, ADMIN_TOKEN, "127.0.0.1:0", SERVICE_TOKEN, cursors)
+    core = await start_server(pool, ADMIN_TOKEN, "127.0.0.1:0", SERVICE_TOKEN, cursors=cursors)
     try:
         async with gateway(gateway_settings(f"127.0.0.1:{core.port}")) as client:
             yield client
