@@ -53,8 +53,7 @@ def _meta(resource_type: str, row: asyncpg.Record) -> dict[str, Any]:
 def user_json(row: asyncpg.Record, groups: list[dict[str, Any]], id: str) -> dict[str, Any]:
     document: dict[str, Any] = row["attributes"]
     resource: dict[str, Any] = {"schemas": _schemas(user_schema(), document), "id": id}
-    resource.update(document)
-    resource["active"] = row["active"]
+    resource.update(document)  # `active` as assigned: absent once a PATCH removed it
     resource["groups"] = groups
     resource["meta"] = _meta("User", row)
     return resource

@@ -168,13 +168,21 @@ DELETE_USER = "DELETE FROM users WHERE org_id = $1 AND user_id = $2"
 
 def columns(document: dict[str, Any]) -> tuple[str, str | None, str | None, bool]:
     """The indexed copies of a document's attributes: userName, externalId,
-    displayName, active."""
+    displayName, and the user's effective activity (see active)."""
     return (
         document["userName"],
         document.get("externalId"),
         document.get("displayName"),
-        bool(document.get("active", True)),
+        active(document),
     )
+
+
+def active(document: dict[str, Any]) -> bool:
+    """Whether the user is active, for roles: only an `active` of true says so.
+    An unassigned `active` (a PATCH removed it) is inactive, so removing the
+    attribute can never give a deactivated user their access back (README,
+    Roles)."""
+    return document.get("active") is True
 
 
 def email_keys(document: dict[str, Any]) -> list[str]:
@@ -258,15 +266,23 @@ async def write(
 
 
 def changes(row: asyncpg.Record, document: dict[str, Any]) -> list[str]:
-    """The attributes `document` changes over the user's `row`. A document that
-    says nothing about `active` leaves it as it is (it is set from the row)."""
-    document.setdefault("active", row["active"])
+    """The attributes `document` changes over the user's `row`."""
     return diff(row["attributes"], document)
+
+
+def replacement(row: asyncpg.Record, document: dict[str, Any]) -> dict[str, Any]:
+    """The document a PUT of `document` stores over `row`: one that says nothing
+    about `active` leaves it as it is (assigned or not), as IdPs that PUT
+    profile updates without it expect."""
+    new = dict(document)
+    if "active" not in new and "active" in row["attributes"]:
+        new["active"] = row["attributes"]["active"]
+    return new
 
 
 def moves_role(row: asyncpg.Record, document: dict[str, Any]) -> bool:
     """Whether writing `document` over `row` can change the user's role."""
-    return bool(document["active"] != row["active"]) or (
+    return active(document) != row["active"] or (
         role_values(document) != role_values(row["attributes"])
     )
 
@@ -344,7 +360,7 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
             TABLE.schema, wirejson.loads_object(request.user_json, "user_json")
         )
         row, updated = await self._store(
-            principal, request.id, request.etag, lambda _: dict(document), "replace"
+            principal, request.id, request.etag, lambda row: replacement(row, document), "replace"
         )
         return pb.ReplaceUserResponse(user=user_proto(updated, group_refs(row)))
 
@@ -411,7 +427,7 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
         if not changed:
             return row
         tracker = None
-        flipped = document["active"] != row["active"]
+        flipped = active(document) != row["active"]
         if moves_role(row, document):
             tracker = await roles.RoleTracker.start(conn, principal.org_id, [row["user_id"]])
         updated = await write(conn, principal, row, document, action, changed)
