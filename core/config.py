@@ -60,6 +60,9 @@ class Settings:
     core_timeout_seconds: float
     auth_failure_per_second: float
     auth_failure_burst: int
+    max_line_bytes: int
+    max_header_bytes: int
+    max_headers: int
 
     SECRET_FIELDS = ("admin_token", "service_token", "database_url")
 
@@ -175,4 +178,7 @@ def load(env: Mapping[str, str] | None = None, **overrides: str | None) -> Setti
         core_timeout_seconds=_float(source, "WANDO_CORE_TIMEOUT_SECONDS", 10.0, 0.1, 300.0),
         auth_failure_per_second=_float(source, "WANDO_AUTH_FAILURE_PER_SECOND", 1.0, 0.0, 1e6),
         auth_failure_burst=_int(source, "WANDO_AUTH_FAILURE_BURST", 20, 1, 1_000_000),
+        max_line_bytes=_int(source, "WANDO_MAX_LINE_BYTES", 8192, 1024, 65536),
+        max_header_bytes=_int(source, "WANDO_MAX_HEADER_BYTES", 8192, 1024, 65536),
+        max_headers=_int(source, "WANDO_MAX_HEADERS", 100, 16, 1000),
     )
