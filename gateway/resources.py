@@ -214,6 +214,7 @@ class ResourceEndpoints:
     ) -> dict[str, object]:
         return mapping.scim_from_resource(
             resource,
+            base_url=request.config_dict[SETTINGS].scim_base_url,
             location=self._location(request, resource.id),
             projection=projection,
             core_urn=self.core_urn,
