@@ -76,19 +76,24 @@ def page_bounds(query: scim_pb2.ListQuery) -> tuple[int, int]:
     return start, min(max(count, 0), MAX_COUNT)
 
 
-async def list_page(conn: Conn, table: Table, org_id: uuid.UUID, query: scim_pb2.ListQuery) -> Page:
-    start, count = page_bounds(query)
-    params = filters.Params(org_id)
-    where = "r.org_id = $1"
-    if query.filter.strip():
-        where += f" AND ({filters.compile_filter(table.schema, query.filter, params)})"
+def sort_direction(query: scim_pb2.ListQuery) -> str:
+    """ASC or DESC, as the query's sortOrder says."""
     if query.sort_order not in (
         scim_pb2.SORT_ORDER_UNSPECIFIED,
         scim_pb2.SORT_ORDER_ASCENDING,
         scim_pb2.SORT_ORDER_DESCENDING,
     ):
         raise InvalidArgument("sortOrder must be ascending or descending", field="sortOrder")
-    direction = "DESC" if query.sort_order == scim_pb2.SORT_ORDER_DESCENDING else "ASC"
+    return "DESC" if query.sort_order == scim_pb2.SORT_ORDER_DESCENDING else "ASC"
+
+
+async def list_page(conn: Conn, table: Table, org_id: uuid.UUID, query: scim_pb2.ListQuery) -> Page:
+    start, count = page_bounds(query)
+    params = filters.Params(org_id)
+    where = "r.org_id = $1"
+    if query.filter.strip():
+        where += f" AND ({filters.compile_filter(table.schema, query.filter, params)})"
+    direction = sort_direction(query)
     order = f"r.created_at {direction}, r.{table.id_column} {direction}"
     if query.sort_by.strip():
         key = filters.sort_expression(table.schema, query.sort_by.strip())

@@ -18,10 +18,10 @@ import grpc
 from aiohttp import web
 
 from core.config import Settings
-from gateway import discovery, middlewares
+from gateway import discovery, middlewares, search
 from gateway.authlimit import AuthFailures
 from gateway.groups import Groups
-from gateway.keys import AUTH_FAILURES, CORE, ORG_LEARNER, RATE_LIMITER, SETTINGS
+from gateway.keys import AUTH_FAILURES, CORE, ORG_LEARNER, RATE_LIMITER, SEARCH, SETTINGS
 from gateway.protocol import Limits, ScimAppRunner
 from gateway.ratelimit import OrgLearner, RateLimiter
 from gateway.resources import ResourceCalls, ResourceEndpoints
@@ -46,6 +46,7 @@ async def core_channel(app: web.Application) -> AsyncIterator[None]:
     channel = grpc.aio.insecure_channel(app[SETTINGS].core_address, options=CHANNEL_OPTIONS)
     app[ORG_LEARNER] = OrgLearner(app[RATE_LIMITER], app[AUTH_FAILURES].vouch)
     app[CORE] = {calls.endpoint: calls(channel) for calls in RESOURCE_TYPES}
+    app[SEARCH] = search.SearchCalls(channel)
     try:
         yield
     finally:
@@ -57,6 +58,7 @@ def create_scim_app() -> web.Application:
     discovery.add_routes(scim)
     for calls in RESOURCE_TYPES:
         ResourceEndpoints.of(calls).add_routes(scim)
+    search.add_routes(scim)
     _also_after_a_trailing_slash(scim)
     return scim
 

@@ -12,11 +12,14 @@ if TYPE_CHECKING:
     from gateway.authlimit import AuthFailures
     from gateway.ratelimit import OrgLearner, RateLimiter
     from gateway.resources import ResourceCalls
+    from gateway.search import SearchCalls
 
 SETTINGS = web.AppKey("settings", Settings)
 # the core's resource services by endpoint ("Users", "Groups"), on the one
 # gRPC channel of the process; set up and torn down by the app's cleanup_ctx
 CORE: web.AppKey[dict[str, ResourceCalls]] = web.AppKey("core")
+# the core's SearchService (POST /.search), on the same channel
+SEARCH: web.AppKey[SearchCalls] = web.AppKey("search")
 RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
 # reads each core answer's trailers for the rate limiter and AUTH_FAILURES
 ORG_LEARNER: web.AppKey[OrgLearner] = web.AppKey("org_learner")
