@@ -108,7 +108,8 @@ _COLUMNS: dict[str, dict[str, tuple[str, Storage]]] = {
         "externalid": ("r.external_id", "text"),
         "username": ("r.user_name", "text"),
         "displayname": ("r.display_name", "text"),
-        "active": ("r.active", "bool"),
+        # not `active`: read from the document, as the representation shows it
+        # (absent once unassigned), where r.active is the activity roles use
         "meta.created": ("r.created_at", "time"),
         "meta.lastmodified": ("r.updated_at", "time"),
         "meta.resourcetype": ("'User'::text", "text"),

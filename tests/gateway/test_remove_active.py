@@ -81,6 +81,16 @@ async def test_remove_active_unassigns_it_and_takes_the_role(
     assert events.events[0].action == "patch"
     assert list(events.events[0].changed_attributes) == ["active"]
 
+    # filters see `active` as the representation shows it: absent
+    for scim_filter, found in (
+        ("active pr", False),
+        ("active eq false", False),
+        ("active eq true", False),
+        ("not (active eq true)", True),
+    ):
+        listed = (await scim.get(f"/Users?filter={scim_filter}")).assert_list()
+        assert (user["id"] in [u["id"] for u in listed]) is found, scim_filter
+
     # removing it again changes nothing: same version, no audit event
     again = await scim.patch(f"/Users/{user['id']}", REMOVE_ACTIVE)
     assert again.status == 200 and again.headers["ETag"] == patched.headers["ETag"]
