@@ -270,13 +270,25 @@ def changes(row: asyncpg.Record, document: dict[str, Any]) -> list[str]:
     return diff(row["attributes"], document)
 
 
+def stored(row: asyncpg.Record) -> dict[str, Any]:
+    """A user's document. Every write stores `active` in it unless a PATCH
+    removed it (then the user is inactive); a row written by other means (SQL
+    seeding) that is active without saying so is read as `active: true`, so
+    that a later write does not take its access away."""
+    document: dict[str, Any] = row["attributes"]
+    if "active" not in document and row["active"]:
+        return {**document, "active": True}
+    return document
+
+
 def replacement(row: asyncpg.Record, document: dict[str, Any]) -> dict[str, Any]:
     """The document a PUT of `document` stores over `row`: one that says nothing
     about `active` leaves it as it is (assigned or not), as IdPs that PUT
     profile updates without it expect."""
     new = dict(document)
-    if "active" not in new and "active" in row["attributes"]:
-        new["active"] = row["attributes"]["active"]
+    current = stored(row)
+    if "active" not in new and "active" in current:
+        new["active"] = current["active"]
     return new
 
 
@@ -371,7 +383,7 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
             principal,
             request.id,
             request.etag,
-            lambda row: patch.apply(TABLE.schema, row["attributes"], operations).document,
+            lambda row: patch.apply(TABLE.schema, stored(row), operations).document,
             "patch",
         )
         return pb.PatchUserResponse(user=user_proto(updated, group_refs(row)))

@@ -5,6 +5,9 @@ deactivated user their access back."""
 from __future__ import annotations
 
 import asyncio
+import uuid
+
+import asyncpg
 
 from tests.gateway.support import ScimHttp, okta_user
 from tests.support import ADMIN, SERVICE
@@ -138,3 +141,22 @@ async def test_remove_active_with_a_value_or_filter_is_refused(scim: ScimHttp) -
     assert bad.body["scimType"] in ("invalidPath", "invalidFilter")
     unchanged = await scim.get(f"/Users/{user['id']}")
     assert unchanged.body["active"] is True and unchanged.headers["ETag"] == user["meta"]["version"]
+
+
+async def test_a_user_seeded_without_active_in_its_document_stays_active(
+    scim: ScimHttp, pool: asyncpg.Pool, roles_stub: role_service_pb2_grpc.RoleServiceStub
+) -> None:
+    """Rows written by SQL (bench/seed.py, drills) may be active by the column
+    alone: a later write keeps them active."""
+    user = (await scim.post("/Users", okta_user("dee@initech.example"))).body
+    await pool.execute(
+        "UPDATE users SET attributes = attributes - 'active' WHERE user_id = $1",
+        uuid.UUID(user["id"]),
+    )
+    title = {"op": "replace", "path": "title", "value": "Boss"}
+    patched = await scim.patch(f"/Users/{user['id']}", title)
+    assert patched.status == 200 and patched.body["active"] is True
+    body = okta_user("dee@initech.example")
+    del body["active"]
+    assert (await scim.put(f"/Users/{user['id']}", body)).body["active"] is True
+    assert (await role_of(roles_stub, user["id"])).role.active
