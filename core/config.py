@@ -73,6 +73,9 @@ class Settings:
     core_tls_cert: Path | None
     core_tls_key: Path | None
     core_tls_server_name: str | None
+    max_line_bytes: int
+    max_header_bytes: int
+    max_headers: int
 
     SECRET_FIELDS = ("admin_token", "service_token", "database_url", "cursor_secret")
 
@@ -242,4 +245,7 @@ def load(env: Mapping[str, str] | None = None, **overrides: str | None) -> Setti
         core_tls_cert=core_tls_cert,
         core_tls_key=core_tls_key,
         core_tls_server_name=core_tls_server_name,
+        max_line_bytes=_int(source, "WANDO_MAX_LINE_BYTES", 8192, 1024, 65536),
+        max_header_bytes=_int(source, "WANDO_MAX_HEADER_BYTES", 8192, 1024, 65536),
+        max_headers=_int(source, "WANDO_MAX_HEADERS", 100, 16, 1000),
     )

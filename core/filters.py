@@ -32,7 +32,7 @@ as UUIDs, so any spelling of the hex digits matches.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -108,7 +108,8 @@ _COLUMNS: dict[str, dict[str, tuple[str, Storage]]] = {
         "externalid": ("r.external_id", "text"),
         "username": ("r.user_name", "text"),
         "displayname": ("r.display_name", "text"),
-        "active": ("r.active", "bool"),
+        # not `active`: read from the document, as the representation shows it
+        # (absent once unassigned), where r.active is the activity roles use
         "meta.created": ("r.created_at", "time"),
         "meta.lastmodified": ("r.updated_at", "time"),
         "meta.resourcetype": ("'User'::text", "text"),
@@ -168,9 +169,53 @@ def compile_filter(schema: ResourceSchema, text: str, params: Params) -> str:
     return _FilterCompiler(_Resolver(schema, InvalidFilter, "filter"), params).visit(tree)
 
 
+def compile_filter_across(
+    schemas: Sequence[ResourceSchema], text: str, params: Params
+) -> list[str]:
+    """The SQL condition of a SCIM filter for each of several resource types
+    searched together (POST /.search), in their order. An attribute one type
+    does not have is absent on every resource of that type, and compares as
+    any absent attribute does (only `ne`, and `not (…)`, hold); one that no
+    type has raises InvalidFilter, as for a single type."""
+    if len(text) > MAX_FILTER_LENGTH:
+        raise InvalidFilter(
+            f"filter is too long ({len(text)} characters, at most {MAX_FILTER_LENGTH})",
+            field="filter",
+        )
+    try:
+        tree = ScimFilter(text).ast
+    except InvalidFilterException as e:
+        raise InvalidFilter(f"invalid filter: {e}", field="filter") from e
+    resolvers = [_Resolver(schema, InvalidFilter, "filter", absent=[]) for schema in schemas]
+    compiled = [_FilterCompiler(resolver, params).visit(tree) for resolver in resolvers]
+    _refuse_absent_everywhere(resolvers)
+    return compiled
+
+
 def sort_expression(schema: ResourceSchema, sort_by: str) -> str:
     """The SQL expression to ORDER BY for a SCIM sortBy attribute.
     Raises core.errors.InvalidArgument for attributes that cannot be sorted on."""
+    return _sort_expression(_Resolver(schema, InvalidArgument, "sortBy"), sort_by)
+
+
+def sort_expressions_across(schemas: Sequence[ResourceSchema], sort_by: str) -> list[str]:
+    """sort_expression for each of several resource types searched together:
+    NULL (sorted last) for a type that does not have the attribute."""
+    resolvers = [_Resolver(schema, InvalidArgument, "sortBy", absent=[]) for schema in schemas]
+    keys = [_sort_expression(resolver, sort_by) for resolver in resolvers]
+    _refuse_absent_everywhere(resolvers)
+    return keys
+
+
+def _refuse_absent_everywhere(resolvers: list[_Resolver]) -> None:
+    """An attribute path that no resource type has is an error, not absent."""
+    first, *others = resolvers
+    for label, message in first.absent or []:
+        if all(label in {a for a, _ in (other.absent or [])} for other in others):
+            raise first.fail(message)
+
+
+def _sort_expression(resolver: _Resolver, sort_by: str) -> str:
     match = _SORT_BY.fullmatch(sort_by)
     try:
         path = AttrPath(match[2], match[3], match[1]) if match else None
@@ -178,7 +223,9 @@ def sort_expression(schema: ResourceSchema, sort_by: str) -> str:
         path = None
     if path is None:
         raise InvalidArgument(f'invalid sortBy "{sort_by}"', field="sortBy")
-    target = _Resolver(schema, InvalidArgument, "sortBy").resolve(path)
+    target = resolver.resolve(path)
+    if isinstance(target, _Absent):
+        return "NULL"
     if isinstance(target, _Leaf):
         return _sort_key(target)
     if isinstance(target, _Many) and target.array is not None:
@@ -230,6 +277,13 @@ class _Many:
     sub: Attr | None
     elements: Callable[[], _Elements]
     array: str | None = None  # the jsonb array, when kept in the document
+
+
+@dataclass(frozen=True)
+class _Absent:
+    """An attribute the resource type does not have (searching several types)."""
+
+    label: str
 
 
 class _Elements:
@@ -307,29 +361,40 @@ class _Resolver:
     schema: ResourceSchema
     error: type[InvalidArgument]
     where: str  # "filter" or "sortBy", for messages
+    # when several types are searched together: the paths this type does not
+    # have, with the error each would be alone, instead of raising it
+    absent: list[tuple[str, str]] | None = None
 
     def fail(self, message: str) -> InvalidArgument:
         return self.error(message, field=self.where)
 
-    def resolve(self, path: AttrPath) -> _Leaf | _Complex | _Many:
+    def unknown(self, path: AttrPath, message: str) -> _Absent:
+        if self.absent is None:
+            raise self.fail(message)
+        self.absent.append((str(path).lower(), message))
+        return _Absent(str(path))
+
+    def resolve(self, path: AttrPath) -> _Leaf | _Complex | _Many | _Absent:
         schema = self.schema
         if path.uri is not None and path.uri.lower() != schema.core_urn.lower():
             whole = schema.extension_urn(f"{path.uri}:{path.attr}")
             if whole is not None and path.sub_attr is None:  # the extension itself
                 return _Complex(whole, Attr(whole, "complex"), f"r.attributes->{_key(whole)}")
             if schema.extension_urn(path.uri) is None:
-                raise self.fail(f'unknown schema "{path.uri}" in {self.where}')
+                return self.unknown(path, f'unknown schema "{path.uri}" in {self.where}')
         attr = schema.attr(path.attr, path.uri)
         if attr is None:
-            raise self.fail(f'unknown attribute "{path}" in {self.where}{self._hint(path)}')
+            hint = self._hint(path)
+            return self.unknown(path, f'unknown attribute "{path}" in {self.where}{hint}')
         sub: Attr | None = None
         if path.sub_attr is not None:
             sub = attr.sub(path.sub_attr)
             if not attr.sub_attrs:
                 raise self.fail(f'"{attr.name}" has no sub-attributes ({self.where}: "{path}")')
             if sub is None:
-                raise self.fail(
-                    f'unknown sub-attribute "{path.sub_attr}" of "{attr.name}" in {self.where}'
+                return self.unknown(
+                    path,
+                    f'unknown sub-attribute "{path.sub_attr}" of "{attr.name}" in {self.where}',
                 )
         label = attr.name if sub is None else f"{attr.name}.{sub.name}"
         if label.lower() in _UNAVAILABLE:
@@ -412,6 +477,8 @@ class _FilterCompiler(FilterVisitor[str]):
         if self.inside is not None:
             return _present(self._element(node.attr_path))
         target = self.resolver.resolve(node.attr_path)
+        if isinstance(target, _Absent):
+            return "FALSE"
         if isinstance(target, _Leaf):
             return _present(target)
         if isinstance(target, _Complex):
@@ -428,6 +495,8 @@ class _FilterCompiler(FilterVisitor[str]):
         if self.inside is not None:
             return self._compare(self._element(node.attr_path), op, value)
         target = self.resolver.resolve(node.attr_path)
+        if isinstance(target, _Absent):  # as an absent value: only `ne` holds
+            return "TRUE" if op == CompareOperator.ne else "FALSE"
         if isinstance(target, _Leaf):
             return self._compare(target, op, value)
         if isinstance(target, _Complex):
@@ -453,6 +522,8 @@ class _FilterCompiler(FilterVisitor[str]):
         if self.inside is not None or node.sub_attr is not None:
             raise self.fail(f'invalid value path "{node}" in filter')
         target = self.resolver.resolve(node.attr_path)
+        if isinstance(target, _Absent):
+            return "FALSE"
         if not isinstance(target, _Many) or target.sub is not None:
             raise self.fail(
                 f'"{target.label}" is not multi-valued: "{target.label}[...]" selects nothing'

@@ -154,6 +154,17 @@ def page_bounds(query: scim_pb2.ListQuery) -> tuple[int, int]:
     return start, min(max(count, 0), MAX_COUNT)
 
 
+def sort_direction(query: scim_pb2.ListQuery) -> str:
+    """ASC or DESC, as the query's sortOrder says."""
+    if query.sort_order not in (
+        scim_pb2.SORT_ORDER_UNSPECIFIED,
+        scim_pb2.SORT_ORDER_ASCENDING,
+        scim_pb2.SORT_ORDER_DESCENDING,
+    ):
+        raise InvalidArgument("sortOrder must be ascending or descending", field="sortOrder")
+    return "DESC" if query.sort_order == scim_pb2.SORT_ORDER_DESCENDING else "ASC"
+
+
 async def list_page(
     conn: Conn,
     table: Table,
@@ -166,15 +177,9 @@ async def list_page(
     where = "r.org_id = $1"
     if query.filter.strip():
         where += f" AND ({filters.compile_filter(table.schema, query.filter, params)})"
-    if query.sort_order not in (
-        scim_pb2.SORT_ORDER_UNSPECIFIED,
-        scim_pb2.SORT_ORDER_ASCENDING,
-        scim_pb2.SORT_ORDER_DESCENDING,
-    ):
-        raise InvalidArgument("sortOrder must be ascending or descending", field="sortOrder")
     order = Order(
         table.id_column,
-        ascending=query.sort_order != scim_pb2.SORT_ORDER_DESCENDING,
+        ascending=sort_direction(query) == "ASC",
         key=filters.sort_expression(table.schema, query.sort_by.strip())
         if query.sort_by.strip()
         else None,

@@ -7,6 +7,7 @@ left to the gateway, which knows the public URL.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Any
@@ -24,13 +25,29 @@ def etag(version: int) -> str:
 
 
 def etag_matches(expected: str, version: int) -> bool:
-    """Whether an If-Match style tag names this version ('*' matches any)."""
-    tag = expected.strip()
-    if tag == "*":
+    """Whether an If-Match value names this version: `*`, or a comma-separated
+    list of entity tags of which any is this one (RFC 9110 §13.1.1; weak
+    comparison, so `W/"3"` and `"3"` alike; a bare `3` is taken too). A value
+    that is no such list matches nothing."""
+    if expected.strip() == "*":
         return True
+    if not _TAG_LIST.fullmatch(expected):
+        return False
+    wanted = str(version)
+    return any(_opaque(tag) == wanted for tag in _ENTITY_TAG.findall(expected))
+
+
+# an entity tag, `W/"…"` or `"…"` (an opaque tag may hold commas), or,
+# leniently, a bare token; a list of them, empty elements allowed (RFC 9110 §5.6.1)
+_TAG = r'(?:W/)?"[^"]*"|[^",\s]+'
+_ENTITY_TAG = re.compile(_TAG)
+_TAG_LIST = re.compile(rf"\s*(?:{_TAG})?\s*(?:,\s*(?:{_TAG})?\s*)*")
+
+
+def _opaque(tag: str) -> str:
     if tag.startswith("W/"):
         tag = tag[2:]
-    return tag.strip('"') == str(version)
+    return tag[1:-1] if len(tag) >= 2 and tag[0] == tag[-1] == '"' else tag
 
 
 def _iso(value: datetime) -> str:
@@ -53,8 +70,7 @@ def _meta(resource_type: str, row: asyncpg.Record) -> dict[str, Any]:
 def user_json(row: asyncpg.Record, groups: list[dict[str, Any]], id: str) -> dict[str, Any]:
     document: dict[str, Any] = row["attributes"]
     resource: dict[str, Any] = {"schemas": _schemas(user_schema(), document), "id": id}
-    resource.update(document)
-    resource["active"] = row["active"]
+    resource.update(document)  # `active` as assigned: absent once a PATCH removed it
     resource["groups"] = groups
     resource["meta"] = _meta("User", row)
     return resource

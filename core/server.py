@@ -25,6 +25,7 @@ from core.groups import GroupService
 from core.instrumentation import instrument
 from core.notifier import RoleNotifier
 from core.role_service import RoleService
+from core.search import SearchService
 from core.tls import ServerCertificates
 from core.tokens import Authenticator
 from core.users import UserService
@@ -35,6 +36,8 @@ from wando.provisioning.v1 import (
     group_service_pb2_grpc,
     role_service_pb2,
     role_service_pb2_grpc,
+    search_service_pb2,
+    search_service_pb2_grpc,
     user_service_pb2,
     user_service_pb2_grpc,
 )
@@ -45,8 +48,9 @@ ADMIN_SERVICE = admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"]
 USER_SERVICE = user_service_pb2.DESCRIPTOR.services_by_name["UserService"]
 GROUP_SERVICE = group_service_pb2.DESCRIPTOR.services_by_name["GroupService"]
 ROLE_SERVICE = role_service_pb2.DESCRIPTOR.services_by_name["RoleService"]
+SEARCH_SERVICE = search_service_pb2.DESCRIPTOR.services_by_name["SearchService"]
 SERVICE_NAMES = tuple(
-    s.full_name for s in (ADMIN_SERVICE, USER_SERVICE, GROUP_SERVICE, ROLE_SERVICE)
+    s.full_name for s in (ADMIN_SERVICE, USER_SERVICE, GROUP_SERVICE, ROLE_SERVICE, SEARCH_SERVICE)
 )
 
 
@@ -94,6 +98,9 @@ async def start_server(
     )
     group_service_pb2_grpc.add_GroupServiceServicer_to_server(
         instrument(GroupService(pool, guard, cursors), GROUP_SERVICE), server
+    )
+    search_service_pb2_grpc.add_SearchServiceServicer_to_server(
+        instrument(SearchService(pool, guard), SEARCH_SERVICE), server
     )
     role_service_pb2_grpc.add_RoleServiceServicer_to_server(
         instrument(RoleService(pool, guard, notifier), ROLE_SERVICE), server

@@ -169,13 +169,21 @@ DELETE_USER = "DELETE FROM users WHERE org_id = $1 AND user_id = $2"
 
 def columns(document: dict[str, Any]) -> tuple[str, str | None, str | None, bool]:
     """The indexed copies of a document's attributes: userName, externalId,
-    displayName, active."""
+    displayName, and the user's effective activity (see active)."""
     return (
         document["userName"],
         document.get("externalId"),
         document.get("displayName"),
-        bool(document.get("active", True)),
+        active(document),
     )
+
+
+def active(document: dict[str, Any]) -> bool:
+    """Whether the user is active, for roles: only an `active` of true says so.
+    An unassigned `active` (a PATCH removed it) is inactive, so removing the
+    attribute can never give a deactivated user their access back (README,
+    Roles)."""
+    return document.get("active") is True
 
 
 def email_keys(document: dict[str, Any]) -> list[str]:
@@ -259,15 +267,35 @@ async def write(
 
 
 def changes(row: asyncpg.Record, document: dict[str, Any]) -> list[str]:
-    """The attributes `document` changes over the user's `row`. A document that
-    says nothing about `active` leaves it as it is (it is set from the row)."""
-    document.setdefault("active", row["active"])
+    """The attributes `document` changes over the user's `row`."""
     return diff(row["attributes"], document)
+
+
+def stored(row: asyncpg.Record) -> dict[str, Any]:
+    """A user's document. Every write stores `active` in it unless a PATCH
+    removed it (then the user is inactive); a row written by other means (SQL
+    seeding) that is active without saying so is read as `active: true`, so
+    that a later write does not take its access away."""
+    document: dict[str, Any] = row["attributes"]
+    if "active" not in document and row["active"]:
+        return {**document, "active": True}
+    return document
+
+
+def replacement(row: asyncpg.Record, document: dict[str, Any]) -> dict[str, Any]:
+    """The document a PUT of `document` stores over `row`: one that says nothing
+    about `active` leaves it as it is (assigned or not), as IdPs that PUT
+    profile updates without it expect."""
+    new = dict(document)
+    current = stored(row)
+    if "active" not in new and "active" in current:
+        new["active"] = current["active"]
+    return new
 
 
 def moves_role(row: asyncpg.Record, document: dict[str, Any]) -> bool:
     """Whether writing `document` over `row` can change the user's role."""
-    return bool(document["active"] != row["active"]) or (
+    return active(document) != row["active"] or (
         role_values(document) != role_values(row["attributes"])
     )
 
@@ -350,7 +378,7 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
             TABLE.schema, wirejson.loads_object(request.user_json, "user_json")
         )
         row, updated = await self._store(
-            principal, request.id, request.etag, lambda _: dict(document), "replace"
+            principal, request.id, request.etag, lambda row: replacement(row, document), "replace"
         )
         return pb.ReplaceUserResponse(user=user_proto(updated, group_refs(row)))
 
@@ -361,7 +389,7 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
             principal,
             request.id,
             request.etag,
-            lambda row: patch.apply(TABLE.schema, row["attributes"], operations).document,
+            lambda row: patch.apply(TABLE.schema, stored(row), operations).document,
             "patch",
         )
         return pb.PatchUserResponse(user=user_proto(updated, group_refs(row)))
@@ -417,7 +445,7 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
         if not changed:
             return row
         tracker = None
-        flipped = document["active"] != row["active"]
+        flipped = active(document) != row["active"]
         if moves_role(row, document):
             tracker = await roles.RoleTracker.start(conn, principal.org_id, [row["user_id"]])
         updated = await write(conn, principal, row, document, action, changed)

@@ -5,7 +5,8 @@ gRPC channel to the core (a cleanup context: opened on start-up, closed on
 shutdown; renewed when its TLS files rotate) and mounts the SCIM application
 at `settings.scim_prefix`.
 `serving(settings)` runs it on `settings.http_listen` until the block exits,
-then stops accepting connections and lets in-flight requests finish.
+then stops accepting connections and lets in-flight requests finish; its
+runner answers requests aiohttp's parser refuses (gateway.protocol).
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import grpc
 from aiohttp import web
 
 from core.config import Settings
-from gateway import bulk, discovery, middlewares
+from gateway import bulk, discovery, middlewares, search
 from gateway.authlimit import AuthFailures
 from gateway.corechannel import open_core_channel
 from gateway.groups import Groups
-from gateway.keys import AUTH_FAILURES, CORE, ORG_LEARNER, RATE_LIMITER, SETTINGS
+from gateway.keys import AUTH_FAILURES, CORE, ORG_LEARNER, RATE_LIMITER, SEARCH, SETTINGS
+from gateway.protocol import Limits, ScimAppRunner
 from gateway.ratelimit import OrgLearner, RateLimiter
 from gateway.resources import ResourceCalls, ResourceEndpoints
 from gateway.users import Users
@@ -51,6 +53,7 @@ async def core_channel(app: web.Application) -> AsyncIterator[None]:
     app[ORG_LEARNER] = OrgLearner(app[RATE_LIMITER], app[AUTH_FAILURES].vouch)
     async with open_core_channel(app[SETTINGS], resource_calls, CHANNEL_OPTIONS) as core:
         app[CORE] = core
+        app[SEARCH] = search.SearchCalls(core)
         yield
 
 
@@ -61,6 +64,7 @@ def create_scim_app() -> web.Application:
     for endpoint in endpoints.values():
         endpoint.add_routes(scim)
     bulk.add_routes(scim, endpoints)
+    search.add_routes(scim)
     _also_after_a_trailing_slash(scim)
     return scim
 
@@ -77,7 +81,12 @@ def _also_after_a_trailing_slash(scim: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=middlewares.ROOT, client_max_size=settings.max_body_bytes)
+    limits = Limits(settings.max_line_bytes, settings.max_header_bytes, settings.max_headers)
+    app = web.Application(
+        middlewares=middlewares.ROOT,
+        client_max_size=settings.max_body_bytes,
+        handler_args=limits.handler_args(),
+    )
     app[SETTINGS] = settings
     app[RATE_LIMITER] = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app[AUTH_FAILURES] = AuthFailures(settings.auth_failure_per_second, settings.auth_failure_burst)
@@ -89,7 +98,7 @@ def create_app(settings: Settings) -> web.Application:
 @contextlib.asynccontextmanager
 async def serving(settings: Settings) -> AsyncIterator[web.AppRunner]:
     """Serve the gateway on settings.http_listen for the duration of the block."""
-    runner = web.AppRunner(
+    runner = ScimAppRunner(  # gateway.protocol: SCIM errors for requests aiohttp refuses
         create_app(settings),
         access_log=None,  # request_context logs each request, without secrets
         shutdown_timeout=settings.shutdown_grace_seconds,

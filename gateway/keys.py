@@ -12,11 +12,14 @@ if TYPE_CHECKING:
     from gateway.authlimit import AuthFailures
     from gateway.corechannel import CoreChannel
     from gateway.ratelimit import OrgLearner, RateLimiter
+    from gateway.search import SearchCalls
 
 SETTINGS = web.AppKey("settings", Settings)
 # the process's gRPC channel to the core and its resource services by endpoint
 # ("Users", "Groups"); set up and torn down by the app's cleanup_ctx
 CORE: web.AppKey[CoreChannel] = web.AppKey("core")
+# the core's SearchService (POST /.search), on the current channel of CORE
+SEARCH: web.AppKey[SearchCalls] = web.AppKey("search")
 RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
 # reads each core answer's trailers for the rate limiter and AUTH_FAILURES
 ORG_LEARNER: web.AppKey[OrgLearner] = web.AppKey("org_learner")

@@ -6,7 +6,7 @@ The JSON text inside the protos is core.wirejson's, shared with the core.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,10 +103,15 @@ def list_query_to_proto(query: ListQuery) -> scim_pb2.ListQuery:
 
 
 def scim_from_resource(
-    resource: CoreResource, *, location: str, projection: Projection, core_urn: str
+    resource: CoreResource,
+    *,
+    base_url: str,
+    location: str,
+    projection: Projection,
+    core_urn: str,
 ) -> dict[str, Any]:
-    """The SCIM JSON of a core resource: meta.location added, never a
-    password, projected as the request asked."""
+    """The SCIM JSON of a core resource: meta.location and the `$ref` of each
+    member and group added, never a password, projected as the request asked."""
     body = {
         key: value
         for key, value in scim_from_resource_json(resource.resource_json).items()
@@ -114,7 +119,27 @@ def scim_from_resource(
     }
     meta = body.pop("meta", None)
     body["meta"] = {**(meta if isinstance(meta, dict) else {}), "location": location}
+    _add_references(body, base_url)
     return project(_in_reading_order(body), projection, core_urn)
+
+
+def _add_references(body: dict[str, Any], base_url: str) -> None:
+    """`$ref` (RFC 7643 §4.1.2, §4.2) on a Group's `members` and a User's
+    `groups`, as the core renders them: the resource's public URL, as
+    meta.location. One key per entry, in place: it runs for each member of a
+    10,000-member group."""
+    users, groups = f"{base_url}/Users/", f"{base_url}/Groups/"
+    for entry in _entries(body.get("members")):
+        entry["$ref"] = (groups if entry.get("type") == "Group" else users) + entry["value"]
+    for entry in _entries(body.get("groups")):
+        entry["$ref"] = groups + entry["value"]
+
+
+def _entries(value: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(value, list):
+        for entry in value:
+            if isinstance(entry, dict) and isinstance(entry.get("value"), str):
+                yield entry
 
 
 _FIRST = ("schemas", "id", "externalid")

@@ -232,7 +232,7 @@ class ResourceEndpoints:
             self._call(request),
             exclude_members=self._excludes_members(query.projection),
         )
-        rendered = [self._render(request, r, query.projection) for r in listing.resources]
+        rendered = [self.render(request, r, query.projection) for r in listing.resources]
         if query.cursor is not None:
             return scim_response(mapping.cursor_list_response(rendered, listing))
         return scim_response(mapping.list_response(rendered, listing.total, listing.start_index))
@@ -248,14 +248,16 @@ class ResourceEndpoints:
         headers = {"ETag": resource.etag} if resource.etag else {}
         if status == 201:
             headers["Location"] = self.location(request, resource.id)
-        body = self._render(request, resource, projection)
+        body = self.render(request, resource, projection)
         return scim_response(body, status=status, headers=headers)
 
-    def _render(
+    def render(
         self, request: web.Request, resource: mapping.CoreResource, projection: Projection
     ) -> dict[str, object]:
+        """A resource's SCIM JSON, as every endpoint answers it."""
         return mapping.scim_from_resource(
             resource,
+            base_url=request.config_dict[SETTINGS].scim_base_url,
             location=self.location(request, resource.id),
             projection=projection,
             core_urn=self.core_urn,
@@ -274,18 +276,28 @@ class ResourceEndpoints:
         return request.config_dict[CORE].calls[self.endpoint]
 
     def _call(self, request: web.Request) -> Call:
-        return Call(
-            metadata=(
-                ("authorization", f"Bearer {request[TOKEN]}"),
-                ("x-request-id", request[REQUEST_ID]),
-            ),
-            timeout=request.config_dict[SETTINGS].core_timeout_seconds,
-            token=request[TOKEN],
-            learner=request.config_dict[ORG_LEARNER],
-        )
+        return core_call(request)
 
     async def _body(self, request: web.Request) -> dict[str, object]:
-        return await body.json_object(request, request.config_dict[SETTINGS].max_body_bytes)
+        return await request_body(request)
+
+
+def core_call(request: web.Request) -> Call:
+    """How to call the core for this request: its token and request id."""
+    return Call(
+        metadata=(
+            ("authorization", f"Bearer {request[TOKEN]}"),
+            ("x-request-id", request[REQUEST_ID]),
+        ),
+        timeout=request.config_dict[SETTINGS].core_timeout_seconds,
+        token=request[TOKEN],
+        learner=request.config_dict[ORG_LEARNER],
+    )
+
+
+async def request_body(request: web.Request) -> dict[str, object]:
+    """The request's JSON object, within the body size limit."""
+    return await body.json_object(request, request.config_dict[SETTINGS].max_body_bytes)
 
 
 def _if_match(request: web.Request) -> str:

@@ -18,12 +18,22 @@ def serving(data_dir: Path, env: dict[str, str]) -> AbstractAsyncContextManager[
     return running("serve", "--data-dir", str(data_dir), env=env, ready="core gRPC listening")
 
 
+async def oversized_authorization(port: int, secret: str) -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    header = f"Authorization: Bearer {secret}{'x' * 9000}"
+    writer.write(f"GET /api/auth/scim/v2/Users HTTP/1.1\r\nHost: x\r\n{header}\r\n\r\n".encode())
+    answer = await asyncio.wait_for(reader.read(), timeout=10)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
 async def test_serve_keeps_data_across_restarts(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    grpc_port, metrics_port = free_port(), free_port()
+    grpc_port, metrics_port, http_port = free_port(), free_port(), free_port()
     env = {
         "WANDO_GRPC_LISTEN": f"127.0.0.1:{grpc_port}",
-        "WANDO_HTTP_LISTEN": f"127.0.0.1:{free_port()}",
+        "WANDO_HTTP_LISTEN": f"127.0.0.1:{http_port}",
         "WANDO_METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
         "WANDO_LOG_FORMAT": "json",
     }
@@ -43,6 +53,9 @@ async def test_serve_keeps_data_across_restarts(tmp_path: Path) -> None:
         )
         assert code == 0, err
         secret = json.loads(out)["token"]
+        # the real token in an oversized header: a SCIM error, and (below) in no log line
+        status, body = await oversized_authorization(http_port, secret)
+        assert status == 431 and json.loads(body)["status"] == "431", body
         metrics = await asyncio.to_thread(
             lambda: urllib.request.urlopen(
                 f"http://127.0.0.1:{metrics_port}/metrics", timeout=5
@@ -54,6 +67,7 @@ async def test_serve_keeps_data_across_restarts(tmp_path: Path) -> None:
         )
     assert any("stopped" in line for line in lines)
     assert secret not in "".join(lines)
+    assert any("refused a request" in line and "8192 bytes" in line for line in lines)
 
     async with serving(data_dir, env):
         code, out, err = await run_wando("admin", "--json", "org", "list", env=cli_env)

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
 from multidict import CIMultiDictProxy
 
 from core import config
 from gateway.app import create_app
+from gateway.protocol import ScimAppRunner
 
 PREFIX = "/api/auth/scim/v2"
 PUBLIC_BASE_URL = "https://scim.example.test"
@@ -130,10 +132,17 @@ class ScimHttp:
         return await self.request("DELETE", path, **kw)
 
 
+class GatewayTestServer(TestServer):
+    """aiohttp's TestServer with the runner gateway.app.serving uses."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return ScimAppRunner(self.app, **kwargs)
+
+
 @asynccontextmanager
 async def gateway(settings: config.Settings) -> AsyncIterator[TestClient[Any, Any]]:
     """The gateway on a real aiohttp server on a free port."""
-    server = TestServer(create_app(settings))
+    server = GatewayTestServer(create_app(settings))
     # as gateway.app.serving runs it: our access log only (aiohttp's logs query strings)
     await server.start_server(access_log=None)
     async with TestClient(server) as client:

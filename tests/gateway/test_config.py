@@ -12,6 +12,11 @@ def test_defaults() -> None:
     assert settings.max_body_bytes == 1024 * 1024
     assert settings.rate_limit_per_second == 50.0 and settings.rate_limit_burst == 200
     assert settings.core_timeout_seconds == 10.0
+    assert (settings.max_line_bytes, settings.max_header_bytes, settings.max_headers) == (
+        8192,
+        8192,
+        100,
+    )
     assert settings.scim_base_url == "http://127.0.0.1:8080/api/auth/scim/v2"
     assert settings.bulk_max_operations == 100
     assert settings.bulk_max_payload_bytes == 1024 * 1024
@@ -53,6 +58,9 @@ def test_values() -> None:
         ("WANDO_CURSOR_TIMEOUT_SECONDS", "0"),
         ("WANDO_BULK_MAX_OPERATIONS", "0"),
         ("WANDO_BULK_MAX_PAYLOAD_BYTES", str(5 * 1024 * 1024)),
+        ("WANDO_MAX_LINE_BYTES", "100"),
+        ("WANDO_MAX_HEADER_BYTES", "1e6"),
+        ("WANDO_MAX_HEADERS", "5"),
     ],
 )
 def test_malformed_values_name_the_variable(name: str, value: str) -> None:

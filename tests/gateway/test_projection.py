@@ -114,7 +114,11 @@ def test_resource_gets_location_and_never_a_password() -> None:
     text = resource_json_from_scim({**RESOURCE, "password": "1mz050nq", "Password": "x"})
     user = scim_pb2.User(id="u-1", resource_json=text, etag='W/"1"')
     out = scim_from_resource(
-        user, location="https://h/scim/Users/u-1", projection=Projection(), core_urn=USER
+        user,
+        base_url="https://h/scim",
+        location="https://h/scim/Users/u-1",
+        projection=Projection(),
+        core_urn=USER,
     )
     assert "password" not in {key.lower() for key in out}
     assert out["meta"] == {**RESOURCE["meta"], "location": "https://h/scim/Users/u-1"}
@@ -171,6 +175,10 @@ def test_reading_order_puts_identity_first_and_meta_last() -> None:
         {"meta": {}, ENTERPRISE: {}, "userName": "b", "ExternalId": "e", "id": "u", "schemas": []}
     )
     out = scim_from_resource(
-        scim_pb2.User(resource_json=text), location="l", projection=Projection(), core_urn=USER
+        scim_pb2.User(resource_json=text),
+        base_url="b",
+        location="l",
+        projection=Projection(),
+        core_urn=USER,
     )
     assert list(out) == ["schemas", "id", "ExternalId", "userName", ENTERPRISE, "meta"]
