@@ -12,6 +12,10 @@ PostgreSQL parser, libpg_query), by these rules:
   subquery's, all of which are checked where they are defined), directly or
   through other columns (`g.org_id = m.org_id AND m.org_id = $1`), in the WHERE
   clause's conjuncts, a JOIN's ON or USING;
+- a subquery's output column pinned by the outer query pins the column each
+  of its branches gives there (`SELECT * FROM (SELECT r.org_id … FROM users r
+  UNION ALL SELECT r.org_id … FROM groups r) h WHERE h.org_id = $1`): the
+  planner pushes such a condition into every branch;
 - `org_id = ANY(…)` or `IN (…)` is not one organisation, so it is no anchor;
 - an INSERT into a distributed table names `org_id` among its columns;
 - reference tables (small, replicated to every node) and CTE names need no
@@ -91,6 +95,7 @@ class _Scope:
 
     ctes: set[str]
     tables: dict[str, str] = field(default_factory=dict)  # alias -> table name
+    subqueries: list[tuple[str, Any]] = field(default_factory=list)  # (alias, SelectStmt)
     quals: list[Any] = field(default_factory=list)
     using: list[tuple[list[str], list[str], list[str]]] = field(default_factory=list)
 
@@ -103,6 +108,7 @@ def check(sql: str) -> list[Finding]:
         return [Finding(sql, f"cannot parse: {exc}")]
     ctes = {cte.ctename for cte in _walk(statements) if isinstance(cte, ast.CommonTableExpr)}
     problems: list[str] = []
+    pins: dict[int, list[tuple[str, ...]]] = {}  # id(branch) -> its columns pinned from outside
     for node in _walk(statements):
         if isinstance(node, ast.RangeVar):
             name = node.relname
@@ -111,7 +117,7 @@ def check(sql: str) -> list[Finding]:
         if isinstance(node, ast.InsertStmt):
             problems.extend(_check_insert(node))
         if isinstance(node, ast.SelectStmt | ast.UpdateStmt | ast.DeleteStmt):
-            problems.extend(_check_scope(node, ctes))
+            problems.extend(_check_scope(node, ctes, pins))
     return [Finding(sql, p) for p in dict.fromkeys(problems)]
 
 
@@ -125,7 +131,9 @@ def _check_insert(node: ast.InsertStmt) -> list[str]:
     return []
 
 
-def _check_scope(node: Any, ctes: set[str]) -> list[str]:
+def _check_scope(node: Any, ctes: set[str], pins: dict[int, list[tuple[str, ...]]]) -> list[str]:
+    """The scope's distributed tables whose org_id nothing pins; records in
+    `pins` what it pins of its subqueries' branches (walked after it)."""
     scope = _Scope(ctes)
     if isinstance(node, ast.SelectStmt):
         for item in node.fromClause or ():
@@ -146,9 +154,11 @@ def _check_scope(node: Any, ctes: set[str]) -> list[str]:
         for alias, table in scope.tables.items()
         if table not in ctes and TABLES.get(table) == DISTRIBUTED
     }
-    if not distributed:
+    if not distributed and not scope.subqueries:
         return []
     classes = _UnionFind()
+    for key in pins.get(id(node), ()):
+        classes.union(key, ANCHOR)
     for qual in scope.quals:
         for left, right in _equalities(qual):
             a, b = _key(left, scope), _key(right, scope)
@@ -158,6 +168,26 @@ def _check_scope(node: Any, ctes: set[str]) -> list[str]:
         if "org_id" in names:
             for a in left_aliases + right_aliases:
                 classes.union((a, "org_id"), (left_aliases[0], "org_id"))
+    anchor = classes.find(ANCHOR)
+    # first, what this scope pins of its subqueries' output by its own values
+    for alias, subquery in scope.subqueries:
+        branches = list(_branches(subquery))
+        names = _output_names(branches[0])
+        for position, name in enumerate(names):
+            if name is None or classes.find((alias, name)) != anchor:
+                continue
+            for branch in branches:
+                targets = branch.targetList or ()
+                if position < len(targets):
+                    inner = _key(targets[position].val, _branch_scope(branch, ctes))
+                    if inner is not None and inner != ANCHOR:
+                        pins.setdefault(id(branch), []).append(inner)
+    # then a subquery's columns are anchors for this scope's tables: whether
+    # the subquery pins them is checked where it is defined
+    derived = {alias for alias, _ in scope.subqueries}
+    for key in list(classes.parent):
+        if key != ANCHOR and key[0] in derived:
+            classes.union(key, ANCHOR)
     anchor = classes.find(ANCHOR)
     return [
         f"{table} ({alias}) is read or written without pinning its org_id"
@@ -179,10 +209,41 @@ def _collect_from(item: Any, scope: _Scope) -> list[str]:
         if item.usingClause and left and right:
             scope.using.append(([s.sval for s in item.usingClause], left, right))
         return left + right
-    if isinstance(item, ast.RangeSubselect | ast.RangeFunction) and item.alias:
-        # a derived relation: its columns are anchors, checked where defined
+    if isinstance(item, ast.RangeSubselect) and item.alias:
+        # a derived relation: checked where defined, perhaps pinned from here
+        scope.subqueries.append((item.alias.aliasname, item.subquery))
         return []
-    return []
+    return []  # a function's rows (unnest, jsonb_array_elements): pin nothing
+
+
+def _branches(select: Any) -> Iterator[Any]:
+    """The SELECTs of a UNION / INTERSECT / EXCEPT, or the one SELECT."""
+    if isinstance(select, ast.SelectStmt) and select.larg is not None:
+        yield from _branches(select.larg)
+        yield from _branches(select.rarg)
+    elif isinstance(select, ast.SelectStmt):
+        yield select
+
+
+def _output_names(select: Any) -> list[str | None]:
+    names: list[str | None] = []
+    for target in select.targetList or ():
+        if target.name:
+            names.append(target.name)
+        elif isinstance(target.val, ast.ColumnRef) and isinstance(
+            target.val.fields[-1], ast.String
+        ):
+            names.append(target.val.fields[-1].sval)
+        else:
+            names.append(None)
+    return names
+
+
+def _branch_scope(select: Any, ctes: set[str]) -> _Scope:
+    scope = _Scope(ctes)
+    for item in select.fromClause or ():
+        _collect_from(item, scope)
+    return scope
 
 
 def _add_qual(scope: _Scope, qual: Any) -> None:
@@ -224,6 +285,8 @@ def _key(expr: Any, scope: _Scope) -> tuple[str, ...] | None:
         alias, column = names[-2], names[-1]
         if alias in scope.tables and scope.tables[alias] not in scope.ctes:
             return (alias, column)
+        if any(alias == sub for sub, _ in scope.subqueries):
+            return (alias, column)  # a subquery's column: see _check_scope
         return ANCHOR  # an outer query's, a CTE's or a subquery's column
     if isinstance(expr, ast.SubLink):
         return ANCHOR  # a scalar subquery: one value, checked as its own scope

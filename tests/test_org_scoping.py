@@ -38,6 +38,11 @@ SCOPED = [
     # a CTE's rows are checked where the CTE reads them
     """WITH mine AS (SELECT * FROM users WHERE org_id = $1)
        SELECT * FROM mine m JOIN groups g ON g.org_id = m.org_id""",
+    # pinned outside a UNION ALL whose branches each give their org_id there
+    """SELECT * FROM (
+           SELECT 'User' AS kind, r.org_id, r.user_id AS id FROM users r
+           UNION ALL SELECT 'Group', g.org_id, g.group_id FROM groups g
+       ) AS hits WHERE hits.org_id = $1""",
     # reference tables need no organisation
     "SELECT org_id FROM scim_tokens WHERE token_hash = $1",
     "SELECT * FROM organizations ORDER BY created_at",
@@ -55,6 +60,13 @@ UNSCOPED = {
     "DELETE FROM role_changes WHERE occurred_at < now()": "role_changes (role_changes)",
     "SELECT * FROM organizations o WHERE EXISTS (SELECT 1 FROM users u WHERE u.active)": "(u)",
     "INSERT INTO audit_events (actor) VALUES ('admin')": "does not name org_id",
+    # the outer query pins another column of the union, not org_id
+    """SELECT * FROM (SELECT r.org_id, r.user_id AS id FROM users r
+       UNION ALL SELECT g.org_id, g.group_id FROM groups g) AS h
+       WHERE h.id = $1""": "users (r)",
+    # one branch gives something else where the others give org_id
+    """SELECT * FROM (SELECT r.org_id FROM users r
+       UNION ALL SELECT g.group_id FROM groups g) AS h WHERE h.org_id = $1""": "groups (g)",
     "SELECT * FROM mystery_table WHERE org_id = $1": "not classified",
 }
 
