@@ -60,6 +60,7 @@ class Settings:
     core_timeout_seconds: float
     auth_failure_per_second: float
     auth_failure_burst: int
+    workers: int
 
     SECRET_FIELDS = ("admin_token", "service_token", "database_url")
 
@@ -175,4 +176,5 @@ def load(env: Mapping[str, str] | None = None, **overrides: str | None) -> Setti
         core_timeout_seconds=_float(source, "WANDO_CORE_TIMEOUT_SECONDS", 10.0, 0.1, 300.0),
         auth_failure_per_second=_float(source, "WANDO_AUTH_FAILURE_PER_SECOND", 1.0, 0.0, 1e6),
         auth_failure_burst=_int(source, "WANDO_AUTH_FAILURE_BURST", 20, 1, 1_000_000),
+        workers=_int(source, "WANDO_WORKERS", os.cpu_count() or 1, 1, 256),
     )

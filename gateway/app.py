@@ -13,14 +13,22 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import grpc
 from aiohttp import web
 
 from core.config import Settings
-from gateway import discovery, middlewares
+from gateway import discovery, health, middlewares
 from gateway.authlimit import AuthFailures
+from gateway.corechannel import open_channel
 from gateway.groups import Groups
-from gateway.keys import AUTH_FAILURES, CORE, ORG_LEARNER, RATE_LIMITER, SETTINGS
+from gateway.keys import (
+    AUTH_FAILURES,
+    CORE,
+    CORE_HEALTH,
+    LIFECYCLE,
+    ORG_LEARNER,
+    RATE_LIMITER,
+    SETTINGS,
+)
 from gateway.ratelimit import OrgLearner, RateLimiter
 from gateway.resources import ResourceCalls, ResourceEndpoints
 from gateway.users import Users
@@ -29,19 +37,11 @@ log = logging.getLogger("gateway")
 
 RESOURCE_TYPES: tuple[type[ResourceCalls], ...] = (Users, Groups)
 
-CHANNEL_OPTIONS = (
-    # a large group's membership can exceed gRPC's 4 MiB default
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.keepalive_time_ms", 30_000),
-    # reconnect soon after the core comes back (gRPC's default backoff reaches 2 min)
-    ("grpc.initial_reconnect_backoff_ms", 250),
-    ("grpc.max_reconnect_backoff_ms", 5_000),
-)
-
 
 async def core_channel(app: web.Application) -> AsyncIterator[None]:
     """The one channel to the core, shared by all requests of this process."""
-    channel = grpc.aio.insecure_channel(app[SETTINGS].core_address, options=CHANNEL_OPTIONS)
+    channel = open_channel(app[SETTINGS].core_address)
+    app[CORE_HEALTH] = health.health_check(channel)
     app[ORG_LEARNER] = OrgLearner(app[RATE_LIMITER], app[AUTH_FAILURES].vouch)
     app[CORE] = {calls.endpoint: calls(channel) for calls in RESOURCE_TYPES}
     try:
@@ -73,24 +73,34 @@ def _also_after_a_trailing_slash(scim: web.Application) -> None:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=middlewares.ROOT, client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    app[LIFECYCLE] = health.Lifecycle()
     app[RATE_LIMITER] = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app[AUTH_FAILURES] = AuthFailures(settings.auth_failure_per_second, settings.auth_failure_burst)
     app.cleanup_ctx.append(core_channel)
+    health.add_routes(app)
     app.add_subapp(settings.scim_prefix, create_scim_app())
     return app
 
 
 @contextlib.asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[web.AppRunner]:
-    """Serve the gateway on settings.http_listen for the duration of the block."""
+async def serving(settings: Settings, *, reuse_port: bool = False) -> AsyncIterator[web.AppRunner]:
+    """Serve the gateway on settings.http_listen for the duration of the block.
+    `reuse_port`: share the port with other processes (SO_REUSEPORT), for the
+    workers of `wando serve` only."""
+    app = create_app(settings)
     runner = web.AppRunner(
-        create_app(settings),
+        app,
         access_log=None,  # request_context logs each request, without secrets
         shutdown_timeout=settings.shutdown_grace_seconds,
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.http_listen.host, settings.http_listen.port)
+        site = web.TCPSite(
+            runner,
+            settings.http_listen.host,
+            settings.http_listen.port,
+            reuse_port=reuse_port or None,
+        )
         await site.start()
         for address in runner.addresses:
             host, port = address[0], address[1]
@@ -98,4 +108,5 @@ async def serving(settings: Settings) -> AsyncIterator[web.AppRunner]:
             log.info("gateway listening on http://%s:%s%s", shown, port, settings.scim_prefix)
         yield runner
     finally:
+        app[LIFECYCLE].draining = True  # /readyz answers 503 from here on
         await runner.cleanup()

@@ -10,6 +10,7 @@ from core.config import Settings
 
 if TYPE_CHECKING:
     from gateway.authlimit import AuthFailures
+    from gateway.health import HealthCheck, Lifecycle
     from gateway.ratelimit import OrgLearner, RateLimiter
     from gateway.resources import ResourceCalls
 
@@ -22,6 +23,11 @@ RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
 ORG_LEARNER: web.AppKey[OrgLearner] = web.AppKey("org_learner")
 # failed authentications per client address (gateway.authlimit)
 AUTH_FAILURES: web.AppKey[AuthFailures] = web.AppKey("auth_failures")
+
+# the standard gRPC health service of the core, on the same channel (gateway.health)
+CORE_HEALTH: web.AppKey[HealthCheck] = web.AppKey("core_health")
+# whether the process is draining (gateway.health)
+LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle")
 
 REQUEST_ID = web.RequestKey("request_id", str)
 # the caller's bearer token, forwarded to the core; never logged
