@@ -24,6 +24,7 @@ from core.config import Settings
 from core.groups import GroupService
 from core.instrumentation import instrument
 from core.notifier import RoleNotifier
+from core.ratelimit import RateLimits
 from core.role_service import RoleService
 from core.tokens import Authenticator
 from core.users import UserService
@@ -91,7 +92,7 @@ async def start_server(
         ],
     )
     authenticator = Authenticator(pool)
-    guard = Guard(admin_token, authenticator, service_token)
+    guard = Guard(admin_token, authenticator, service_token, RateLimits(pool))
     notifier = RoleNotifier(pool)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         instrument(AdminService(pool, guard, authenticator), ADMIN_SERVICE), server

@@ -22,18 +22,18 @@ from gateway.corechannel import open_channel
 from gateway.groups import Groups
 from gateway.keys import (
     AUTH_FAILURES,
+    CALL_METADATA,
     CORE,
     CORE_HEALTH,
     LIFECYCLE,
-    ORG_LEARNER,
-    RATE_LIMITER,
     SETTINGS,
 )
-from gateway.ratelimit import OrgLearner, RateLimiter
 from gateway.resources import ResourceCalls, ResourceEndpoints
 from gateway.users import Users
 
 log = logging.getLogger("gateway")
+
+RATE_LIMIT_METADATA_KEY = "wando-rate-limit"  # read by core.ratelimit
 
 RESOURCE_TYPES: tuple[type[ResourceCalls], ...] = (Users, Groups)
 
@@ -42,12 +42,20 @@ async def core_channel(app: web.Application) -> AsyncIterator[None]:
     """The one channel to the core, shared by all requests of this process."""
     channel = open_channel(app[SETTINGS].core_address)
     app[CORE_HEALTH] = health.health_check(channel)
-    app[ORG_LEARNER] = OrgLearner(app[RATE_LIMITER], app[AUTH_FAILURES].vouch)
     app[CORE] = {calls.endpoint: calls(channel) for calls in RESOURCE_TYPES}
     try:
         yield
     finally:
         await channel.close()
+
+
+def rate_limit_metadata(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """What asks the core to charge each call to the organisation's rate limit,
+    kept in PostgreSQL for the whole fleet (core.ratelimit); nothing when off."""
+    if settings.rate_limit_per_second <= 0:
+        return ()
+    limit = f"{settings.rate_limit_per_second:g} {settings.rate_limit_burst}"
+    return ((RATE_LIMIT_METADATA_KEY, limit),)
 
 
 def create_scim_app() -> web.Application:
@@ -74,7 +82,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=middlewares.ROOT, client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[LIFECYCLE] = health.Lifecycle()
-    app[RATE_LIMITER] = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app[CALL_METADATA] = rate_limit_metadata(settings)
     app[AUTH_FAILURES] = AuthFailures(settings.auth_failure_per_second, settings.auth_failure_burst)
     app.cleanup_ctx.append(core_channel)
     health.add_routes(app)

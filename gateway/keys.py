@@ -11,16 +11,15 @@ from core.config import Settings
 if TYPE_CHECKING:
     from gateway.authlimit import AuthFailures
     from gateway.health import HealthCheck, Lifecycle
-    from gateway.ratelimit import OrgLearner, RateLimiter
     from gateway.resources import ResourceCalls
 
 SETTINGS = web.AppKey("settings", Settings)
 # the core's resource services by endpoint ("Users", "Groups"), on the one
 # gRPC channel of the process; set up and torn down by the app's cleanup_ctx
 CORE: web.AppKey[dict[str, ResourceCalls]] = web.AppKey("core")
-RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
-# reads each core answer's trailers for the rate limiter and AUTH_FAILURES
-ORG_LEARNER: web.AppKey[OrgLearner] = web.AppKey("org_learner")
+# metadata every SCIM call to the core carries besides the token and request
+# id: the organisations' rate limit to charge (core.ratelimit), if any
+CALL_METADATA: web.AppKey[tuple[tuple[str, str], ...]] = web.AppKey("call_metadata")
 # failed authentications per client address (gateway.authlimit)
 AUTH_FAILURES: web.AppKey[AuthFailures] = web.AppKey("auth_failures")
 
