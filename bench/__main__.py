@@ -30,8 +30,29 @@ def main() -> int:
     )
     parser.add_argument("--seconds", type=float, help="seconds per throughput workload")
     parser.add_argument("--out", type=Path, default=OUT, help=f"JSON results (default {OUT})")
+    parser.add_argument(
+        "--serve-workers",
+        type=int,
+        metavar="N",
+        help="run the service as `wando serve` with N workers of each tier instead of one "
+        "`wando core` and one `wando gateway` (compare N=1 with N=CPUs for the whole-machine "
+        "gain; peak RSS then covers the supervisor only)",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        action="store_true",
+        help="charge every SCIM request to the organisation's fleet-wide rate limit, set "
+        "too high to be reached (compare with a run without it for the limiter's cost)",
+    )
     args = parser.parse_args()
-    return suite.main(sizes.choose(args.quick, args.seconds), args.only, args.quick, args.out)
+    return suite.main(
+        sizes.choose(args.quick, args.seconds),
+        args.only,
+        args.quick,
+        args.out,
+        args.serve_workers,
+        args.rate_limit,
+    )
 
 
 if __name__ == "__main__":

@@ -25,6 +25,13 @@ class Service:
     core: Child | None = None
     gateway: Child | None = None
     starts: int = 0
+    # run `wando serve` with this many workers (WANDO_WORKERS) instead of
+    # `wando core` + `wando gateway`; its Child is `core`, and peak RSS then
+    # covers the supervisor only
+    serve_workers: int | None = None
+    # charge every SCIM request to the organisation's fleet-wide rate limit (one
+    # upsert in PostgreSQL, core.ratelimit) at a limit never reached: its cost
+    rate_limit: bool = False
 
     @property
     def grpc_address(self) -> str:
@@ -48,7 +55,9 @@ class Service:
             "WANDO_METRICS_LISTEN": "",
             "WANDO_ADMIN_TOKEN": ADMIN_TOKEN,
             "WANDO_SERVICE_TOKEN": SERVICE_TOKEN,
-            "WANDO_RATE_LIMIT_PER_SECOND": "0",  # 0 disables the per-organisation limit
+            # 0 disables the per-organisation limit
+            "WANDO_RATE_LIMIT_PER_SECOND": "1000000" if self.rate_limit else "0",
+            "WANDO_RATE_LIMIT_BURST": "1000000",
             "WANDO_SHUTDOWN_GRACE_SECONDS": "2",
         }
 
@@ -57,6 +66,16 @@ class Service:
         started side by side: the gateway connects to the core lazily."""
         self.starts += 1
         env = self._env()
+        if self.serve_workers is not None:
+            self.core = await start(
+                "serve",
+                [WANDO, "serve"],
+                log_dir=self.work,
+                env={**env, "WANDO_WORKERS": str(self.serve_workers)},
+                ready="serving with",
+                log_name=f"serve-{self.starts}",
+            )
+            return
         started = await asyncio.gather(
             start(
                 "core",

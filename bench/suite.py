@@ -147,7 +147,13 @@ async def run_service_workloads(run: Run, service: Service, pool: asyncpg.Pool) 
     return await checks.plans(pool, data.main.id, len(data.users) // 2)
 
 
-async def run_suite(sizes: Sizes, only: list[str] | None, quick: bool) -> dict[str, Any]:
+async def run_suite(
+    sizes: Sizes,
+    only: list[str] | None,
+    quick: bool,
+    serve_workers: int | None = None,
+    rate_limit: bool = False,
+) -> dict[str, Any]:
     selected = set(only or NAMES)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="wando-bench-") as tmp:
@@ -159,7 +165,7 @@ async def run_suite(sizes: Sizes, only: list[str] | None, quick: bool) -> dict[s
         try:
             await run_baselines(run, pg, work)
             run.lap("baselines")
-            service = Service(pg.dsn, work)
+            service = Service(pg.dsn, work, serve_workers=serve_workers, rate_limit=rate_limit)
             try:
                 await service.start()
                 pool = await db.create_pool(pg.dsn, min_size=1, max_size=4)
@@ -179,7 +185,13 @@ async def run_suite(sizes: Sizes, only: list[str] | None, quick: bool) -> dict[s
     run.lap("stop")
     report.evaluate(run.rows)
     return {
-        "meta": report.meta(sizes, quick, time.monotonic() - started, run.phase_seconds),
+        "meta": {
+            **report.meta(sizes, quick, time.monotonic() - started, run.phase_seconds),
+            "service": f"wando serve, {serve_workers} workers"
+            if serve_workers
+            else "wando core + wando gateway",
+            "rate_limit": rate_limit,
+        },
         "rows": run.rows,
         "checks": run.checks,
         "plans": plans,
@@ -187,8 +199,15 @@ async def run_suite(sizes: Sizes, only: list[str] | None, quick: bool) -> dict[s
     }
 
 
-def main(sizes: Sizes, only: list[str] | None, quick: bool, out: Path) -> int:
-    results = loop.run(run_suite(sizes, only, quick))
+def main(
+    sizes: Sizes,
+    only: list[str] | None,
+    quick: bool,
+    out: Path,
+    serve_workers: int | None = None,
+    rate_limit: bool = False,
+) -> int:
+    results = loop.run(run_suite(sizes, only, quick, serve_workers, rate_limit))
     report.write(results, out)
     print(report.table(results))
     print(f"\nwritten to {out}")
