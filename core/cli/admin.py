@@ -16,6 +16,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from core import auth, config
+from gateway import corechannel
 from wando.provisioning.v1 import admin_service_pb2 as pb
 from wando.provisioning.v1 import admin_service_pb2_grpc
 
@@ -86,7 +87,8 @@ class Admin:
                 f"`wando serve` created {self.settings.data_dir / auth.ADMIN_TOKEN_FILE}"
             )
         self.metadata = (("authorization", f"Bearer {credential}"),)
-        self.channel = grpc.insecure_channel(self.settings.core_address)
+        # WANDO_CORE in any of the forms the gateway takes (one address, a list, dns:///)
+        self.channel = grpc.insecure_channel(corechannel.target(self.settings.core_address))
         self.stub = admin_service_pb2_grpc.AdminServiceStub(self.channel)  # type: ignore[no-untyped-call]
 
     def call(self, method: str, request: Message) -> Any:
