@@ -22,8 +22,6 @@ from core.tokens import Authenticator, Principal
 
 log = logging.getLogger(__name__)
 
-# trailer naming the organisation a SCIM token authenticated as (internal)
-ORG_METADATA_KEY = "wando-org-id"
 ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name
 SERVICE_TOKEN_FILE = "service-token"  # noqa: S105 - a file name
 SERVICE_PREFIX = "wando_svc_"
@@ -117,7 +115,4 @@ class Guard:
         limit = requested_limit(context)
         if limit is not None and self._rate_limits is not None:
             await self._rate_limits.charge(principal.org_id, *limit)  # core.ratelimit
-        # tells the gateway the core accepted the token (gateway.authlimit); an
-        # error's trailers replace it
-        context.set_trailing_metadata(((ORG_METADATA_KEY, str(principal.org_id)),))
         return principal
