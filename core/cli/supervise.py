@@ -165,6 +165,8 @@ class Supervisor:
     async def _keep_running(self, slot: Slot) -> None:
         while slot.kind not in self.stopping:
             proc = await self._spawn(slot)
+            if slot.kind in self.stopping:  # stop() came while it was being started
+                proc.send_signal(signal.SIGTERM)
             assert proc.stdout is not None
             ready = (await proc.stdout.readline()).decode().strip() == READY
             started = time.monotonic()
@@ -281,7 +283,8 @@ async def _supervise(
     supervisor: Supervisor, settings: config.Settings, stop: asyncio.Event, metrics_dir: Path
 ) -> None:
     serve_metrics(settings.metrics_listen, metrics_dir)
-    supervisor.start(CORE)
+    if not stop.is_set():
+        supervisor.start(CORE)
     if await supervisor.until_ready(CORE, stop):
         supervisor.start(GATEWAY)
         if await supervisor.until_ready(GATEWAY, stop):
