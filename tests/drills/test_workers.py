@@ -178,3 +178,38 @@ async def test_workers_that_keep_failing_to_start_stop_the_supervisor(
     assert serve.log.count("restarting it in") == 4  # then the fifth failure: give up
     assert "gateway worker" not in serve.log  # gateways wait for the cores
     assert "stopped" in serve.lines[-1]
+
+
+async def test_port_0_and_ctrl_c(database_dsn: str, tmp_path: Path) -> None:
+    """Port 0 becomes one port every worker shares (the logs name it), and
+    Ctrl-C (SIGINT to the terminal's whole process group) stops the gateways
+    first, then the cores, and exits 0."""
+    env = service_env(
+        WANDO_DATABASE_URL=database_dsn,
+        WANDO_DATA_DIR=str(tmp_path / "data"),
+        WANDO_GRPC_LISTEN="127.0.0.1:0",
+        WANDO_HTTP_LISTEN="127.0.0.1:0",
+        WANDO_WORKERS="2",
+        WANDO_LOG_LEVEL="info",
+    )
+    serve = await WandoProcess.start("serve", env=env, ready=READY)
+    try:
+        http = set(re.findall(r"gateway listening on http://127\.0\.0\.1:(\d+)/", serve.log))
+        grpc = set(re.findall(r"core gRPC listening on 127\.0\.0\.1:(\d+)", serve.log))
+        assert len(http) == 1 and len(grpc) == 1 and "0" not in http | grpc, serve.log
+        async with (
+            aiohttp.ClientSession() as client,
+            client.get(f"http://127.0.0.1:{http.pop()}/readyz") as reply,
+        ):
+            assert reply.status == 200, await reply.text()
+        os.killpg(serve.proc.pid, signal.SIGINT)
+        code = await serve.wait(60)
+    finally:
+        serve.kill()
+    assert code == 0, serve.log
+    stops = [line for line in serve.lines if "draining in-flight" in line or "stopped" in line]
+    cores_begin = min(i for i, line in enumerate(stops) if "in-flight calls (" in line)
+    # both gateways drained and stopped before any core began to drain
+    assert sum("in-flight requests (" in line for line in stops[:cores_begin]) == 2, stops
+    assert sum(line.rstrip().endswith("stopped") for line in stops[:cores_begin]) == 2, stops
+    assert "stopped" in serve.lines[-1]
