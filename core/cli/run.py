@@ -2,7 +2,7 @@
 `wando core` (gRPC only), `wando gateway` (the SCIM HTTP gateway only, against
 WANDO_CORE) and `wando migrate` (apply migrations and exit).
 
-`wando core --supervised` and `wando gateway --supervised` are how the
+`wando core --supervised NAME` and `wando gateway --supervised NAME` are how the
 supervisor runs its workers (the flag is not in --help): the port is shared
 with the other workers (SO_REUSEPORT), migrations are left to the supervisor,
 metrics go to the supervisor's /metrics, SIGINT is left to the supervisor, and
@@ -43,20 +43,25 @@ def add_commands(commands: Any) -> None:
     text = "run the core gRPC service only"
     cmd = commands.add_parser("core", help=text, description=text)
     _listen_arguments(cmd)
-    cmd.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
+    _supervised_argument(cmd)
     cmd.set_defaults(handler=_core_handler)
 
     text = "run the SCIM gateway only, against a running core (WANDO_CORE)"
     cmd = commands.add_parser("gateway", help=text, description=text)
     cmd.add_argument("--http-listen", help="gateway address HOST:PORT (env WANDO_HTTP_LISTEN)")
     cmd.add_argument("--core", help="core address(es) (env WANDO_CORE)")
-    cmd.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
+    _supervised_argument(cmd)
     cmd.set_defaults(handler=_gateway_handler)
 
     text = "apply pending database migrations and exit (for a deploy job)"
     cmd = commands.add_parser("migrate", help=text, description=text)
     cmd.add_argument("--data-dir", help="data directory (env WANDO_DATA_DIR)")
     cmd.set_defaults(handler=_migrate_handler)
+
+
+def _supervised_argument(cmd: argparse.ArgumentParser) -> None:
+    """--supervised NAME: run as the worker NAME ("core-1") of `wando serve`."""
+    cmd.add_argument("--supervised", metavar="NAME", help=argparse.SUPPRESS)
 
 
 def _listen_arguments(cmd: argparse.ArgumentParser) -> None:
@@ -82,14 +87,14 @@ def _core_handler(args: argparse.Namespace) -> int:
     settings = config.load(
         data_dir=args.data_dir, grpc_listen=args.grpc_listen, http_listen=args.http_listen
     )
-    logs.configure(settings.log_level, settings.log_format)
-    return _run_until_stopped(run_core(settings, supervised=args.supervised))
+    logs.configure(settings.log_level, settings.log_format, args.supervised)
+    return _run_until_stopped(run_core(settings, supervised=bool(args.supervised)))
 
 
 def _gateway_handler(args: argparse.Namespace) -> int:
     settings = config.load(http_listen=args.http_listen, core=args.core)
-    logs.configure(settings.log_level, settings.log_format)
-    return _run_until_stopped(run_gateway(settings, supervised=args.supervised))
+    logs.configure(settings.log_level, settings.log_format, args.supervised)
+    return _run_until_stopped(run_gateway(settings, supervised=bool(args.supervised)))
 
 
 def _migrate_handler(args: argparse.Namespace) -> int:

@@ -3,7 +3,8 @@
 It starts the embedded PostgreSQL once (or uses WANDO_DATABASE_URL), applies
 the migrations once, then runs N core and N gateway worker processes
 (`--workers` / WANDO_WORKERS, default the number of CPUs): `wando core
---supervised` and `wando gateway --supervised`. Each worker has its own event
+--supervised core-1` and `wando gateway --supervised gateway-1`, and so on; each
+names itself on every line it logs. Each worker has its own event
 loop and, for the cores, its own asyncpg pool of WANDO_DB_POOL_MAX.
 
 Why N of each: a SCIM request costs CPU in both tiers, in comparable amounts
@@ -154,6 +155,7 @@ class Supervisor:
             "core.cli.main",
             slot.kind,
             "--supervised",
+            f"{slot.kind}-{slot.index}",  # named on each line it logs
             stdin=asyncio.subprocess.PIPE,  # held open: its end tells the worker we died
             stdout=asyncio.subprocess.PIPE,  # the worker's "ready"
             env=self.env,
