@@ -166,38 +166,45 @@ class Supervisor:
 
     async def _keep_running(self, slot: Slot) -> None:
         while slot.kind not in self.stopping:
-            proc = await self._spawn(slot)
-            if slot.kind in self.stopping:  # stop() came while it was being started
-                proc.send_signal(signal.SIGTERM)
-            assert proc.stdout is not None
-            ready = (await proc.stdout.readline()).decode().strip() == READY
-            started = time.monotonic()
-            if ready:
-                slot.start_failures = 0
-                slot.ready.set()
-            code = await proc.wait()
-            multiprocess.mark_process_dead(proc.pid, str(self.metrics_dir))  # type: ignore[no-untyped-call]
+            try:
+                ready, how, served = await self._run_once(slot)
+            except OSError as exc:  # no process at all (out of file descriptors, memory)
+                ready, how, served = False, f"could not be started ({exc})", 0.0
             if slot.kind in self.stopping:
                 return
-            how = _how_it_ended(code)
             if not ready:
                 slot.start_failures += 1
                 if slot.start_failures >= START_FAILURES_TO_GIVE_UP:
                     log.error(
-                        "%s (pid %s) %s before it could serve, %s times in a row; giving up",
+                        "%s %s before it could serve, %s times in a row; giving up",
                         slot.name,
-                        proc.pid,
                         how,
                         slot.start_failures,
                     )
                     self.gave_up.set()
                     return
-            elif time.monotonic() - started > HEALTHY_AFTER_SECONDS:
+            elif served > HEALTHY_AFTER_SECONDS:
                 slot.crashes = 0
             delay = min(BACKOFF_FIRST_SECONDS * 2**slot.crashes, BACKOFF_MAX_SECONDS)
             slot.crashes += 1
-            log.warning("%s (pid %s) %s; restarting it in %.1fs", slot.name, proc.pid, how, delay)
+            log.warning("%s %s; restarting it in %.1fs", slot.name, how, delay)
             await asyncio.sleep(delay)
+
+    async def _run_once(self, slot: Slot) -> tuple[bool, str, float]:
+        """Run the slot's process until it exits: whether it came to serve, how
+        it ended ("(pid 42) was killed by SIGKILL"), and for how many seconds it served."""
+        proc = await self._spawn(slot)
+        if slot.kind in self.stopping:  # stop() came while it was being started
+            proc.send_signal(signal.SIGTERM)
+        assert proc.stdout is not None
+        ready = (await proc.stdout.readline()).decode().strip() == READY
+        started = time.monotonic()
+        if ready:
+            slot.start_failures = 0
+            slot.ready.set()
+        code = await proc.wait()
+        multiprocess.mark_process_dead(proc.pid, str(self.metrics_dir))  # type: ignore[no-untyped-call]
+        return ready, f"(pid {proc.pid}) {_how_it_ended(code)}", time.monotonic() - started
 
     async def stop(self, kind: str) -> None:
         """SIGTERM every worker of `kind` and wait until they have drained and
