@@ -172,3 +172,11 @@ async def test_metrics_name_routes_never_organisations_or_ids(scim: ScimHttp) ->
 def _sample(name: str, method: str, route: str, status: str) -> float:
     value = REGISTRY.get_sample_value(name, {"method": method, "route": route, "status": status})
     return value or 0.0
+
+
+def test_gateway_and_core_name_the_rate_limit_metadata_alike() -> None:
+    """The one wire constant this adds, kept in both tiers until they share a home."""
+    from core import ratelimit
+    from gateway import app
+
+    assert app.RATE_LIMIT_METADATA_KEY == ratelimit.METADATA_KEY
