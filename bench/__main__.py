@@ -41,6 +41,19 @@ def main() -> int:
         help="the service as one `wando serve` (default, as deployed) or as `wando core` "
         "+ `wando gateway` (split)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="with --service serve: N workers of each tier (default: one per CPU, as "
+        "deployed); compare N=1 with the default for the whole-machine gain",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        action="store_true",
+        help="charge every SCIM request to the organisation's fleet-wide rate limit, set "
+        "too high to be reached (compare with a run without it for the limiter's cost)",
+    )
     args = parser.parse_args()
     missing = [m for m in ("scim2_server", "uvicorn") if importlib.util.find_spec(m) is None]
     if missing and suite.wants_peer(set(args.only or NAMES)):
@@ -51,7 +64,9 @@ def main() -> int:
         )
         return 2
     chosen = sizes.choose(args.quick, args.seconds)
-    return suite.main(chosen, args.only, args.quick, args.out, args.service)
+    return suite.main(
+        chosen, args.only, args.quick, args.out, args.service, args.workers, args.rate_limit
+    )
 
 
 if __name__ == "__main__":

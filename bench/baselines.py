@@ -123,10 +123,10 @@ async def read(request: web.Request) -> web.Response:
 
 
 async def serve_http(listen: str, grpc_address: str, dsn: str) -> None:
-    from gateway.app import CHANNEL_OPTIONS  # the gateway's channel, option for option
+    from gateway.corechannel import open_channel  # the gateway's channel, option for option
 
     app = web.Application()
-    app[CHANNEL] = grpc.aio.insecure_channel(grpc_address, options=CHANNEL_OPTIONS)
+    app[CHANNEL] = open_channel(grpc_address)
     app[EMPTY] = app[CHANNEL].unary_unary(METHOD)
     app[POOL] = await db.create_pool(dsn)
     app.router.add_get("/echo", echo)

@@ -163,7 +163,7 @@ async def run_imports(run: Run, service: Service, data: Dataset) -> None:
         "target": f"≤ {targets.LAST_PAGE_VS_FIRST:g}",
         "met": ratio <= targets.LAST_PAGE_VS_FIRST,
     }
-    for process in large["peak_rss_mib"]:
+    for process in large["peak_rss_mib"].keys() & small["peak_rss_mib"].keys():
         growth = large["peak_rss_mib"][process] / small["peak_rss_mib"][process]
         run.checks[f"peak RSS of {process}, large vs small import"] = {
             "value": round(growth, 2),

@@ -2,8 +2,9 @@
 embedded PostgreSQL, with the rate limiter off (it would throttle the load,
 which is its job). Two shapes (`python -m bench --service`):
 
-- `serve` (the default deployment): one `wando serve`, core and gateway in
-  one process (SERVE below is its command line);
+- `serve` (the default deployment): one `wando serve`, a supervisor with N
+  core and N gateway worker processes (default one of each per CPU;
+  `--workers N`);
 - `split`: `wando core` and `wando gateway` as two processes.
 
 Its CPU is that of these processes' trees and of PostgreSQL's (the
@@ -19,7 +20,6 @@ from bench.processes import WANDO, Child, free_port, start
 from core import channels, config
 
 MODES = ("serve", "split")
-# `wando serve`'s command line: a multi-worker serve takes its flag here
 SERVE = [WANDO, "serve"]
 
 ADMIN_TOKEN = "wando_admin_bench-credential"
@@ -45,6 +45,12 @@ class Service:
     http_port: int = field(default_factory=free_port)
     processes: list[Child] = field(default_factory=list)
     starts: int = 0
+    # `wando serve` with this many workers of each tier (WANDO_WORKERS); None:
+    # its default, one of each per CPU
+    serve_workers: int | None = None
+    # charge every SCIM request to the organisation's fleet-wide rate limit (one
+    # upsert in PostgreSQL, core.ratelimit) at a limit never reached: its cost
+    rate_limit: bool = False
 
     @property
     def grpc_address(self) -> str:
@@ -73,14 +79,17 @@ class Service:
             "WANDO_METRICS_LISTEN": "",
             "WANDO_ADMIN_TOKEN": ADMIN_TOKEN,
             "WANDO_SERVICE_TOKEN": SERVICE_TOKEN,
-            "WANDO_RATE_LIMIT_PER_SECOND": "0",  # 0 disables the per-organisation limit
+            # 0 disables the per-organisation limit
+            "WANDO_RATE_LIMIT_PER_SECOND": "1000000" if self.rate_limit else "0",
+            "WANDO_RATE_LIMIT_BURST": "1000000",
             "WANDO_SHUTDOWN_GRACE_SECONDS": "2",
+            **({"WANDO_WORKERS": str(self.serve_workers)} if self.serve_workers else {}),
         }
 
     def _commands(self) -> list[tuple[str, list[str], str]]:
         """(name, argv, line that says it is ready) of each process."""
-        if self.mode == "serve":
-            return [("serve", SERVE, "gateway listening")]
+        if self.mode == "serve":  # the supervisor's line once every worker serves
+            return [("serve", SERVE, "serving with")]
         return [
             ("core", [WANDO, "core"], "core gRPC listening"),
             ("gateway", [WANDO, "gateway"], "gateway listening"),

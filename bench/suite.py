@@ -207,7 +207,13 @@ async def run_service_workloads(
 
 
 async def run_suite(
-    sizes: Sizes, only: list[str] | None, quick: bool, mode: str, logs: Path
+    sizes: Sizes,
+    only: list[str] | None,
+    quick: bool,
+    mode: str,
+    logs: Path,
+    serve_workers: int | None = None,
+    rate_limit: bool = False,
 ) -> dict[str, Any]:
     """Run the chosen workloads; every process's log is copied into `logs`."""
     selected = set(only or NAMES)
@@ -222,7 +228,14 @@ async def run_suite(
         try:
             await run_baselines(run, pg, postmaster, work)
             run.lap("baselines")
-            service = Service(pg.dsn, work, postmaster, mode)
+            service = Service(
+                pg.dsn,
+                work,
+                postmaster,
+                mode,
+                serve_workers=serve_workers,
+                rate_limit=rate_limit,
+            )
             peer = Peer(work) if wants_peer(selected) else None
             try:
                 await service.start()
@@ -248,9 +261,13 @@ async def run_suite(
     run.lap("stop")
     report.evaluate(run.rows, run.peer_failures)
     return {
-        "meta": report.meta(
-            sizes, quick, time.monotonic() - started, run.phase_seconds, mode, peer is not None
-        ),
+        "meta": {
+            **report.meta(
+                sizes, quick, time.monotonic() - started, run.phase_seconds, mode, peer is not None
+            ),
+            "workers": serve_workers if mode == "serve" else None,
+            "rate_limit": rate_limit,
+        },
         "rows": run.rows,
         "checks": run.checks,
         "plans": plans,
@@ -266,8 +283,18 @@ def keep_logs(work: Path, logs: Path) -> None:
         shutil.copyfile(log, logs / log.name)
 
 
-def main(sizes: Sizes, only: list[str] | None, quick: bool, out: Path, mode: str) -> int:
-    results = loop.run(run_suite(sizes, only, quick, mode, out.parent / "logs"))
+def main(
+    sizes: Sizes,
+    only: list[str] | None,
+    quick: bool,
+    out: Path,
+    mode: str,
+    serve_workers: int | None = None,
+    rate_limit: bool = False,
+) -> int:
+    results = loop.run(
+        run_suite(sizes, only, quick, mode, out.parent / "logs", serve_workers, rate_limit)
+    )
     report.write(results, out)
     print(report.table(results))
     print(f"\nwritten to {out}")

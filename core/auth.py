@@ -16,13 +16,12 @@ import secrets
 from pathlib import Path
 
 from core.errors import Unauthenticated
+from core.ratelimit import RateLimits, requested_limit
 from core.rpc import Ctx
 from core.tokens import Authenticator, Principal
 
 log = logging.getLogger(__name__)
 
-# trailer naming the organisation a SCIM token authenticated as (internal)
-ORG_METADATA_KEY = "wando-org-id"
 ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name
 SERVICE_TOKEN_FILE = "service-token"  # noqa: S105 - a file name
 CURSOR_SECRET_FILE = "cursor-secret"  # noqa: S105 - a file name
@@ -92,11 +91,16 @@ class Guard:
     """Checks the credential a method needs."""
 
     def __init__(
-        self, admin_token: str, authenticator: Authenticator, service_token: str | None = None
+        self,
+        admin_token: str,
+        authenticator: Authenticator,
+        service_token: str | None = None,
+        rate_limits: RateLimits | None = None,
     ) -> None:
         self._admin_token = admin_token.encode()
         self._service_token = service_token.encode() if service_token else None
         self._authenticator = authenticator
+        self._rate_limits = rate_limits
 
     def admin(self, context: Ctx) -> None:
         secret = bearer(context)
@@ -118,6 +122,7 @@ class Guard:
         if secret is None:
             raise Unauthenticated("this method needs an organisation's SCIM bearer token")
         principal = await self._authenticator.authenticate(secret)
-        # for the gateway's per-organisation rate limit; an error's trailers replace it
-        context.set_trailing_metadata(((ORG_METADATA_KEY, str(principal.org_id)),))
+        limit = requested_limit(context)
+        if limit is not None and self._rate_limits is not None:
+            await self._rate_limits.charge(principal.org_id, *limit)  # core.ratelimit
         return principal

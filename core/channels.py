@@ -11,11 +11,17 @@ certificate when the address does not carry it (an IP such as 127.0.0.1).
 gRPC has no client credentials that reload, so a client that lives long
 (the gateway) watches `ClientTLS.stamp()` and builds a new channel when the
 files change (gateway.corechannel).
+
+WANDO_CORE names one core (HOST:PORT), several (a comma-separated list,
+resolved once), or any gRPC target with a scheme (dns:///core.internal:50051);
+target() turns it into what gRPC dials.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,21 +82,55 @@ def client_tls(settings: Settings) -> ClientTLS | None:
 def aio_channel(
     address: str, tls_files: ClientTLS | None, options: Options = ()
 ) -> grpc.aio.Channel:
-    """A grpc.aio channel to the core at `address`: TLS if `tls_files`, else plaintext."""
+    """A grpc.aio channel to the core at WANDO_CORE `address` (see target()):
+    TLS if `tls_files`, else plaintext."""
     if tls_files is None:
-        return grpc.aio.insecure_channel(address, options=list(options))
+        return grpc.aio.insecure_channel(target(address), options=list(options))
     return grpc.aio.secure_channel(
-        address, tls_files.credentials(), options=[*options, *tls_files.options()]
+        target(address), tls_files.credentials(), options=[*options, *tls_files.options()]
     )
 
 
 def sync_channel(address: str, tls_files: ClientTLS | None, options: Options = ()) -> grpc.Channel:
     """The same, as a blocking channel (the CLI)."""
     if tls_files is None:
-        return grpc.insecure_channel(address, options=list(options))
+        return grpc.insecure_channel(target(address), options=list(options))
     return grpc.secure_channel(
-        address, tls_files.credentials(), options=[*options, *tls_files.options()]
+        target(address), tls_files.credentials(), options=[*options, *tls_files.options()]
     )
+
+
+def target(core: str) -> str:
+    """The gRPC target for WANDO_CORE (see the module's docstring)."""
+    core = core.strip()
+    if "://" in core or core.startswith(("dns:", "ipv4:", "ipv6:", "unix:")):
+        return core
+    parts = [p.strip() for p in core.split(",") if p.strip()]
+    if len(parts) <= 1:
+        return core
+    addresses = [address for part in parts for address in _resolve(part)]
+    if all(isinstance(ip, ipaddress.IPv4Address) for ip, _ in addresses):
+        return "ipv4:" + ",".join(f"{ip}:{port}" for ip, port in addresses)
+    if all(isinstance(ip, ipaddress.IPv6Address) for ip, _ in addresses):
+        return "ipv6:" + ",".join(f"[{ip}]:{port}" for ip, port in addresses)
+    raise ConfigError(f"WANDO_CORE mixes IPv4 and IPv6 addresses: {core!r}")
+
+
+def _resolve(part: str) -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
+    host, sep, port = part.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"WANDO_CORE entries must be HOST:PORT, got {part!r}")
+    host = host.strip("[]")
+    try:
+        return [(ipaddress.ip_address(host), int(port))]
+    except ValueError:
+        pass
+    try:
+        found = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ConfigError(f"WANDO_CORE: cannot resolve {host!r}: {exc}") from None
+    unique = dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in found)
+    return [(ip, int(port)) for ip in unique]
 
 
 def in_process(settings: Settings, address: str) -> Settings:

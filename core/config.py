@@ -76,6 +76,7 @@ class Settings:
     max_line_bytes: int
     max_header_bytes: int
     max_headers: int
+    workers: int
 
     SECRET_FIELDS = ("admin_token", "service_token", "database_url", "cursor_secret")
 
@@ -248,4 +249,5 @@ def load(env: Mapping[str, str] | None = None, **overrides: str | None) -> Setti
         max_line_bytes=_int(source, "WANDO_MAX_LINE_BYTES", 8192, 1024, 65536),
         max_header_bytes=_int(source, "WANDO_MAX_HEADER_BYTES", 8192, 1024, 65536),
         max_headers=_int(source, "WANDO_MAX_HEADERS", 100, 16, 1000),
+        workers=_int(source, "WANDO_WORKERS", os.cpu_count() or 1, 1, 256),
     )

@@ -15,6 +15,7 @@
     ├── VersionMismatch       FAILED_PRECONDITION  (If-Match → 412)
     ├── Unauthenticated       UNAUTHENTICATED
     ├── PermissionDenied      PERMISSION_DENIED
+    ├── RateLimited           RESOURCE_EXHAUSTED   (retry_after_seconds → 429)
     └── Unavailable           UNAVAILABLE
 
 WIRE is the one table from type to gRPC status code and ErrorInfo reason; the
@@ -100,6 +101,12 @@ class Unavailable(CoreError):
     pass
 
 
+class RateLimited(CoreError):
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 WIRE: dict[type[CoreError], tuple[grpc.StatusCode, int]] = {
     NotFound: (grpc.StatusCode.NOT_FOUND, R.ERROR_REASON_NOT_FOUND),
     AlreadyExists: (grpc.StatusCode.ALREADY_EXISTS, R.ERROR_REASON_UNIQUENESS),
@@ -116,6 +123,7 @@ WIRE: dict[type[CoreError], tuple[grpc.StatusCode, int]] = {
     Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, R.ERROR_REASON_UNAUTHENTICATED),
     PermissionDenied: (grpc.StatusCode.PERMISSION_DENIED, R.ERROR_REASON_PERMISSION_DENIED),
     Unavailable: (grpc.StatusCode.UNAVAILABLE, R.ERROR_REASON_UNAVAILABLE),
+    RateLimited: (grpc.StatusCode.RESOURCE_EXHAUSTED, R.ERROR_REASON_RATE_LIMITED),
 }
 
 
@@ -134,6 +142,10 @@ def to_status(error: CoreError) -> tuple[grpc.StatusCode, str, tuple[tuple[str, 
     """The gRPC status code, message and trailing metadata for an error."""
     code, reason = WIRE[type(error)]
     field = _shortened(error.field, MAX_FIELD_LENGTH)
-    info = error_pb2.ErrorInfo(reason=reason, field=field)  # type: ignore[arg-type]
+    info = error_pb2.ErrorInfo(
+        reason=reason,  # type: ignore[arg-type]
+        field=field,
+        retry_after_seconds=getattr(error, "retry_after", 0),
+    )
     message = _shortened(error.message, MAX_MESSAGE_LENGTH)
     return code, message, ((ERROR_INFO_METADATA_KEY, info.SerializeToString()),)

@@ -19,6 +19,10 @@ class _RequestIdFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, worker: str | None = None) -> None:
+        super().__init__()
+        self._worker = worker
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
@@ -28,6 +32,8 @@ class JsonFormatter(logging.Formatter):
             "request_id": getattr(record, "request_id", "-"),
             "message": record.getMessage(),
         }
+        if self._worker:
+            entry["worker"] = self._worker
         extra = getattr(record, "fields", None)
         if isinstance(extra, dict):
             entry.update(extra)
@@ -36,14 +42,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure(level: str = "info", fmt: str = "text") -> None:
+def configure(level: str = "info", fmt: str = "text", worker: str | None = None) -> None:
+    """`worker`: which worker of `wando serve` this process is ("core-1"), shown
+    on each line, as the workers share the supervisor's stderr."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_RequestIdFilter())
     if fmt == "json":
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(JsonFormatter(worker))
     else:
+        who = f"{worker} " if worker else ""
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+            logging.Formatter(
+                f"%(asctime)s %(levelname)s {who}%(name)s [%(request_id)s] %(message)s"
+            )
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
+from prometheus_client import Histogram
 
 from core import organizations, paging, roles
 from core.auth import Guard
@@ -22,6 +24,12 @@ if TYPE_CHECKING:
 
 MAX_BATCH = 1000
 WATCH_BATCH = 500
+
+STREAM_LAG = Histogram(
+    "wando_role_stream_lag_seconds",
+    "From a role change's commit to its delivery on a WatchRoleChanges stream",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
 
 BY_SELECTOR = {
     "user_id": "u.user_id = $2::uuid",
@@ -205,6 +213,7 @@ class RoleService(role_service_pb2_grpc.RoleServiceServicer):
                 rows = await conn.fetch(SELECT_CHANGES, org_id, last, WATCH_BATCH)
             for row in rows:
                 yield pb.WatchRoleChangesResponse(change=change_proto(org_id, row))
+                STREAM_LAG.observe(max(0.0, time.time() - row["occurred_at"].timestamp()))
                 last = row["seq"]
             if len(rows) < WATCH_BATCH:
                 await self._notifier.wait(wake)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import signal
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -24,6 +26,7 @@ from core.cursors import Cursors
 from core.groups import GroupService
 from core.instrumentation import instrument
 from core.notifier import RoleNotifier
+from core.ratelimit import RateLimits
 from core.role_service import RoleService
 from core.search import SearchService
 from core.tls import ServerCertificates
@@ -69,6 +72,13 @@ class CoreServer:
         await self.notifier.close()
 
 
+# A client's HTTP/2 connection is closed (GOAWAY, in-flight calls finish) after
+# about this long, so that clients reconnect and their connections spread over
+# the core processes sharing a port and over replicas added since (gRPC adds
+# ±10 % jitter). Streams (WatchRoleChanges) are not cut: no grace limit is set.
+MAX_CONNECTION_AGE_MS = 30_000
+
+
 async def start_server(
     pool: asyncpg.Pool,
     admin_token: str,
@@ -77,18 +87,26 @@ async def start_server(
     *,
     cursors: Cursors | None = None,
     tls: ServerCertificates | None = None,
+    reuse_port: bool = False,
 ) -> CoreServer:
     """Build the server, bind it to `listen` (HOST:PORT, port 0 picks one) and
     start it: over TLS with `tls`'s certificate files (re-read when they
     change; client certificates required if it names a client CA), else in
     plaintext. Without `cursors`, paging cursors are signed with a key of this
-    server alone."""
+    server alone. `reuse_port`: share the port with other processes
+    (SO_REUSEPORT), for the workers of `wando serve` only; a second `wando
+    core` on a taken port must fail to start rather than silently take half
+    of its connections."""
     cursors = cursors or Cursors(secrets.token_bytes(32))
     server = grpc.aio.server(
-        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 8 * 1024 * 1024)],
+        options=[
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
+            ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+            ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
+        ],
     )
     authenticator = Authenticator(pool)
-    guard = Guard(admin_token, authenticator, service_token)
+    guard = Guard(admin_token, authenticator, service_token, RateLimits(pool))
     notifier = RoleNotifier(pool)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         instrument(AdminService(pool, guard, authenticator), ADMIN_SERVICE), server
@@ -110,12 +128,15 @@ async def start_server(
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    if tls is None:
-        port = server.add_insecure_port(listen)
-    else:
-        port = server.add_secure_port(listen, tls.credentials())
+    try:
+        if tls is None:
+            port = server.add_insecure_port(listen)
+        else:
+            port = server.add_secure_port(listen, tls.credentials())
+    except RuntimeError:  # grpcio's way of saying the bind failed
+        port = 0
     if port == 0:
-        raise OSError(f"could not listen on {listen}")
+        raise OSError(f"could not listen on {listen} (address in use, or not this machine's)")
     await server.start()
     for name in (*SERVICE_NAMES, ""):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -123,18 +144,21 @@ async def start_server(
 
 
 @contextlib.asynccontextmanager
-async def database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+async def database(settings: Settings, *, migrate: bool = True) -> AsyncIterator[asyncpg.Pool]:
     """The migrated pool: on WANDO_DATABASE_URL, else on the embedded server,
-    which is stopped again on the way out."""
+    which is stopped again on the way out. `migrate=False`: the schema is
+    already current (a worker of `wando serve`, whose supervisor migrated)."""
     pg = None
     dsn = settings.database_url
     if dsn is None:
         pg = await embedded.start(settings.data_dir)
         dsn = pg.dsn
     try:
-        pool = await db.connect_and_migrate(
-            dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max
-        )
+        sizes = {"min_size": settings.db_pool_min, "max_size": settings.db_pool_max}
+        if migrate:
+            pool = await db.connect_and_migrate(dsn, **sizes)
+        else:
+            pool = await db.create_pool(dsn, **sizes)
         try:
             yield pool
         finally:
@@ -145,17 +169,34 @@ async def database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 
 @contextlib.contextmanager
-def stop_signals() -> Iterator[asyncio.Event]:
+def stop_signals(*, supervised: bool = False) -> Iterator[asyncio.Event]:
     """An event that SIGTERM or SIGINT sets, from the start of the block. Enter
     it before starting anything: a signal during start-up then asks for a clean
     stop once started, instead of killing the process (the default action)
-    and leaving the embedded PostgreSQL running."""
+    and leaving the embedded PostgreSQL running.
+
+    `supervised` (a worker of `wando serve`): SIGINT is ignored, since Ctrl-C
+    reaches every process of the terminal's group and the supervisor stops the
+    workers in order (gateways first); the supervisor's SIGTERM stops it, and
+    so does the end of its stdin, which the supervisor holds open while it
+    lives (a supervisor killed outright leaves no worker behind)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, (lambda: None) if supervised else stop.set)
+    if supervised:
+        stdin = sys.stdin.fileno()
+
+        def read_stdin() -> None:
+            if not os.read(stdin, 4096):
+                loop.remove_reader(stdin)
+                stop.set()
+
+        loop.add_reader(stdin, read_stdin)
     try:
         yield stop
     finally:
+        if supervised:
+            loop.remove_reader(sys.stdin.fileno())
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -192,6 +192,13 @@ def server_certificates(settings: Settings) -> ServerCertificates | None:
     return files
 
 
+def mode(files: ServerCertificates | None) -> str:
+    """How the core's port is served, as its start-up line says it."""
+    if files is None:
+        return "plaintext"
+    return "mTLS" if files.client_ca is not None else "TLS"
+
+
 @contextlib.contextmanager
 def reread_on_sighup(files: ServerCertificates | None) -> Iterator[None]:
     """SIGHUP makes the next connection re-read the certificate files."""

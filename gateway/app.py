@@ -19,28 +19,20 @@ import grpc
 from aiohttp import web
 
 from core.config import Settings
-from gateway import bulk, discovery, middlewares, search
+from gateway import bulk, discovery, health, middlewares, search
 from gateway.authlimit import AuthFailures
-from gateway.corechannel import open_core_channel
+from gateway.corechannel import CHANNEL_OPTIONS, open_core_channel
 from gateway.groups import Groups
-from gateway.keys import AUTH_FAILURES, CORE, ORG_LEARNER, RATE_LIMITER, SEARCH, SETTINGS
+from gateway.keys import AUTH_FAILURES, CALL_METADATA, CORE, LIFECYCLE, SEARCH, SETTINGS
 from gateway.protocol import Limits, ScimAppRunner
-from gateway.ratelimit import OrgLearner, RateLimiter
 from gateway.resources import ResourceCalls, ResourceEndpoints
 from gateway.users import Users
 
 log = logging.getLogger("gateway")
 
-RESOURCE_TYPES: tuple[type[ResourceCalls], ...] = (Users, Groups)
+RATE_LIMIT_METADATA_KEY = "wando-rate-limit"  # read by core.ratelimit
 
-CHANNEL_OPTIONS = (
-    # a large group's membership can exceed gRPC's 4 MiB default
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.keepalive_time_ms", 30_000),
-    # reconnect soon after the core comes back (gRPC's default backoff reaches 2 min)
-    ("grpc.initial_reconnect_backoff_ms", 250),
-    ("grpc.max_reconnect_backoff_ms", 5_000),
-)
+RESOURCE_TYPES: tuple[type[ResourceCalls], ...] = (Users, Groups)
 
 
 def resource_calls(channel: grpc.aio.Channel) -> dict[str, ResourceCalls]:
@@ -50,11 +42,19 @@ def resource_calls(channel: grpc.aio.Channel) -> dict[str, ResourceCalls]:
 async def core_channel(app: web.Application) -> AsyncIterator[None]:
     """The channel to the core, shared by all requests of this process (a new
     one after its TLS files rotate: gateway.corechannel)."""
-    app[ORG_LEARNER] = OrgLearner(app[RATE_LIMITER], app[AUTH_FAILURES].vouch)
     async with open_core_channel(app[SETTINGS], resource_calls, CHANNEL_OPTIONS) as core:
         app[CORE] = core
         app[SEARCH] = search.SearchCalls(core)
         yield
+
+
+def rate_limit_metadata(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """What asks the core to charge each call to the organisation's rate limit,
+    kept in PostgreSQL for the whole fleet (core.ratelimit); nothing when off."""
+    if settings.rate_limit_per_second <= 0:
+        return ()
+    limit = f"{settings.rate_limit_per_second:g} {settings.rate_limit_burst}"
+    return ((RATE_LIMIT_METADATA_KEY, limit),)
 
 
 def create_scim_app() -> web.Application:
@@ -88,24 +88,34 @@ def create_app(settings: Settings) -> web.Application:
         handler_args=limits.handler_args(),
     )
     app[SETTINGS] = settings
-    app[RATE_LIMITER] = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app[LIFECYCLE] = health.Lifecycle()
+    app[CALL_METADATA] = rate_limit_metadata(settings)
     app[AUTH_FAILURES] = AuthFailures(settings.auth_failure_per_second, settings.auth_failure_burst)
     app.cleanup_ctx.append(core_channel)
+    health.add_routes(app)
     app.add_subapp(settings.scim_prefix, create_scim_app())
     return app
 
 
 @contextlib.asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[web.AppRunner]:
-    """Serve the gateway on settings.http_listen for the duration of the block."""
+async def serving(settings: Settings, *, reuse_port: bool = False) -> AsyncIterator[web.AppRunner]:
+    """Serve the gateway on settings.http_listen for the duration of the block.
+    `reuse_port`: share the port with other processes (SO_REUSEPORT), for the
+    workers of `wando serve` only."""
+    app = create_app(settings)
     runner = ScimAppRunner(  # gateway.protocol: SCIM errors for requests aiohttp refuses
-        create_app(settings),
+        app,
         access_log=None,  # request_context logs each request, without secrets
         shutdown_timeout=settings.shutdown_grace_seconds,
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.http_listen.host, settings.http_listen.port)
+        site = web.TCPSite(
+            runner,
+            settings.http_listen.host,
+            settings.http_listen.port,
+            reuse_port=reuse_port or None,
+        )
         await site.start()
         for address in runner.addresses:
             host, port = address[0], address[1]
@@ -113,4 +123,5 @@ async def serving(settings: Settings) -> AsyncIterator[web.AppRunner]:
             log.info("gateway listening on http://%s:%s%s", shown, port, settings.scim_prefix)
         yield runner
     finally:
+        app[LIFECYCLE].draining = True  # /readyz answers 503 from here on
         await runner.cleanup()

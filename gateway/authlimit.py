@@ -10,15 +10,15 @@ How: each client address has a token bucket of failed authentications,
 A failure is any 401: no or a malformed `Authorization` header, or a token the
 core refused. Once an address's bucket is empty, its requests get 429 with
 Retry-After *before* anything is sent to the core — except requests whose
-token the core has accepted recently ("vouched for": the core names the
-token's organisation in the trailers of every successful call, read by
-gateway.ratelimit.OrgLearner). So an identity provider that shares its egress
-address with a failing client (Okta's shared egress, a NAT, a proxy) keeps
-working, and only tokens the core has never accepted wait.
+token the core has accepted recently ("vouched for": every successful core
+call vouches for its token, in gateway.resources.Call.invoke). So an identity
+provider that shares its egress address with a failing client (Okta's shared
+egress, a NAT, a proxy) keeps working, and only tokens the core has never
+accepted wait.
 
 Limits, on purpose:
-- Buckets live in this process, like gateway.ratelimit: N gateway replicas
-  allow N times the rate.
+- Buckets live in this process: N gateway processes allow N times the rate
+  (unlike the organisations' rate limit, core.ratelimit, which is fleet-wide).
 - The address is the TCP peer's. Behind a reverse proxy every client shares the
   proxy's address (X-Forwarded-For is not trusted: anyone can send it); the
   vouching above keeps working clients unaffected, new tokens wait their turn.
@@ -34,10 +34,17 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from gateway.ratelimit import MAX_BUCKETS, _Bucket
+MAX_BUCKETS = 100_000  # least recently used buckets beyond this are forgotten (they refill)
 
 DETAIL = "Too many failed authentications from this address; retry after the given delay"
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
 
 
 def _key(token: str) -> bytes:
@@ -88,7 +95,7 @@ class AuthFailures:
             self._buckets.popitem(last=False)
 
     def vouch(self, token: str) -> None:
-        """The core accepted this token (called by OrgLearner)."""
+        """The core accepted this token (called after each successful core call)."""
         key = _key(token)
         self._vouched.pop(key, None)
         self._vouched[key] = None

@@ -18,8 +18,9 @@ succeeded stay done whatever happens to later ones.
   not in the response.
 - Limits: more than maxOperations operations, or a body over
   maxPayloadSize, is 413 tooLarge for the whole request (nothing runs).
-- Rate limit: every operation takes one request from the organisation's
-  bucket (the bulk itself took one); an operation beyond it answers 429.
+- Rate limit: the core charges every operation to the organisation's limit,
+  as it charges its own request (core.ratelimit); an operation beyond it
+  answers 429.
 - An unaccepted bearer token (the core's 401) fails the whole request.
 """
 
@@ -43,7 +44,7 @@ from scim2_models import (
 )
 
 from gateway import body, errors
-from gateway.keys import RATE_LIMITER, REQUEST_ID, SETTINGS, TOKEN
+from gateway.keys import REQUEST_ID, SETTINGS
 from gateway.middlewares import bulk_sized
 from gateway.query import Projection
 from gateway.resources import ResourceEndpoints
@@ -266,9 +267,6 @@ class Bulk:
                     detail=f"bulkId:{gone[0]} names a POST of this bulk request that failed;"
                     " not run"
                 )
-            wait = request.config_dict[RATE_LIMITER].acquire(request[TOKEN])
-            if wait:
-                raise errors.TooManyRequests(retry_after=wait)
             response = await self._dispatch(request, op, ids)
         except SCIMException as exc:
             return _failed(result, exc)

@@ -1,4 +1,20 @@
-"""The gateway's channel to the core, renewed when its TLS files change.
+"""The gateway's channel to the core: where it points, how it balances, what
+it retries, and its renewal when its TLS files change. Every channel the
+gateway opens to the core is made here (core.channels builds it).
+
+WANDO_CORE takes (core.channels.target):
+- HOST:PORT: one address (what `wando serve` and a single core use);
+- a comma-separated list HOST:PORT,HOST:PORT,…: resolved once at start-up into
+  a static list of addresses;
+- any gRPC target with a scheme, e.g. dns:///core.internal:50051: every address
+  the name resolves to, re-resolved by gRPC when connections fail.
+Calls are spread over the addresses with gRPC's own round_robin; reads that
+failed with UNAVAILABLE (a core that died or is restarting) are retried on
+another connection, up to 3 attempts in all. Writes are never retried: one
+that failed with UNAVAILABLE may have been applied, and the client decides
+(it gets 503 with Retry-After). The core closes each connection after about
+30 s (core.server.MAX_CONNECTION_AGE_MS), so connections spread again over
+the core processes sharing a port and over cores added later.
 
 gRPC's client credentials cannot reload (grpc/grpc#41779), so when
 WANDO_CORE_TLS_CA, _CERT or _KEY is rewritten (a rotation) the gateway opens a
@@ -14,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
@@ -29,6 +46,42 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHECK_SECONDS = 1.0  # how often the TLS files are looked at (one stat each)
+
+# Calls that change nothing, so a retry after UNAVAILABLE cannot apply anything twice.
+SAFE_TO_RETRY = (
+    ("wando.provisioning.v1.UserService", "GetUser"),
+    ("wando.provisioning.v1.UserService", "ListUsers"),
+    ("wando.provisioning.v1.GroupService", "GetGroup"),
+    ("wando.provisioning.v1.GroupService", "ListGroups"),
+    ("grpc.health.v1.Health", "Check"),
+)
+
+SERVICE_CONFIG = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [
+        {
+            "name": [{"service": service, "method": method} for service, method in SAFE_TO_RETRY],
+            "retryPolicy": {
+                "maxAttempts": 3,
+                "initialBackoff": "0.05s",
+                "maxBackoff": "0.5s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ],
+}
+
+CHANNEL_OPTIONS = (
+    # a large group's membership can exceed gRPC's 4 MiB default
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 30_000),
+    # reconnect soon after the core comes back (gRPC's default backoff reaches 2 min)
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
+    ("grpc.enable_retries", 1),
+    ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
+)
 
 MakeCalls = Callable[[grpc.aio.Channel], dict[str, "ResourceCalls"]]
 
@@ -116,3 +169,9 @@ async def open_core_channel(
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
         await core.close()
+
+
+def open_channel(core: str) -> grpc.aio.Channel:
+    """A plaintext channel to the core at WANDO_CORE `core`, as the gateway's
+    (the bench's baseline server uses it, option for option)."""
+    return channels.aio_channel(core, None, CHANNEL_OPTIONS)

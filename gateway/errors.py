@@ -126,6 +126,7 @@ TABLE: dict[tuple[grpc.StatusCode, int | None], type[SCIMException]] = {
     (C.PERMISSION_DENIED, None): ForbiddenException,  # 403
     (C.UNAVAILABLE, None): ServiceUnavailable,  # 503, also: core unreachable
     (C.DEADLINE_EXCEEDED, None): ServiceUnavailable,  # 503, core too slow
+    (C.RESOURCE_EXHAUSTED, R.ERROR_REASON_RATE_LIMITED): TooManyRequests,  # 429
 }
 
 # statuses whose message the core wrote for people; any other status may come
@@ -156,10 +157,12 @@ def error_info(error: grpc.aio.AioRpcError) -> error_pb2.ErrorInfo:
 def from_grpc(error: grpc.aio.AioRpcError, request_id: str) -> SCIMException:
     """The SCIM error for a failed core call."""
     code = error.code()
-    reason = error_info(error).reason
-    cls = TABLE.get((code, reason)) or TABLE.get((code, None))
+    info = error_info(error)
+    cls = TABLE.get((code, info.reason)) or TABLE.get((code, None))
     if cls is None:
         return internal_error(request_id)
+    if cls is TooManyRequests:
+        return TooManyRequests(retry_after=max(1, info.retry_after_seconds))
     detail = (error.details() or None) if code in _CORE_WORDED else None
     return cls(detail=detail)
 

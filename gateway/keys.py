@@ -11,7 +11,7 @@ from core.config import Settings
 if TYPE_CHECKING:
     from gateway.authlimit import AuthFailures
     from gateway.corechannel import CoreChannel
-    from gateway.ratelimit import OrgLearner, RateLimiter
+    from gateway.health import Lifecycle
     from gateway.search import SearchCalls
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -20,11 +20,14 @@ SETTINGS = web.AppKey("settings", Settings)
 CORE: web.AppKey[CoreChannel] = web.AppKey("core")
 # the core's SearchService (POST /.search), on the current channel of CORE
 SEARCH: web.AppKey[SearchCalls] = web.AppKey("search")
-RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
-# reads each core answer's trailers for the rate limiter and AUTH_FAILURES
-ORG_LEARNER: web.AppKey[OrgLearner] = web.AppKey("org_learner")
+# metadata every SCIM call to the core carries besides the token and request
+# id: the organisations' rate limit to charge (core.ratelimit), if any
+CALL_METADATA: web.AppKey[tuple[tuple[str, str], ...]] = web.AppKey("call_metadata")
 # failed authentications per client address (gateway.authlimit)
 AUTH_FAILURES: web.AppKey[AuthFailures] = web.AppKey("auth_failures")
+
+# whether the process is draining (gateway.health)
+LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle")
 
 REQUEST_ID = web.RequestKey("request_id", str)
 # the caller's bearer token, forwarded to the core; never logged

@@ -12,7 +12,8 @@
   case; the token is checked by the core on every call. The reason for a 401
   is logged, the token never. An address with too many failed
   authentications gets 429 first (gateway.authlimit).
-- rate_limit (SCIM app): a token bucket per bearer token; 429 + Retry-After.
+The organisations' rate limit is the core's (core.ratelimit): its refusal
+comes back as a failed call, rendered 429 with Retry-After through the table.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from aiohttp.typedefs import Handler, Middleware
 from scim2_models import Error, NotFoundException, SCIMException, UnauthorizedException
 
 from core import logs
-from gateway import authlimit, errors
+from gateway import authlimit, errors, metrics
 from gateway.body import too_large
-from gateway.keys import AUTH_FAILURES, RATE_LIMITER, REQUEST_ID, SETTINGS, TOKEN
+from gateway.keys import AUTH_FAILURES, REQUEST_ID, SETTINGS, TOKEN
 
 log = logging.getLogger("gateway")
 access_log = logging.getLogger("gateway.access")
@@ -72,7 +73,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         status = 499  # the client went away
         raise
     finally:
-        elapsed_ms = (time.perf_counter() - started) * 1000
+        elapsed = time.perf_counter() - started
+        metrics.observe_request(request, status, elapsed)
+        elapsed_ms = elapsed * 1000
         # the path only: query strings hold filter values (user names, e-mails)
         access_log.info(
             "%s %s %s %.1fms",
@@ -116,6 +119,9 @@ def _from_core(request: web.Request, exc: grpc.aio.AioRpcError) -> SCIMException
         log.warning("core call failed: %s %s", exc.code().name, exc.details())
     elif scim.status == 401:
         log.info("core refused the bearer token: %s", exc.details())
+    elif scim.status == 429:
+        metrics.REJECTIONS.labels(metrics.RATE_LIMIT).inc()
+        log.info("429: the organisation's rate limit is reached")
     else:
         log.debug("core answered %s (reason %s)", exc.code().name, reason)
     return scim
@@ -163,6 +169,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     wait = failures.wait(address, bearer)
     if wait:
         log.info("429: too many failed authentications from this address; retry after %ss", wait)
+        metrics.REJECTIONS.labels(metrics.AUTH_FAILURES).inc()
         raise errors.TooManyRequests(retry_after=wait, detail=authlimit.DETAIL)
     try:
         if header is None:
@@ -171,10 +178,12 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
             raise _unauthorized("the Authorization scheme is not Bearer")
         return await _check_bearer(request, handler, token)
     except UnauthorizedException:
+        metrics.REJECTIONS.labels(metrics.UNAUTHENTICATED).inc()
         failures.failed(address, bearer)
         raise
     except grpc.aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+            metrics.REJECTIONS.labels(metrics.UNAUTHENTICATED).inc()
             failures.failed(address, bearer)
         raise
 
@@ -204,16 +213,5 @@ def _unauthorized(reason: str) -> UnauthorizedException:
     )
 
 
-@web.middleware
-async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-    token = request.get(TOKEN)
-    if token is not None:
-        wait = request.config_dict[RATE_LIMITER].acquire(token)
-        if wait:
-            log.info("429: rate limit reached; retry after %ss", wait)
-            raise errors.TooManyRequests(retry_after=wait)
-    return await handler(request)
-
-
 ROOT: list[Middleware] = [request_context, render_errors]
-SCIM: list[Middleware] = [limit_body, authenticate, rate_limit]
+SCIM: list[Middleware] = [limit_body, authenticate]

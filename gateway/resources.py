@@ -9,7 +9,8 @@ grpc.aio.AioRpcError and are rendered by the error middleware.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 from urllib.parse import quote
@@ -17,8 +18,8 @@ from urllib.parse import quote
 import grpc
 from aiohttp import web
 
-from gateway import body, mapping
-from gateway.keys import CORE, ORG_LEARNER, REQUEST_ID, SETTINGS, TOKEN
+from gateway import body, mapping, metrics
+from gateway.keys import AUTH_FAILURES, CALL_METADATA, CORE, REQUEST_ID, SETTINGS, TOKEN
 from gateway.query import (
     ListQuery,
     Projection,
@@ -26,7 +27,6 @@ from gateway.query import (
     list_query_from_search_request,
     projection_from_params,
 )
-from gateway.ratelimit import OrgLearner
 from gateway.responses import no_content, scim_response
 from wando.provisioning.v1 import scim_pb2
 
@@ -40,18 +40,25 @@ class Call:
 
     metadata: tuple[tuple[str, str], ...]
     timeout: float
-    token: str = ""  # the bearer token in `metadata`, for the learner
-    learner: OrgLearner | None = None
+    token: str = ""  # the bearer token in `metadata`
+    # told of each token the core accepted (gateway.authlimit.AuthFailures.vouch)
+    on_accepted: Callable[[str], None] | None = None
 
     async def invoke(
         self, method: grpc.aio.UnaryUnaryMultiCallable[Req, Resp], request: Req
     ) -> Resp:
-        """One call to the core (a stub's method); after a success, its
-        trailers go to the learner (gateway.ratelimit)."""
-        rpc = method(request, metadata=self.metadata, timeout=self.timeout)
-        response = await rpc
-        if self.learner is not None:
-            self.learner.learn(self.token, await rpc.trailing_metadata())
+        """One call to the core (a stub's method), timed by RPC (gateway.metrics)."""
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            response = await method(request, metadata=self.metadata, timeout=self.timeout)
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code().name
+            raise
+        finally:
+            metrics.observe_core_call(method, code, time.perf_counter() - started)
+        if self.on_accepted is not None:
+            self.on_accepted(self.token)
         return response
 
 
@@ -283,15 +290,18 @@ class ResourceEndpoints:
 
 
 def core_call(request: web.Request) -> Call:
-    """How to call the core for this request: its token and request id."""
+    """How to call the core for this request: its token, its request id, and
+    the organisations' rate limit to charge (core.ratelimit)."""
+    failures = request.config_dict[AUTH_FAILURES]
     return Call(
         metadata=(
             ("authorization", f"Bearer {request[TOKEN]}"),
             ("x-request-id", request[REQUEST_ID]),
+            *request.config_dict[CALL_METADATA],
         ),
         timeout=request.config_dict[SETTINGS].core_timeout_seconds,
         token=request[TOKEN],
-        learner=request.config_dict[ORG_LEARNER],
+        on_accepted=failures.vouch if failures.enabled else None,
     )
 
 

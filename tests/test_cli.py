@@ -131,3 +131,15 @@ async def test_roles_and_audit_from_the_cli(core: CoreServer, acme: Scim) -> Non
     events = json.loads(out)
     assert [e["action"] for e in events][:3] == ["map", "create", "create"]
     assert events[0]["actor"] == "admin" and events[1]["resource_type"] == "Group"
+
+
+async def test_wando_core_may_name_several_cores(core: CoreServer) -> None:
+    """As the gateway takes it: a list (one address here is dead) or a dns:/// target."""
+    for where in (
+        f"127.0.0.1:{free_port()},127.0.0.1:{core.port}",
+        f"dns:///127.0.0.1:{core.port}",
+    ):
+        env = {**env_for(core), "WANDO_CORE": where}
+        code, out, err = await run_wando("admin", "--json", "org", "list", env=env)
+        assert code == 0, err
+        assert json.loads(out) == []

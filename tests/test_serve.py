@@ -1,5 +1,6 @@
 """`wando serve` on the embedded PostgreSQL: starts, keeps data across restarts,
-drains on SIGTERM, exposes metrics."""
+drains on SIGTERM, exposes metrics; `wando migrate`; `wando core` alone
+refuses a port that is taken."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import json
 import os
 import stat
 import urllib.request
+import uuid
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+
+import asyncpg
 
 from tests.support import free_port, run_wando, running
 
@@ -77,3 +81,41 @@ async def test_serve_keeps_data_across_restarts(tmp_path: Path) -> None:
             "admin", "--json", "token", "list", "--org", "acme", env=cli_env
         )
         assert len(json.loads(out)) == 1
+
+
+async def test_migrate_applies_pending_migrations_and_exits(pg_server_dsn: str) -> None:
+    from core import db
+    from tests.support import with_database
+
+    name = f"mig_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(pg_server_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        env = {"WANDO_DATABASE_URL": with_database(pg_server_dsn, name)}
+        code, _, err = await run_wando("migrate", env=env)
+        assert code == 0, err
+        newest = db.known_migrations()[-1]
+        assert "applied migrations 0001, " in err and f"{newest.version:04d}" in err
+        code, _, err = await run_wando("migrate", env=env)
+        assert code == 0 and "nothing to apply" in err, err
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_a_second_core_on_a_taken_port_fails_to_start(
+    database_dsn: str, tmp_path: Path
+) -> None:
+    """SO_REUSEPORT is for `wando serve`'s own workers only: a second
+    `wando core` started by mistake on the port of another must not quietly
+    take half of its connections."""
+    port = free_port()
+    env = {
+        "WANDO_DATABASE_URL": database_dsn,
+        "WANDO_DATA_DIR": str(tmp_path),
+        "WANDO_GRPC_LISTEN": f"127.0.0.1:{port}",
+        "WANDO_METRICS_LISTEN": "",
+    }
+    async with running("core", env=env, ready="core gRPC listening"):
+        code, _, err = await run_wando("core", env=env)
+    assert code == 1 and "cannot start" in err, err

@@ -86,6 +86,7 @@ class Admin:
                 f"`wando serve` created {self.settings.data_dir / auth.ADMIN_TOKEN_FILE}"
             )
         self.metadata = (("authorization", f"Bearer {credential}"),)
+        # WANDO_CORE in any of the forms the gateway takes (one address, a list, dns:///)
         try:
             self.channel = channels.sync_channel(
                 self.settings.core_address, channels.client_tls(self.settings)

@@ -1,144 +1,210 @@
-"""`wando serve` (everything in one process), `wando core` (gRPC only) and
-`wando gateway` (the SCIM HTTP gateway only, against WANDO_CORE)."""
+"""`wando serve` (a supervisor and its worker processes, core/cli/supervise.py),
+`wando core` (gRPC only), `wando gateway` (the SCIM HTTP gateway only, against
+WANDO_CORE) and `wando migrate` (apply migrations and exit).
+
+`wando core --supervised NAME` and `wando gateway --supervised NAME` are how the
+supervisor runs its workers (the flag is not in --help): the port is shared
+with the other workers (SO_REUSEPORT), migrations are left to the supervisor,
+metrics go to the supervisor's /metrics, SIGINT is left to the supervisor, and
+the worker says "ready" on its stdout once it serves.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
+import sys
 from typing import Any
 
-from core import auth, channels, config, eventloop, logs, tls
+import asyncpg
+
+from core import auth, config, db, embedded, eventloop, logs, tls
 from core.cursors import Cursors
 from core.db import SchemaTooNewError
-from core.metrics import serve_metrics
+from core.metrics import serve_metrics, watch_pool
 from core.server import database, start_server, stop_signals
 from gateway.app import serving
 
 log = logging.getLogger("wando")
 
+READY = "ready"  # what a supervised worker writes on its stdout once it serves
+
 
 def add_commands(commands: Any) -> None:
-    for name, text in (
-        ("serve", "run everything in one process (core and the SCIM gateway)"),
-        ("core", "run the core gRPC service only"),
-    ):
-        cmd = commands.add_parser(name, help=text, description=text)
-        cmd.add_argument("--data-dir", help="data directory (env WANDO_DATA_DIR)")
-        cmd.add_argument(
-            "--grpc-listen", help="core gRPC address HOST:PORT (env WANDO_GRPC_LISTEN)"
-        )
-        cmd.add_argument("--http-listen", help="gateway address HOST:PORT (env WANDO_HTTP_LISTEN)")
-        cmd.set_defaults(handler=_handler, with_gateway=(name == "serve"))
+    text = "run the service on every CPU: core and SCIM gateway worker processes"
+    cmd = commands.add_parser("serve", help=text, description=text)
+    _listen_arguments(cmd)
+    cmd.add_argument(
+        "--workers",
+        help="core and gateway processes to run, N of each (env WANDO_WORKERS; default: CPUs)",
+    )
+    cmd.set_defaults(handler=_serve_handler)
+
+    text = "run the core gRPC service only"
+    cmd = commands.add_parser("core", help=text, description=text)
+    _listen_arguments(cmd)
+    _supervised_argument(cmd)
+    cmd.set_defaults(handler=_core_handler)
+
     text = "run the SCIM gateway only, against a running core (WANDO_CORE)"
     cmd = commands.add_parser("gateway", help=text, description=text)
     cmd.add_argument("--http-listen", help="gateway address HOST:PORT (env WANDO_HTTP_LISTEN)")
-    cmd.add_argument("--core", help="core address HOST:PORT (env WANDO_CORE)")
+    cmd.add_argument("--core", help="core address(es) (env WANDO_CORE)")
+    _supervised_argument(cmd)
     cmd.set_defaults(handler=_gateway_handler)
 
+    text = "apply pending database migrations and exit (for a deploy job)"
+    cmd = commands.add_parser("migrate", help=text, description=text)
+    cmd.add_argument("--data-dir", help="data directory (env WANDO_DATA_DIR)")
+    cmd.set_defaults(handler=_migrate_handler)
 
-def _handler(args: argparse.Namespace) -> int:
+
+def _supervised_argument(cmd: argparse.ArgumentParser) -> None:
+    """--supervised NAME: run as the worker NAME ("core-1") of `wando serve`."""
+    cmd.add_argument("--supervised", metavar="NAME", help=argparse.SUPPRESS)
+
+
+def _listen_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--data-dir", help="data directory (env WANDO_DATA_DIR)")
+    cmd.add_argument("--grpc-listen", help="core gRPC address HOST:PORT (env WANDO_GRPC_LISTEN)")
+    cmd.add_argument("--http-listen", help="gateway address HOST:PORT (env WANDO_HTTP_LISTEN)")
+
+
+def _serve_handler(args: argparse.Namespace) -> int:
+    from core.cli import supervise  # the supervisor's own imports stay out of the workers
+
+    settings = config.load(
+        data_dir=args.data_dir,
+        grpc_listen=args.grpc_listen,
+        http_listen=args.http_listen,
+        workers=args.workers,
+    )
+    logs.configure(settings.log_level, settings.log_format)
+    return _run_until_stopped(supervise.run(settings))
+
+
+def _core_handler(args: argparse.Namespace) -> int:
     settings = config.load(
         data_dir=args.data_dir, grpc_listen=args.grpc_listen, http_listen=args.http_listen
     )
-    logs.configure(settings.log_level, settings.log_format)
-    return _run_until_stopped(run(settings, with_gateway=args.with_gateway))
+    logs.configure(settings.log_level, settings.log_format, args.supervised)
+    return _run_until_stopped(run_core(settings, supervised=bool(args.supervised)))
 
 
 def _gateway_handler(args: argparse.Namespace) -> int:
     settings = config.load(http_listen=args.http_listen, core=args.core)
+    logs.configure(settings.log_level, settings.log_format, args.supervised)
+    return _run_until_stopped(run_gateway(settings, supervised=bool(args.supervised)))
+
+
+def _migrate_handler(args: argparse.Namespace) -> int:
+    settings = config.load(data_dir=args.data_dir)
     logs.configure(settings.log_level, settings.log_format)
-    return _run_until_stopped(run_gateway(settings))
+    return _run_until_stopped(migrate(settings))
 
 
 def _run_until_stopped(main: Any) -> int:
     try:
-        eventloop.run(main)
+        code = eventloop.run(main)
     except SchemaTooNewError as exc:
         log.error("%s", exc)
         return 1
     except OSError as exc:
         log.error("cannot start: %s", exc)
         return 1
-    return 0
+    return code if isinstance(code, int) else 0
 
 
-def _loopback(listen: config.HostPort, port: int) -> str:
-    """How a client in this process reaches a server listening on `listen`."""
-    if listen.host in ("0.0.0.0", "", "localhost"):  # noqa: S104 - not binding, mapping
-        return f"127.0.0.1:{port}"
-    if listen.host == "::":
-        return f"[::1]:{port}"
-    return str(config.HostPort(listen.host, port))
+def _say_ready() -> None:
+    """Tell the supervisor (on stdout) that this worker serves."""
+    sys.stdout.write(READY + "\n")
+    sys.stdout.flush()
 
 
-async def run(settings: config.Settings, *, with_gateway: bool) -> None:
-    with stop_signals() as stop:
-        await _run(settings, stop, with_gateway=with_gateway)
-
-
-async def _run(settings: config.Settings, stop: asyncio.Event, *, with_gateway: bool) -> None:
-    log.info("configuration: %s", {**settings.redacted(), "event_loop": _loop_name()})
-    certificates = tls.server_certificates(settings)  # or refuses plaintext on the network
-    if with_gateway:
-        channels.check_in_process(settings)  # before anything starts
-    admin_token = auth.load_admin_token(settings.admin_token, settings.data_dir)
-    service_token = auth.load_service_token(settings.service_token, settings.data_dir)
-    cursors = Cursors(
-        auth.load_cursor_secret(settings.cursor_secret, settings.data_dir),
-        settings.cursor_timeout_seconds,
-    )
-    async with database(settings) as pool:
-        core = await start_server(
-            pool,
-            admin_token,
-            str(settings.grpc_listen),
-            service_token,
-            cursors=cursors,
-            tls=certificates,
+async def run_core(settings: config.Settings, *, supervised: bool = False) -> None:
+    with stop_signals(supervised=supervised) as stop:
+        log.info("configuration: %s", {**settings.redacted(), "event_loop": _loop_name()})
+        certificates = tls.server_certificates(settings)  # or refuses plaintext on the network
+        admin_token = auth.load_admin_token(settings.admin_token, settings.data_dir)
+        service_token = auth.load_service_token(settings.service_token, settings.data_dir)
+        cursors = Cursors(
+            auth.load_cursor_secret(settings.cursor_secret, settings.data_dir),
+            settings.cursor_timeout_seconds,
         )
-        try:
-            serve_metrics(settings.metrics_listen)
-            log.info(
-                "core gRPC listening on %s (%s)",
-                settings.grpc_listen,
-                "plaintext"
-                if certificates is None
-                else "mTLS"
-                if certificates.client_ca
-                else "TLS",
-            )
-            async with contextlib.AsyncExitStack() as stack:
-                stack.enter_context(tls.reread_on_sighup(certificates))
-                if with_gateway:
-                    # the gateway reaches the in-process core over real gRPC on loopback
-                    in_process = _loopback(settings.grpc_listen, core.port)
-                    await stack.enter_async_context(
-                        serving(channels.in_process(settings, in_process))
-                    )
-                await stop.wait()
-                log.info(
-                    "shutting down: draining in-flight requests and calls (up to %ss)",
-                    settings.shutdown_grace_seconds,
+        # SIGHUP re-reads the certificates: armed before anything serves, so
+        # that one sent as soon as the ready line shows cannot end the process
+        with tls.reread_on_sighup(certificates):
+            async with database(settings, migrate=not supervised) as pool:
+                core = await start_server(
+                    pool,
+                    admin_token,
+                    str(settings.grpc_listen),
+                    service_token,
+                    cursors=cursors,
+                    tls=certificates,
+                    reuse_port=supervised,
                 )
-            # leaving the stack drained the gateway first; it still needed the core
-        finally:
-            await core.stop(settings.shutdown_grace_seconds)
+                pool_watch = asyncio.create_task(watch_pool(pool))
+                try:
+                    if not supervised:
+                        serve_metrics(settings.metrics_listen)
+                    log.info(
+                        "core gRPC listening on %s (%s)",
+                        settings.grpc_listen,
+                        tls.mode(certificates),
+                    )
+                    if supervised:
+                        _say_ready()
+                    await stop.wait()
+                    log.info(
+                        "shutting down: draining in-flight calls (up to %ss)",
+                        settings.shutdown_grace_seconds,
+                    )
+                finally:
+                    pool_watch.cancel()
+                    await core.stop(settings.shutdown_grace_seconds)
     log.info("stopped")
 
 
-async def run_gateway(settings: config.Settings) -> None:
-    with stop_signals() as stop:
+async def run_gateway(settings: config.Settings, *, supervised: bool = False) -> None:
+    with stop_signals(supervised=supervised) as stop:
         log.info("configuration: %s", {**settings.redacted(), "event_loop": _loop_name()})
-        async with serving(settings):
+        async with serving(settings, reuse_port=supervised):
+            if not supervised:
+                serve_metrics(settings.metrics_listen)
             log.info("gateway forwarding to the core at %s", settings.core_address)
+            if supervised:
+                _say_ready()
             await stop.wait()
             log.info(
                 "shutting down: draining in-flight requests (up to %ss)",
                 settings.shutdown_grace_seconds,
             )
     log.info("stopped")
+
+
+async def migrate(settings: config.Settings) -> None:
+    """Apply the pending migrations (on the embedded server if no
+    WANDO_DATABASE_URL is set) and exit."""
+    pg = None
+    dsn = settings.database_url
+    if dsn is None:
+        pg = await embedded.start(settings.data_dir)
+        dsn = pg.dsn
+    try:
+        conn = await asyncpg.connect(dsn)
+        try:
+            done = await db.migrate(conn)
+        finally:
+            await conn.close()
+    finally:
+        if pg is not None:
+            await pg.stop()
+    if done:
+        log.info("applied migrations %s", ", ".join(f"{v:04d}" for v in done))
+    else:
+        log.info("the schema is up to date; nothing to apply")
 
 
 def _loop_name() -> str:

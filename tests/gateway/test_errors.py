@@ -69,7 +69,22 @@ def test_every_row_of_the_table_is_tested() -> None:
     tested = {(code, reason) for code, reason, _, _ in ROWS}
     tested |= {(code, None) for code, _, _, _ in ROWS}
     tested |= {(C.UNAVAILABLE, None), (C.DEADLINE_EXCEEDED, None)}
+    tested |= {(C.RESOURCE_EXHAUSTED, R.ERROR_REASON_RATE_LIMITED)}
     assert set(errors.TABLE) <= tested
+
+
+@pytest.mark.parametrize(("seconds", "retry_after"), [(7, "7"), (0, "1")])
+def test_the_organisations_rate_limit_is_429_with_the_cores_delay(
+    seconds: int, retry_after: str
+) -> None:
+    """The core's RateLimited (core.ratelimit) says how long to wait; a
+    RESOURCE_EXHAUSTED without that reason is the transport's, a 500 (below)."""
+    info = error_pb2.ErrorInfo(reason=R.ERROR_REASON_RATE_LIMITED, retry_after_seconds=seconds)
+    trailing = grpc.aio.Metadata((errors.ERROR_INFO_METADATA_KEY, info.SerializeToString()))
+    error = grpc.aio.AioRpcError(C.RESOURCE_EXHAUSTED, grpc.aio.Metadata(), trailing, "slow down")
+    response = errors.error_response(errors.from_grpc(error, "r"))
+    assert (response.status, response.headers["Retry-After"]) == (429, retry_after)
+    assert json.loads(response.text or "")["status"] == "429"
 
 
 @pytest.mark.parametrize(

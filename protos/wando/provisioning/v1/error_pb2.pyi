@@ -57,6 +57,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     ERROR_REASON_EXPIRED_CURSOR: _ErrorReason.ValueType  # 15
     """A paging cursor is older than the cursor timeout (RFC 9865 expiredCursor)."""
+    ERROR_REASON_RATE_LIMITED: _ErrorReason.ValueType  # 16
+    """The organisation sent more requests than its rate limit allows; retry
+    after ErrorInfo.retry_after_seconds.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Machine-readable causes of failure. The gateway maps each, together with the
@@ -97,6 +101,10 @@ query, or was altered (RFC 9865 invalidCursor).
 """
 ERROR_REASON_EXPIRED_CURSOR: ErrorReason.ValueType  # 15
 """A paging cursor is older than the cursor timeout (RFC 9865 expiredCursor)."""
+ERROR_REASON_RATE_LIMITED: ErrorReason.ValueType  # 16
+"""The organisation sent more requests than its rate limit allows; retry
+after ErrorInfo.retry_after_seconds.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 @_typing.final
@@ -111,19 +119,23 @@ class ErrorInfo(_message.Message):
 
     REASON_FIELD_NUMBER: _builtins.int
     FIELD_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_SECONDS_FIELD_NUMBER: _builtins.int
     reason: Global___ErrorReason.ValueType
     """The machine-readable cause."""
     field: _builtins.str
     """The attribute, path or parameter the error is about, when there is one."""
+    retry_after_seconds: _builtins.int
+    """With ERROR_REASON_RATE_LIMITED: how many seconds to wait before retrying."""
     def __init__(
         self,
         *,
         reason: Global___ErrorReason.ValueType = ...,
         field: _builtins.str = ...,
+        retry_after_seconds: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "reason", b"reason", "retry_after_seconds", b"retry_after_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

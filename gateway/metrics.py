@@ -1,0 +1,65 @@
+"""The gateway's Prometheus metrics. No label holds an organisation, a token,
+a raw path or a query: routes are the route templates ("/Users/{id}").
+Served on WANDO_METRICS_LISTEN (core.metrics), summed over `wando serve`'s workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import Counter, Histogram
+
+SCIM_REQUESTS = Counter(
+    "wando_scim_requests_total", "SCIM HTTP requests answered", ["method", "route", "status"]
+)
+SCIM_DURATION = Histogram(
+    "wando_scim_request_duration_seconds",
+    "Time to answer a SCIM HTTP request",
+    ["method", "route"],
+    buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+CORE_CALLS = Counter("wando_core_calls_total", "Gateway calls to the core", ["rpc", "code"])
+CORE_CALL_DURATION = Histogram(
+    "wando_core_call_duration_seconds",
+    "Time of a gateway call to the core, by RPC",
+    ["rpc"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+REJECTIONS = Counter(
+    "wando_scim_rejections_total",
+    "SCIM requests refused before any work: rate_limit (429, the organisation's limit), "
+    "auth_failures (429, too many failed authentications from an address), "
+    "unauthenticated (401)",
+    ["reason"],
+)
+RATE_LIMIT, AUTH_FAILURES, UNAUTHENTICATED = "rate_limit", "auth_failures", "unauthenticated"
+
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+_rpc_names: dict[Any, str] = {}
+
+
+def route_of(request: web.Request) -> str:
+    """The route template a request matched, or "unmatched"."""
+    resource = request.match_info.route.resource
+    if resource is None:
+        return "unmatched"
+    # the routes repeated after a "/" (gateway.app) count as the route itself
+    return resource.canonical.replace("//", "/")
+
+
+def observe_request(request: web.Request, status: int, seconds: float) -> None:
+    method = request.method if request.method in _METHODS else "OTHER"
+    route = route_of(request)
+    SCIM_REQUESTS.labels(method, route, str(status)).inc()
+    SCIM_DURATION.labels(method, route).observe(seconds)
+
+
+def observe_core_call(method: Any, code: str, seconds: float) -> None:
+    """`method`: the stub's multicallable; its RPC name is read once."""
+    rpc = _rpc_names.get(method)
+    if rpc is None:
+        raw = getattr(method, "_method", b"")
+        rpc = raw.decode() if isinstance(raw, bytes) else str(raw or "unknown")
+        _rpc_names[method] = rpc
+    CORE_CALLS.labels(rpc, code).inc()
+    CORE_CALL_DURATION.labels(rpc).observe(seconds)
