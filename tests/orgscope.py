@@ -55,6 +55,7 @@ TABLES: dict[str, str] = {
     "role_changes": DISTRIBUTED,
     "role_counters": DISTRIBUTED,
     "resource_counts": DISTRIBUTED,
+    "rate_limits": DISTRIBUTED,
 }
 
 # relations every PostgreSQL has; statements may read them freely
