@@ -48,22 +48,9 @@ SELECT user_id, value_lower FROM user_emails WHERE org_id = $1 AND user_id = ANY
 SELECT_SEQ = "SELECT last_seq FROM role_counters WHERE org_id = $1"
 
 # a page of users, in id order, whose effective role is $3 (NULL: none)
-SELECT_USERS_BY_ROLE = f"""
-SELECT u.user_id FROM users u
-JOIN organizations o ON o.org_id = u.org_id
-WHERE u.org_id = $1 AND u.user_id > $2
-  AND (CASE WHEN NOT u.active THEN NULL ELSE coalesce((
-        SELECT grant_.role FROM (
-            SELECT r.role FROM group_members m
-            JOIN group_roles r ON r.org_id = m.org_id AND r.group_id = m.group_id
-            WHERE m.org_id = u.org_id AND m.user_id = u.user_id
-            UNION ALL
-            SELECT vm.role FROM user_role_values v
-            JOIN role_value_mappings vm ON vm.org_id = v.org_id AND vm.value = v.value
-            WHERE v.org_id = u.org_id AND v.user_id = u.user_id
-        ) AS grant_
-        ORDER BY {roles.rank_sql("grant_.role")} DESC
-        LIMIT 1), o.default_role) END) IS NOT DISTINCT FROM $3
+SELECT_USERS_BY_ROLE = """
+SELECT u.user_id FROM effective_roles u
+WHERE u.org_id = $1 AND u.user_id > $2 AND u.role IS NOT DISTINCT FROM $3
 ORDER BY u.user_id
 LIMIT $4
 """

@@ -44,12 +44,6 @@ if TYPE_CHECKING:
 RANK = {"member": 1, "boss": 2, "admin": 3}
 
 
-def rank_sql(column: str) -> str:
-    """RANK as SQL, for a role column: to order grants highest first."""
-    ranks = " ".join(f"WHEN '{role}' THEN {rank}" for role, rank in RANK.items())
-    return f"CASE {column} {ranks} END"
-
-
 TO_PROTO = {
     None: roles_pb2.ROLE_UNSPECIFIED,
     "member": roles_pb2.ROLE_MEMBER,
@@ -59,26 +53,18 @@ TO_PROTO = {
 FROM_PROTO = {v: k for k, v in TO_PROTO.items()}
 NOTIFY_CHANNEL = "wando_role_changes"
 
-# users with their grants (mapped groups, mapped role values; one row each)
-# and the organisation's default role
+# users with their effective role (migrations/0006_effective_roles.sql: the
+# rule's one definition) and their grants (mapped groups, mapped role values;
+# one row each), for the fold below to say which grants explain the role;
+# {where} selects users by columns of the view `u`
 RESOLVE_SQL = """
-SELECT u.user_id, u.user_name, u.external_id, u.active, o.default_role,
+SELECT u.user_id, u.user_name, u.external_id, u.active, u.granted, u.role AS effective,
        mg.group_id, mg.display_name, mg.role_value, mg.role,
        (SELECT c.last_seq FROM role_counters c WHERE c.org_id = $1) AS seq
-FROM users u
-JOIN organizations o ON o.org_id = u.org_id
-LEFT JOIN LATERAL (
-    SELECT r.group_id, g.display_name, NULL::text AS role_value, r.role
-    FROM group_members m
-    JOIN group_roles r ON r.org_id = m.org_id AND r.group_id = m.group_id
-    JOIN groups g ON g.org_id = r.org_id AND g.group_id = r.group_id
-    WHERE m.org_id = u.org_id AND m.user_id = u.user_id
-    UNION ALL
-    SELECT NULL, NULL, v.value, vm.role
-    FROM user_role_values v
-    JOIN role_value_mappings vm ON vm.org_id = v.org_id AND vm.value = v.value
-    WHERE v.org_id = u.org_id AND v.user_id = u.user_id
-) mg ON true
+FROM effective_roles u
+LEFT JOIN LATERAL (  -- OFFSET 0: kept a lateral subquery, read by index per user
+    SELECT g.* FROM user_grants g WHERE g.org_id = u.org_id AND g.user_id = u.user_id OFFSET 0
+) AS mg ON true
 WHERE u.org_id = $1 AND {where}
 """
 
@@ -150,8 +136,9 @@ class Resolved:
 
 def resolve_rows(rows: Iterable[asyncpg.Record]) -> dict[uuid.UUID, Resolved]:
     """Fold RESOLVE_SQL rows (one per user and grant) into effective roles.
-    The winning grants are those with the top role; the source is GROUP when
-    a group is among them, else ROLES_ATTRIBUTE."""
+    The role is the database's (effective_roles); this only says why: the
+    grants with that role explain it, and the source is GROUP when a group
+    is among them, else ROLES_ATTRIBUTE; DEFAULT when no grant counts."""
     groups: dict[uuid.UUID, list[Grant]] = {}
     values: dict[uuid.UUID, list[ValueGrant]] = {}
     first: dict[uuid.UUID, asyncpg.Record] = {}
@@ -159,7 +146,7 @@ def resolve_rows(rows: Iterable[asyncpg.Record]) -> dict[uuid.UUID, Resolved]:
         user_id = row["user_id"]
         first.setdefault(user_id, row)
         by_group, by_value = groups.setdefault(user_id, []), values.setdefault(user_id, [])
-        if row["role"] is None:
+        if row["role"] is None or row["role"] != row["granted"]:
             continue
         if row["role_value"] is not None:
             by_value.append(ValueGrant(row["role_value"], row["role"]))
@@ -167,23 +154,17 @@ def resolve_rows(rows: Iterable[asyncpg.Record]) -> dict[uuid.UUID, Resolved]:
             by_group.append(Grant(row["group_id"], row["display_name"], row["role"]))
     resolved = {}
     for user_id, row in first.items():
-        ranks = [RANK[g.role] for g in groups[user_id]] + [RANK[v.role] for v in values[user_id]]
-        top = max(ranks, default=0)
-        winners = sorted(
-            (g for g in groups[user_id] if RANK[g.role] == top), key=lambda g: g.display_name
-        )
-        by_values = sorted(
-            (v for v in values[user_id] if RANK[v.role] == top), key=lambda v: v.value
-        )
-        role: str | None
+        winners = sorted(groups[user_id], key=lambda g: g.display_name)
+        by_values = sorted(values[user_id], key=lambda v: v.value)
+        role: str | None = row["effective"]
         if not row["active"]:
-            role, source, winners, by_values = None, roles_pb2.ROLE_SOURCE_DEACTIVATED, [], []
+            source, winners, by_values = roles_pb2.ROLE_SOURCE_DEACTIVATED, [], []
         elif winners:
-            role, source = winners[0].role, roles_pb2.ROLE_SOURCE_GROUP
+            source = roles_pb2.ROLE_SOURCE_GROUP
         elif by_values:
-            role, source = by_values[0].role, roles_pb2.ROLE_SOURCE_ROLES_ATTRIBUTE
+            source = roles_pb2.ROLE_SOURCE_ROLES_ATTRIBUTE
         else:
-            role, source = row["default_role"], roles_pb2.ROLE_SOURCE_DEFAULT
+            source = roles_pb2.ROLE_SOURCE_DEFAULT
         resolved[user_id] = Resolved(
             user_id, row["user_name"], row["active"], role, source, winners, by_values
         )

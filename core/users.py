@@ -29,7 +29,11 @@ USER_NAME_KEY = "users_org_user_name_key"
 # row, its email and role-value index rows, the organisation's user count
 # (core.counts; slot $8), its audit event (as audit.INSERT_EVENT), and its
 # first role on the change stream (as roles.RECORD_CHANGES; it is in no group
-# yet, so its role comes from its role values or the default role).
+# yet, so its role comes from its role values or the default role). The rule
+# is effective_role() and top_role() of migrations/0006_effective_roles.sql;
+# its grants are read from the mappings of the values it is sent with, as the
+# view user_grants would read them once its rows are visible (rows inserted
+# by a statement are not visible to the statement itself).
 #
 # The role is resolved in the statement's snapshot. The organisation's row,
 # locked FOR SHARE, says whether that is still the role configuration in
@@ -37,7 +41,7 @@ USER_NAME_KEY = "users_org_user_name_key"
 # statement waited for the lock, nothing is written and no row comes back,
 # and the caller runs the statement again. The role counter is taken last
 # (lock order: core.roles) and held only while the statement commits.
-INSERT_USER = f"""
+INSERT_USER = """
 WITH org AS (
     SELECT o.org_id, o.roles_version FROM organizations o WHERE o.org_id = $1 FOR SHARE
 ), in_force AS (
@@ -63,13 +67,12 @@ WITH org AS (
     INSERT INTO audit_events (org_id, token_id, actor, action, resource_type, resource_id, changed)
     SELECT i.org_id, $11, 'scim', 'create', 'User', i.user_id::text, $12 FROM inserted i
 ), resolved AS (
-    SELECT CASE WHEN i.active THEN coalesce(
-        (SELECT vm.role FROM role_value_mappings vm
-         WHERE vm.org_id = $1 AND vm.value = ANY($10::text[])
-         ORDER BY {roles.rank_sql("vm.role")} DESC
-         LIMIT 1),
+    SELECT effective_role(
+        i.active,
+        (SELECT top_role(vm.role) FROM role_value_mappings vm
+         WHERE vm.org_id = $1 AND vm.value = ANY($10::text[])),
         (SELECT o.default_role FROM organizations o WHERE o.org_id = $1)
-    ) END AS role
+    ) AS role
     FROM inserted i
 ), advanced AS (
     UPDATE role_counters SET last_seq = last_seq + 1
