@@ -431,7 +431,10 @@ class GroupService(group_service_pb2_grpc.GroupServiceServicer):
         if await change_members(conn, principal.org_id, row, members):
             changed.append("members")
         if changed:
+            renamed = row["mapped_role"] is not None and columns(document)[0] != row["display_name"]
             row = await write(conn, principal, row, document, action, changed)
+            if renamed:  # its members' answers name it (granted_by)
+                await roles.record_organization_change(conn, principal.org_id, "group renamed")
         return row
 
     async def DeleteGroup(

@@ -86,6 +86,16 @@ WITH advanced AS (
 SELECT pg_notify($6, $1::text)
 """
 
+RECORD_ORGANIZATION_CHANGE = """
+WITH advanced AS (
+    UPDATE role_counters SET last_seq = last_seq + 1 WHERE org_id = $1 RETURNING last_seq
+), recorded AS (
+    INSERT INTO role_changes (org_id, seq, user_id, old_role, new_role, cause)
+    SELECT $1, a.last_seq, NULL, NULL, NULL, $2 FROM advanced a
+)
+SELECT pg_notify($3, $1::text)
+"""
+
 SELECT_GROUP_MEMBERS = "SELECT user_id FROM group_members WHERE org_id = $1 AND group_id = $2"
 
 SELECT_VALUE_HOLDERS = "SELECT user_id FROM user_role_values WHERE org_id = $1 AND value = $2"
@@ -188,9 +198,20 @@ class Change:
     old_role: str | None
     new_role: str | None
 
+    @property
+    def of_role(self) -> bool:
+        """Whether the role itself changed (else only what explains it, or
+        the user's name, or a user without a role was deleted)."""
+        return self.old_role != self.new_role
+
 
 class RoleTracker:
-    """Before/after effective roles around one write; see the module docstring."""
+    """Before/after effective roles around one write; see the module docstring.
+
+    The outbox gets a row for every user whose answer (GetEffectiveRole's:
+    role, why, name, active, existence) changed, so that a cache of answers
+    that follows the outbox stays exact; callers that count or preview role
+    changes get those whose role changed (Change.of_role)."""
 
     def __init__(self, conn: Conn, org_id: uuid.UUID, before: dict[uuid.UUID, Resolved]) -> None:
         self._conn = conn
@@ -211,23 +232,26 @@ class RoleTracker:
         """start() for a caller that already holds the counter (lock_counter)."""
         return cls(conn, org_id, await resolve(conn, org_id, user_ids))
 
-    async def changes(self) -> list[Change]:
-        """The role changes so far, of the users tracked."""
+    async def _answers_changed(self) -> list[Change]:
         ids = list(self._before)
         after = await resolve(self._conn, self._org_id, ids)
         out = []
         for user_id in ids:
             old, new = self._before.get(user_id), after.get(user_id)
-            old_role = old.role if old else None
-            new_role = new.role if new else None
-            if old_role != new_role:
-                name = (new or old).user_name  # type: ignore[union-attr]
-                out.append(Change(user_id, name, old_role, new_role))
+            if old == new:
+                continue
+            name = (new or old).user_name  # type: ignore[union-attr]
+            out.append(Change(user_id, name, old.role if old else None, new.role if new else None))
         return out
 
+    async def changes(self) -> list[Change]:
+        """The role changes so far, of the users tracked."""
+        return [c for c in await self._answers_changed() if c.of_role]
+
     async def finish(self, cause: str) -> list[Change]:
-        """Write the changes to the outbox (and wake watchers on commit)."""
-        found = await self.changes()
+        """Write every changed answer to the outbox (and wake watchers on
+        commit); returns the role changes."""
+        found = await self._answers_changed()
         if found:
             await self._conn.execute(
                 RECORD_CHANGES,
@@ -238,7 +262,15 @@ class RoleTracker:
                 cause,
                 NOTIFY_CHANNEL,
             )
-        return found
+        return [c for c in found if c.of_role]
+
+
+async def record_organization_change(conn: Conn, org_id: uuid.UUID, cause: str) -> None:
+    """One outbox row (user_id NULL) saying that any user's answer may have
+    changed, e.g. when a mapped group is renamed: cheaper than a row per
+    member, and a cache drops the organisation's entries. Takes the counter."""
+    await lock_counter(conn, org_id)
+    await conn.execute(RECORD_ORGANIZATION_CHANGE, org_id, cause, NOTIFY_CHANNEL)
 
 
 async def lock_counter(conn: Conn, org_id: uuid.UUID) -> None:

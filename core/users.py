@@ -268,9 +268,13 @@ def changes(row: asyncpg.Record, document: dict[str, Any]) -> list[str]:
 
 
 def moves_role(row: asyncpg.Record, document: dict[str, Any]) -> bool:
-    """Whether writing `document` over `row` can change the user's role."""
-    return bool(document["active"] != row["active"]) or (
-        role_values(document) != role_values(row["attributes"])
+    """Whether writing `document` over `row` can change the user's answer from
+    RoleService (their role, why, or their userName), which the change stream
+    then records (core.roles.RoleTracker)."""
+    return (
+        bool(document["active"] != row["active"])
+        or role_values(document) != role_values(row["attributes"])
+        or document["userName"] != row["user_name"]
     )
 
 
@@ -420,10 +424,12 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
         updated = await write(conn, principal, row, document, action, changed)
         assert updated is not None  # the user is locked
         if tracker is not None:
-            if not flipped:
+            if flipped:
+                cause = "user deactivated" if row["active"] else "user activated"
+            elif role_values(document) != role_values(row["attributes"]):
                 cause = "roles attribute changed"
             else:
-                cause = "user deactivated" if row["active"] else "user activated"
+                cause = "userName changed"
             await tracker.finish(cause)
         return updated
 

@@ -50,3 +50,10 @@ CROSS JOIN LATERAL (
     FROM user_grants g
     WHERE g.org_id = u.org_id AND g.user_id = u.user_id
 ) AS t;
+
+-- The outbox says which users' answers changed, not only whose role did: a
+-- cache of GetEffectiveRole's answers (core.role_cache) follows it, and an
+-- answer also names the granting groups and values, the userName, and says
+-- whether the user exists. A row without a user (user_id NULL) may concern
+-- every user of the organisation (a mapped group renamed).
+ALTER TABLE role_changes ALTER COLUMN user_id DROP NOT NULL;
