@@ -60,6 +60,9 @@ class Settings:
     core_timeout_seconds: float
     auth_failure_per_second: float
     auth_failure_burst: int
+    role_cache_max_entries: int = 100_000
+    role_cache_max_bytes: int = 128 * 1024 * 1024
+    watch_max_lag: int = 100_000
 
     SECRET_FIELDS = ("admin_token", "service_token", "database_url")
 
@@ -175,4 +178,11 @@ def load(env: Mapping[str, str] | None = None, **overrides: str | None) -> Setti
         core_timeout_seconds=_float(source, "WANDO_CORE_TIMEOUT_SECONDS", 10.0, 0.1, 300.0),
         auth_failure_per_second=_float(source, "WANDO_AUTH_FAILURE_PER_SECOND", 1.0, 0.0, 1e6),
         auth_failure_burst=_int(source, "WANDO_AUTH_FAILURE_BURST", 20, 1, 1_000_000),
+        role_cache_max_entries=_int(
+            source, "WANDO_ROLE_CACHE_MAX_ENTRIES", 100_000, 0, 100_000_000
+        ),
+        role_cache_max_bytes=_int(
+            source, "WANDO_ROLE_CACHE_MAX_BYTES", 128 * 1024 * 1024, 0, 64 * 1024**3
+        ),
+        watch_max_lag=_int(source, "WANDO_WATCH_MAX_LAG", 100_000, 1, 1_000_000_000),
     )

@@ -13,7 +13,9 @@
     ├── VersionMismatch       FAILED_PRECONDITION  (If-Match → 412)
     ├── Unauthenticated       UNAUTHENTICATED
     ├── PermissionDenied      PERMISSION_DENIED
-    └── Unavailable           UNAVAILABLE
+    ├── Unavailable           UNAVAILABLE
+    ├── FellBehind            RESOURCE_EXHAUSTED   a watcher too far behind
+    └── OutOfRange            OUT_OF_RANGE         a sequence beyond the stream
 
 WIRE is the one table from type to gRPC status code and ErrorInfo reason; the
 interceptor renders any CoreError through it. Code raises these and never picks
@@ -90,6 +92,14 @@ class Unavailable(CoreError):
     pass
 
 
+class FellBehind(CoreError):
+    pass
+
+
+class OutOfRange(CoreError):
+    pass
+
+
 WIRE: dict[type[CoreError], tuple[grpc.StatusCode, int]] = {
     NotFound: (grpc.StatusCode.NOT_FOUND, R.ERROR_REASON_NOT_FOUND),
     AlreadyExists: (grpc.StatusCode.ALREADY_EXISTS, R.ERROR_REASON_UNIQUENESS),
@@ -104,6 +114,8 @@ WIRE: dict[type[CoreError], tuple[grpc.StatusCode, int]] = {
     Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, R.ERROR_REASON_UNAUTHENTICATED),
     PermissionDenied: (grpc.StatusCode.PERMISSION_DENIED, R.ERROR_REASON_PERMISSION_DENIED),
     Unavailable: (grpc.StatusCode.UNAVAILABLE, R.ERROR_REASON_UNAVAILABLE),
+    FellBehind: (grpc.StatusCode.RESOURCE_EXHAUSTED, R.ERROR_REASON_FELL_BEHIND),
+    OutOfRange: (grpc.StatusCode.OUT_OF_RANGE, R.ERROR_REASON_OUT_OF_RANGE),
 }
 
 

@@ -22,7 +22,7 @@ from core.config import Settings
 from core.groups import GroupService
 from core.instrumentation import instrument
 from core.notifier import RoleNotifier
-from core.role_service import RoleService
+from core.role_service import RoleOptions, RoleService
 from core.tokens import Authenticator
 from core.users import UserService
 from wando.provisioning.v1 import (
@@ -53,25 +53,35 @@ class CoreServer:
     health: health.aio.HealthServicer
     port: int
     notifier: RoleNotifier
+    roles: RoleService
 
     async def stop(self, grace: float) -> None:
         """Stop accepting calls, let in-flight ones finish within `grace` seconds."""
         for name in (*SERVICE_NAMES, ""):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace)
+        await self.roles.cache.close()
         await self.notifier.close()
 
 
 async def start_server(
-    pool: asyncpg.Pool, admin_token: str, listen: str, service_token: str | None = None
+    pool: asyncpg.Pool,
+    admin_token: str,
+    listen: str,
+    service_token: str | None = None,
+    role_options: RoleOptions | None = None,
 ) -> CoreServer:
     """Build the server, bind it to `listen` (HOST:PORT, port 0 picks one) and start it."""
+    role_options = role_options or RoleOptions()
     server = grpc.aio.server(
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 8 * 1024 * 1024)],
     )
     authenticator = Authenticator(pool)
     guard = Guard(admin_token, authenticator, service_token)
-    notifier = RoleNotifier(pool)
+    notifier = RoleNotifier(
+        pool, poll_seconds=role_options.poll_seconds, ping_seconds=role_options.ping_seconds
+    )
+    role_service = RoleService(pool, guard, notifier, role_options)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         instrument(AdminService(pool, guard, authenticator), ADMIN_SERVICE), server
     )
@@ -82,7 +92,7 @@ async def start_server(
         instrument(GroupService(pool, guard), GROUP_SERVICE), server
     )
     role_service_pb2_grpc.add_RoleServiceServicer_to_server(
-        instrument(RoleService(pool, guard, notifier), ROLE_SERVICE), server
+        instrument(role_service, ROLE_SERVICE), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -92,10 +102,12 @@ async def start_server(
     port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"could not listen on {listen}")
+    notifier.start()
+    role_service.cache.start()
     await server.start()
     for name in (*SERVICE_NAMES, ""):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return CoreServer(server, health_servicer, port, notifier)
+    return CoreServer(server, health_servicer, port, notifier, role_service)
 
 
 @contextlib.asynccontextmanager

@@ -160,6 +160,7 @@ async def test_listing_resolution_and_default_users_agree(
         rpb.BatchGetEffectiveRolesRequest(
             organization=str(org_id),
             users=[rpb.UserSelector(user_id=str(u)) for u in users],
+            consistency=rpb.Consistency(fully_consistent=True),
         ),
         metadata=SERVICE,
     )

@@ -160,7 +160,11 @@ def _selectors(user: str) -> list[rpb.UserSelector]:
 
 def roles_show(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
     stub, metadata = _role_stub(admin)
-    request = rpb.BatchGetEffectiveRolesRequest(organization=args.org, users=_selectors(args.user))
+    request = rpb.BatchGetEffectiveRolesRequest(
+        organization=args.org,
+        users=_selectors(args.user),
+        consistency=rpb.Consistency(fully_consistent=True),  # staff read what they just did
+    )
     try:
         response = stub.BatchGetEffectiveRoles(request, metadata=metadata, timeout=10)
     except grpc.RpcError as exc:

@@ -13,6 +13,7 @@ from typing import Any
 from core import auth, config, eventloop, logs
 from core.db import SchemaTooNewError
 from core.metrics import serve_metrics
+from core.role_service import RoleOptions
 from core.server import database, start_server, stop_signals
 from gateway.app import serving
 
@@ -83,7 +84,14 @@ async def _run(settings: config.Settings, stop: asyncio.Event, *, with_gateway: 
     admin_token = auth.load_admin_token(settings.admin_token, settings.data_dir)
     service_token = auth.load_service_token(settings.service_token, settings.data_dir)
     async with database(settings) as pool:
-        core = await start_server(pool, admin_token, str(settings.grpc_listen), service_token)
+        role_options = RoleOptions(
+            cache_max_entries=settings.role_cache_max_entries,
+            cache_max_bytes=settings.role_cache_max_bytes,
+            watch_max_lag=settings.watch_max_lag,
+        )
+        core = await start_server(
+            pool, admin_token, str(settings.grpc_listen), service_token, role_options
+        )
         try:
             serve_metrics(settings.metrics_listen)
             log.info("core gRPC listening on %s", settings.grpc_listen)

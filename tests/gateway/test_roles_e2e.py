@@ -60,7 +60,11 @@ async def test_okta_push_then_mapping_gives_the_promised_roles(
             f"authorization: Bearer {SERVICE_TOKEN}",
             "-d",
             json.dumps(
-                {"organization": "initech", "user": {"user_name": f"{name}@initech.example"}}
+                {
+                    "organization": "initech",
+                    "user": {"user_name": f"{name}@initech.example"},
+                    "consistency": {"fully_consistent": True},
+                }
             ),
             f"127.0.0.1:{core.port}",
             "wando.provisioning.v1.RoleService/GetEffectiveRole",

@@ -51,6 +51,14 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The resource does not exist in the caller's organisation."""
     ERROR_REASON_UNAVAILABLE: _ErrorReason.ValueType  # 13
     """The database is unreachable or the server is shutting down; retry later."""
+    ERROR_REASON_FELL_BEHIND: _ErrorReason.ValueType  # 14
+    """A WatchRoleChanges watcher fell further behind than the server allows
+    (RESOURCE_EXHAUSTED): reload, then watch from the reload's sequence.
+    """
+    ERROR_REASON_OUT_OF_RANGE: _ErrorReason.ValueType  # 15
+    """A sequence outside the organisation's stream (OUT_OF_RANGE), e.g. an
+    after_sequence beyond its latest change.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Machine-readable causes of failure. The gateway maps each, together with the
@@ -85,6 +93,14 @@ ERROR_REASON_NOT_FOUND: ErrorReason.ValueType  # 12
 """The resource does not exist in the caller's organisation."""
 ERROR_REASON_UNAVAILABLE: ErrorReason.ValueType  # 13
 """The database is unreachable or the server is shutting down; retry later."""
+ERROR_REASON_FELL_BEHIND: ErrorReason.ValueType  # 14
+"""A WatchRoleChanges watcher fell further behind than the server allows
+(RESOURCE_EXHAUSTED): reload, then watch from the reload's sequence.
+"""
+ERROR_REASON_OUT_OF_RANGE: ErrorReason.ValueType  # 15
+"""A sequence outside the organisation's stream (OUT_OF_RANGE), e.g. an
+after_sequence beyond its latest change.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 @_typing.final
