@@ -345,7 +345,7 @@ def change_proto(org_id: uuid.UUID, row: Any) -> roles_pb2.RoleChange:
     return roles_pb2.RoleChange(
         organization_id=str(org_id),
         sequence=row["seq"],
-        user_id=str(row["user_id"]),
+        user_id=str(row["user_id"]) if row["user_id"] else "",
         old_role=roles.TO_PROTO[row["old_role"]],
         new_role=roles.TO_PROTO[row["new_role"]],
         cause=row["cause"],

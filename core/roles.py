@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -53,6 +54,11 @@ TO_PROTO = {
 FROM_PROTO = {v: k for k, v in TO_PROTO.items()}
 NOTIFY_CHANNEL = "wando_role_changes"
 
+# the last change-stream sequence the current RPC's write produced (0: none),
+# for its answer (role_sequence): set where the outbox is written, read by
+# the servicer; each gRPC call runs in its own task, so its own context
+SEQUENCE_PRODUCED: ContextVar[int] = ContextVar("role_sequence_produced", default=0)
+
 # users with their effective role (migrations/0006_effective_roles.sql: the
 # rule's one definition) and their grants (mapped groups, mapped role values;
 # one row each), for the fold below to say which grants explain the role;
@@ -71,19 +77,22 @@ WHERE u.org_id = $1 AND {where}
 LOCK_COUNTER = "SELECT last_seq FROM role_counters WHERE org_id = $1 FOR UPDATE"
 
 # the changes, numbered on from the counter, and a wake-up for watchers (sent
-# on commit), in one round trip: the counter's lock is held until commit
+# on commit), in one round trip: the counter's lock is held until commit;
+# the last sequence comes back
 RECORD_CHANGES = """
 WITH advanced AS (
     UPDATE role_counters SET last_seq = last_seq + cardinality($2::uuid[])
     WHERE org_id = $1
-    RETURNING last_seq - cardinality($2::uuid[]) AS before
+    RETURNING last_seq - cardinality($2::uuid[]) AS before, last_seq
 ), recorded AS (
     INSERT INTO role_changes (org_id, seq, user_id, old_role, new_role, cause)
     SELECT $1, a.before + c.n, c.user_id, c.old_role, c.new_role, $5
     FROM advanced a, unnest($2::uuid[], $3::text[], $4::text[])
         WITH ORDINALITY AS c(user_id, old_role, new_role, n)
+), woken AS (
+    SELECT pg_notify($6, $1::text)
 )
-SELECT pg_notify($6, $1::text)
+SELECT a.last_seq FROM advanced a, woken
 """
 
 RECORD_ORGANIZATION_CHANGE = """
@@ -92,8 +101,10 @@ WITH advanced AS (
 ), recorded AS (
     INSERT INTO role_changes (org_id, seq, user_id, old_role, new_role, cause)
     SELECT $1, a.last_seq, NULL, NULL, NULL, $2 FROM advanced a
+), woken AS (
+    SELECT pg_notify($3, $1::text)
 )
-SELECT pg_notify($3, $1::text)
+SELECT a.last_seq FROM advanced a, woken
 """
 
 SELECT_GROUP_MEMBERS = "SELECT user_id FROM group_members WHERE org_id = $1 AND group_id = $2"
@@ -253,7 +264,7 @@ class RoleTracker:
         commit); returns the role changes."""
         found = await self._answers_changed()
         if found:
-            await self._conn.execute(
+            produced = await self._conn.fetchval(
                 RECORD_CHANGES,
                 self._org_id,
                 [c.user_id for c in found],
@@ -262,6 +273,7 @@ class RoleTracker:
                 cause,
                 NOTIFY_CHANNEL,
             )
+            SEQUENCE_PRODUCED.set(produced)
         return [c for c in found if c.of_role]
 
 
@@ -270,7 +282,9 @@ async def record_organization_change(conn: Conn, org_id: uuid.UUID, cause: str) 
     changed, e.g. when a mapped group is renamed: cheaper than a row per
     member, and a cache drops the organisation's entries. Takes the counter."""
     await lock_counter(conn, org_id)
-    await conn.execute(RECORD_ORGANIZATION_CHANGE, org_id, cause, NOTIFY_CHANNEL)
+    SEQUENCE_PRODUCED.set(
+        await conn.fetchval(RECORD_ORGANIZATION_CHANGE, org_id, cause, NOTIFY_CHANNEL)
+    )
 
 
 async def lock_counter(conn: Conn, org_id: uuid.UUID) -> None:

@@ -84,7 +84,9 @@ WITH org AS (
 ), woken AS (
     SELECT pg_notify($13, $1::text) FROM advanced
 )
-SELECT i.*, (SELECT count(*) FROM woken) AS woken FROM inserted i
+SELECT i.*, (SELECT count(*) FROM woken) AS woken,
+       coalesce((SELECT last_seq FROM advanced), 0) AS role_sequence
+FROM inserted i
 """
 
 # a creation that met a role configuration change this many times in a row
@@ -323,7 +325,7 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
                     break
             else:
                 raise Unavailable("the organisation's role mappings are changing; retry shortly")
-        return pb.CreateUserResponse(user=user_proto(row, []))
+        return pb.CreateUserResponse(user=user_proto(row, []), role_sequence=row["role_sequence"])
 
     async def GetUser(self, request: pb.GetUserRequest, context: Ctx) -> pb.GetUserResponse:
         principal = await self._guard.scim(context)
@@ -353,7 +355,10 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
         row, updated = await self._store(
             principal, request.id, request.etag, lambda _: dict(document), "replace"
         )
-        return pb.ReplaceUserResponse(user=user_proto(updated, group_refs(row)))
+        return pb.ReplaceUserResponse(
+            user=user_proto(updated, group_refs(row)),
+            role_sequence=roles.SEQUENCE_PRODUCED.get(),
+        )
 
     async def PatchUser(self, request: pb.PatchUserRequest, context: Ctx) -> pb.PatchUserResponse:
         principal = await self._guard.scim(context)
@@ -365,7 +370,10 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
             lambda row: patch.apply(TABLE.schema, row["attributes"], operations).document,
             "patch",
         )
-        return pb.PatchUserResponse(user=user_proto(updated, group_refs(row)))
+        return pb.PatchUserResponse(
+            user=user_proto(updated, group_refs(row)),
+            role_sequence=roles.SEQUENCE_PRODUCED.get(),
+        )
 
     async def _store(
         self,
@@ -444,7 +452,7 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
             await conn.execute(DELETE_USER, principal.org_id, row["user_id"])
             await tracker.finish("user deleted")
             await audit.record(conn, principal, "delete", "User", row["user_id"])
-        return pb.DeleteUserResponse()
+        return pb.DeleteUserResponse(role_sequence=roles.SEQUENCE_PRODUCED.get())
 
 
 def operation(message: Any) -> patch.Operation:

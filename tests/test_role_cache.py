@@ -11,6 +11,7 @@ notifications and a pruned outbox are survived; the cache stays in bounds."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -22,11 +23,13 @@ import pytest
 from core import db
 from core.role_service import RoleOptions
 from core.server import CoreServer, start_server
-from tests.scim_client import Scim, okta_user
+from tests.scim_client import Scim, okta_user, ops
 from tests.support import ADMIN, ADMIN_TOKEN, SERVICE, SERVICE_TOKEN, new_org_with_token
 from wando.provisioning.v1 import admin_service_pb2 as apb
 from wando.provisioning.v1 import admin_service_pb2_grpc, role_service_pb2_grpc, roles_pb2
+from wando.provisioning.v1 import group_service_pb2 as gpb
 from wando.provisioning.v1 import role_service_pb2 as rpb
+from wando.provisioning.v1 import user_service_pb2 as upb
 
 R = roles_pb2
 FAST = RoleOptions(poll_seconds=0.2, ping_seconds=0.2)
@@ -338,3 +341,80 @@ async def test_the_cache_is_bounded_and_evicts(database_dsn: str) -> None:
     finally:
         await core.stop(0)
         await pool.close()
+
+
+async def test_a_write_answers_the_sequence_it_produced(
+    replicas: list[Replica], scim: Scim
+) -> None:
+    """The caller of a write can ask any replica for an answer at least that
+    fresh; a write that changes no answer produces none (0)."""
+    a, b = replicas
+    await eventually(lambda: serving(b), "replica b follows the stream")
+    created = await scim.users.CreateUser(
+        upb.CreateUserRequest(user_json=json.dumps(okta_user("seq@x.example"))),
+        metadata=scim.metadata,
+    )
+    user_id = created.user.id
+    assert created.role_sequence > 0  # its first role
+    assert (await b.role(user_id)).role.role == R.ROLE_MEMBER  # held by b
+    b.core.notifier.deaf = True  # b will hear nothing of what follows
+
+    def patch(*operations: dict[str, Any]) -> Awaitable[upb.PatchUserResponse]:
+        return scim.users.PatchUser(
+            upb.PatchUserRequest(id=user_id, operations=ops(*operations)),
+            metadata=scim.metadata,
+        )
+
+    renamed = await patch({"op": "replace", "path": "displayName", "value": "Seq"})
+    assert renamed.role_sequence == 0  # no answer of RoleService changed
+    fired = await patch({"op": "replace", "path": "active", "value": False})
+    assert fired.role_sequence > created.role_sequence
+    answer = await b.role(user_id, rpb.Consistency(at_least_as_fresh=fired.role_sequence))
+    assert answer.role.role == R.ROLE_UNSPECIFIED and answer.sequence >= fired.role_sequence
+    mapped = await a.admin.SetDefaultRole(
+        apb.SetDefaultRoleRequest(organization="acme", role=R.ROLE_BOSS), metadata=ADMIN
+    )
+    assert mapped.sequence == 0  # only the deactivated user, who has no role
+    group = await scim.groups.CreateGroup(
+        gpb.CreateGroupRequest(group_json=json.dumps({"displayName": "G"})),
+        metadata=scim.metadata,
+    )
+    assert group.role_sequence == 0
+
+
+async def test_the_stream_checkpoints_when_idle_and_cuts_off_laggards(
+    replicas: list[Replica], scim: Scim
+) -> None:
+    a, _ = replicas
+    for i in range(3):
+        await scim.create_user(okta_user(f"w{i}@x.example"))
+    call = a.roles.WatchRoleChanges(
+        rpb.WatchRoleChangesRequest(organization="acme", after_sequence=1), metadata=SERVICE
+    )
+    seen: list[rpb.WatchRoleChangesResponse] = []
+    async with asyncio.timeout(CONVERGE_SECONDS):
+        async for response in call:
+            seen.append(response)
+            if not response.HasField("change"):
+                break
+    call.cancel()
+    assert [r.change.sequence for r in seen[:-1]] == [2, 3]
+    assert seen[-1].checkpoint_sequence == 3  # idle: nothing more up to 3
+
+    beyond = a.roles.WatchRoleChanges(
+        rpb.WatchRoleChangesRequest(organization="acme", after_sequence=4), metadata=SERVICE
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in beyond:
+            pass
+    assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
+
+    a.core.roles._options = RoleOptions(watch_max_lag=2)  # type: ignore[attr-defined]
+    behind = a.roles.WatchRoleChanges(
+        rpb.WatchRoleChangesRequest(organization="acme", after_sequence=0), metadata=SERVICE
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in behind:
+            pass
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "reload" in (caught.value.details() or "")

@@ -60,6 +60,8 @@ async def watch(
     changes = []
     async with asyncio.timeout(20):
         async for response in call:
+            if not response.HasField("change"):
+                continue  # an idle checkpoint
             changes.append(response.change)
             if len(changes) == n:
                 break

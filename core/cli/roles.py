@@ -187,6 +187,8 @@ def roles_watch(args: argparse.Namespace) -> int:
     request = rpb.WatchRoleChangesRequest(organization=args.org, after_sequence=args.after)
     try:
         for response in stub.WatchRoleChanges(request, metadata=metadata):
+            if not response.HasField("change"):
+                continue  # an idle checkpoint
             c = response.change
             if args.json:
                 print(json.dumps(_dict(c)), flush=True)

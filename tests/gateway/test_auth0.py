@@ -153,6 +153,8 @@ async def test_auth0_roles_attribute_resolves_through_role_service(
     seen = []
     async with asyncio.timeout(20):
         async for response in call:
+            if not response.HasField("change"):
+                continue  # an idle checkpoint
             seen.append((response.change.new_role, response.change.cause))
             if len(seen) == 4:
                 break
