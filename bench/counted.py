@@ -8,6 +8,9 @@ by request, rather than a rate over a fixed time.
   the structural check that the one-member change writes one row.
 - Okta's first push: users (lookup + POST), then groups (lookup + POST +
   PATCH members); its wall time.
+- Deactivation propagation: from the 200 of a SCIM deactivation (gateway →
+  core replica A) to a second core replica's minimize_latency answer saying
+  "no role", p50 and p99, with in_flight deactivations at once.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from bench import checks, dataset, processes, targets
 from bench.dataset import Dataset
 from bench.processes import Child
 from bench.run import Run
-from bench.service import Service
+from bench.service import SERVICE_TOKEN, Service
 
 PAGE = 100  # Okta's import page size
 EDGE_PAGES = 5  # first and last pages compared
@@ -176,4 +179,35 @@ async def run_push(run: Run, service: Service, data: Dataset, pool: asyncpg.Pool
         "value": round(pushed_users["elapsed_s"] + pushed_groups["elapsed_s"], 2),
         "target": "reported (no target in issue #7)",
         "met": None,
+    }
+
+
+async def run_deactivation(run: Run, service: Service, data: Dataset) -> None:
+    replica = await service.second_core()
+    try:
+        users = [u.id for u in data.sample[: max(run.sizes.deactivations, run.sizes.in_flight)]]
+        params = {
+            "org": data.main.slug,
+            "service_token": SERVICE_TOKEN,
+            "user_ids": users,
+            "token": data.main.token,
+        }
+        spec = run.counted_spec(
+            "deactivation",
+            params,
+            run.sizes.deactivations,
+            run.sizes.in_flight,
+            http=service.scim_base,
+            grpc=f"127.0.0.1:{replica.port}",
+        )
+        title = "deactivation: SCIM 200 on replica A → replica B's minimize_latency says no role"
+        row = await run.measure("deactivation", title, spec, [*service.children, replica.child])
+    finally:
+        await replica.child.stop()
+    p99 = row.get("p99_ms")
+    run.checks["deactivation propagation p99 (ms)"] = {
+        "value": p99,
+        "p50_ms": row.get("p50_ms"),
+        "target": f"< {targets.DEACTIVATION_P99_MS:g}",
+        "met": None if p99 is None else p99 < targets.DEACTIVATION_P99_MS,
     }

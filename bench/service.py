@@ -16,6 +16,12 @@ ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 SCIM_PREFIX = "/api/auth/scim/v2"
 
 
+@dataclass(frozen=True)
+class Replica:
+    child: Child
+    port: int
+
+
 @dataclass
 class Service:
     dsn: str
@@ -90,6 +96,16 @@ class Service:
             if child is not None:
                 await child.stop()
         self.core = self.gateway = None
+
+    async def second_core(self) -> Replica:
+        """Another `wando core` on the same database (a second replica), on a
+        port of its own; the caller stops it."""
+        port = free_port()
+        env = {**self._env(), "WANDO_GRPC_LISTEN": f"127.0.0.1:{port}"}
+        child = await start(
+            "core-b", [WANDO, "core"], log_dir=self.work, env=env, ready="core gRPC listening"
+        )
+        return Replica(child, port)
 
     async def restart(self) -> None:
         await self.stop()

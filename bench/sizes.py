@@ -20,6 +20,7 @@ class Sizes:
     warmup_seconds: float
     in_flight: int  # concurrent requests of the load process
     cap_seconds: float  # bound on any one counted workload (import, push, replace)
+    deactivations: int = 200  # deactivation propagations timed
 
 
 DEFAULT = Sizes(
@@ -50,6 +51,7 @@ QUICK = Sizes(
     warmup_seconds=0.2,
     in_flight=16,
     cap_seconds=60.0,
+    deactivations=32,
 )
 
 

@@ -11,7 +11,8 @@ Order, and why:
    peak RSS (VmHWM, which cannot be reset) is that import's alone;
 4. role lookups and reads, then writes (writes change what reads would see);
 5. the group full-list replace and its one-row check; the first push;
-6. the query plans of the user lookups.
+6. deactivation propagation, with a second core replica;
+7. the query plans of the user lookups.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import asyncpg
 
 from bench import checks, dataset, loop, processes, report
 from bench.baselines import prepare_scratch
-from bench.counted import run_group_replace, run_imports, run_push
+from bench.counted import run_deactivation, run_group_replace, run_imports, run_push
 from bench.dataset import Dataset
 from bench.load import LoadClient
 from bench.processes import PYTHON, free_port
@@ -93,12 +94,18 @@ def _params(w: Workload, data: Dataset) -> dict[str, Any]:
     ids = [u.id for u in data.sample]
     pairs = [[u.id, u.user_name] for u in data.sample]
     by_job: dict[str, dict[str, Any]] = {
-        "role": {"org": data.main.slug, "service_token": SERVICE_TOKEN, "user_ids": ids},
+        "role": {
+            "org": data.main.slug,
+            "service_token": SERVICE_TOKEN,
+            "user_ids": ids,
+            "consistency": w.consistency,
+        },
         "role_batch": {
             "org": data.main.slug,
             "service_token": SERVICE_TOKEN,
             "user_ids": ids,
             "batch": w.lookups,  # the users of one call, as the ratio counts them
+            "consistency": w.consistency,
         },
         "filter_user": {"token": token, "user_names": [u.user_name for u in data.sample]},
         "get_user": {"token": token, "user_ids": ids},
@@ -144,6 +151,9 @@ async def run_service_workloads(run: Run, service: Service, pool: asyncpg.Pool) 
     if run.wants("push"):
         await run_push(run, service, data, pool)
         run.lap("first push")
+    if run.wants("deactivation"):
+        await run_deactivation(run, service, data)
+        run.lap("deactivation propagation")
     return await checks.plans(pool, data.main.id, len(data.users) // 2)
 
 

@@ -19,6 +19,8 @@ REFERENCE: dict[str, float] = {
 }
 
 ROLE_VS_EMPTY_CALL = 0.7  # role lookups ≥ 0.7 x the empty gRPC call
+BATCH_VS_EMPTY_CALL = 1.0  # batched role lookups (per lookup) ≥ 1.0 x the empty call
+DEACTIVATION_P99_MS = 100.0  # SCIM deactivation's 200 → the other replica says "no role"
 SCIM_VS_CHAIN = 0.6  # SCIM reads and writes ≥ 0.6 x their chain ceiling
 VS_REFERENCE = 1.5  # every SCIM workload ≥ 1.5 x the reference server
 PAGES_VS_REFERENCE = 20.0  # import pages ≥ 20 x the reference server

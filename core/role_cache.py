@@ -298,6 +298,9 @@ class RoleCache:
         ):
             (org_id, user_id), _ = next(iter(self._entries.items()))
             self._drop(org_id, user_id)
+            state = self._orgs.get(org_id)
+            if state is not None and not state.users:  # nothing left to follow it for
+                self.drop_organization(org_id)
 
     def drop_organization(self, org_id: uuid.UUID) -> None:
         state = self._orgs.pop(org_id, None)
