@@ -256,6 +256,8 @@ class RoleCache:
         (see the module docstring). Returns whether they were held."""
         if ticket is None or ticket.connection != self._connection or not self.serving:
             return False
+        if self.max_entries <= 0 or self.max_bytes <= 0:
+            return False  # the cache is off
         state = self._orgs.get(org_id)
         if state is None:
             if ticket.org_epoch is not None:

@@ -20,7 +20,7 @@ import asyncpg
 import grpc
 import pytest
 
-from core import db
+from core import config, db
 from core.role_service import RoleOptions
 from core.server import CoreServer, start_server
 from tests.scim_client import Scim, okta_user, ops
@@ -418,3 +418,29 @@ async def test_the_stream_checkpoints_when_idle_and_cuts_off_laggards(
             pass
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "reload" in (caught.value.details() or "")
+
+
+def test_the_cache_and_stream_settings() -> None:
+    """README, "Configuration": defaults, values, and loud failures."""
+    defaults = config.load(env={})
+    assert (defaults.role_cache_max_entries, defaults.role_cache_max_bytes) == (
+        100_000,
+        128 * 1024 * 1024,
+    )
+    assert defaults.watch_max_lag == 100_000
+    chosen = config.load(
+        env={
+            "WANDO_ROLE_CACHE_MAX_ENTRIES": "0",
+            "WANDO_ROLE_CACHE_MAX_BYTES": "1048576",
+            "WANDO_WATCH_MAX_LAG": "50",
+        }
+    )
+    assert (chosen.role_cache_max_entries, chosen.role_cache_max_bytes) == (0, 1048576)
+    assert chosen.watch_max_lag == 50
+    for name, value in (
+        ("WANDO_ROLE_CACHE_MAX_ENTRIES", "-1"),
+        ("WANDO_ROLE_CACHE_MAX_BYTES", "lots"),
+        ("WANDO_WATCH_MAX_LAG", "0"),
+    ):
+        with pytest.raises(config.ConfigError, match=name):
+            config.load(env={name: value})
