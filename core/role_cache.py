@@ -200,13 +200,17 @@ class RoleCache:
     ) -> tuple[roles_pb2.EffectiveRole, int]:
         """A held answer, or `load`'s (one read for concurrent misses of one
         key), which is then held unless a newer invalidation came first. A
-        shared read older than `at_least` is not used: `load` runs again."""
+        shared read older than `at_least`, or than what the cache had applied
+        when the caller joined it, is not used: `load` runs again."""
         hit = self.peek(org_id, kind, value)
         if hit is not None:
             return hit
         flight_key = (org_id, kind, value.lower() if kind == "user_name" else value)
         flight = self._flights.get(flight_key)
         if flight is not None:
+            # no older than what this cache has applied when joining: the
+            # read may have started before an invalidation applied since
+            at_least = max(at_least, self.applied(org_id) or 0)
             result: tuple[roles_pb2.EffectiveRole, int] = await asyncio.shield(flight)
             if result[1] >= at_least:
                 return result
