@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
+from prometheus_client import Counter, Gauge
 
 from wando.provisioning.v1 import roles_pb2
 
@@ -74,6 +75,17 @@ WHERE c.org_id = $1
 SELECT_COUNTERS = "SELECT org_id, last_seq FROM role_counters WHERE org_id = ANY($1::uuid[])"
 
 Key = tuple[uuid.UUID, uuid.UUID]  # org, user
+
+LOOKUPS = Counter(
+    "wando_role_cache_lookups_total", "RoleService lookups asked of the role cache", ["result"]
+)
+HIT, MISS = LOOKUPS.labels("hit"), LOOKUPS.labels("miss")  # bound once, not per lookup
+DROPS = Counter(
+    "wando_role_cache_organizations_dropped_total",
+    "Organisations the role cache dropped: the outbox was pruned past it, or a resync failed",
+)
+ENTRIES = Gauge("wando_role_cache_entries", "Answers the role cache holds")
+BYTES = Gauge("wando_role_cache_bytes", "Estimated memory of the answers the role cache holds")
 
 
 @dataclass
@@ -127,6 +139,8 @@ class RoleCache:
         self._resync: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
         notifier.subscribe(self)
+        ENTRIES.set_function(lambda: len(self._entries))
+        BYTES.set_function(lambda: self._bytes)
 
     # -- state ---------------------------------------------------------------
 
@@ -164,22 +178,17 @@ class RoleCache:
     ) -> tuple[roles_pb2.EffectiveRole, int] | None:
         """A held answer by user_id (a UUID's str) or user_name, with the
         sequence it reflects; None when it must be read."""
-        if not self.serving:
+        state = self._orgs.get(org_id) if self.serving else None
+        entry = None
+        if state is not None:
+            user_id = state.names.get(value.lower()) if kind == "user_name" else _uuid(value)
+            if user_id is not None:
+                key = (org_id, user_id)
+                entry = self._entries.get(key)
+        if entry is None or state is None:
+            MISS.inc()
             return None
-        state = self._orgs.get(org_id)
-        if state is None:
-            return None
-        user_id: uuid.UUID | None
-        if kind == "user_name":
-            user_id = state.names.get(value.lower())
-        else:
-            user_id = value if isinstance(value, uuid.UUID) else _uuid(value)
-        if user_id is None:
-            return None
-        key = (org_id, user_id)
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
+        HIT.inc()
         self._entries.move_to_end(key)
         return entry.answer, state.applied
 
@@ -309,6 +318,7 @@ class RoleCache:
                 self.drop_organization(org_id)
 
     def drop_organization(self, org_id: uuid.UUID) -> None:
+        """Forget an organisation (its entries and position) wholesale."""
         state = self._orgs.pop(org_id, None)
         if state is None:
             return
@@ -342,6 +352,7 @@ class RoleCache:
             await self._check_counters(wait=True)
         except Exception as exc:
             log.warning("role cache resync failed, dropping it: %s", exc)
+            DROPS.inc(len(self._orgs))
             for org_id in list(self._orgs):
                 self.drop_organization(org_id)
         if connection == self._connection:
@@ -408,6 +419,7 @@ class RoleCache:
             if row["seq"] is None:  # no rows after `applied`
                 if row["last_seq"] > state.applied:
                     log.warning("role cache: outbox pruned past %d; dropping", state.applied)
+                    DROPS.inc()
                     self.drop_organization(org_id)
                     return False
                 return True
@@ -415,6 +427,7 @@ class RoleCache:
                 continue
             if row["seq"] != state.applied + 1:
                 log.warning("role cache: outbox gap after %d; dropping organisation", state.applied)
+                DROPS.inc()
                 self.drop_organization(org_id)
                 return False
             if row["user_id"] is None:

@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 from core import config, db
 from core.role_service import RoleOptions
@@ -444,3 +445,18 @@ def test_the_cache_and_stream_settings() -> None:
     ):
         with pytest.raises(config.ConfigError, match=name):
             config.load(env={name: value})
+
+
+async def test_hits_misses_and_size_are_metrics(replicas: list[Replica], scim: Scim) -> None:
+    _a, b = replicas
+    await eventually(lambda: serving(b), "replica b follows the stream")
+    user = await scim.create_user(okta_user("seen@x.example"))
+
+    def hits() -> float:
+        return REGISTRY.get_sample_value("wando_role_cache_lookups_total", {"result": "hit"}) or 0
+
+    await b.role(user["id"])  # a miss, then held
+    before = hits()
+    await b.role(user["id"])
+    assert hits() == before + 1
+    assert (REGISTRY.get_sample_value("wando_role_cache_entries") or 0) >= 1
