@@ -31,6 +31,8 @@ that sequence, and says so.
   the organisation was unknown (its notification ignored) is not missed.
 - Bounded: at most max_entries answers and max_bytes (an estimate: the
   answer's encoded size plus ENTRY_OVERHEAD); least recently used first out.
+  Answers are held encoded (decoding one on a hit costs about a microsecond;
+  held as messages they took three times the memory).
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ENTRY_OVERHEAD = 600  # bytes per entry beyond the encoded answer: objects, keys, dicts
+# bytes per entry beyond the encoded answer (objects, keys, dicts): measured,
+# 100,000 answers of one granting group each grow the process by ~70 MiB
+ENTRY_OVERHEAD = 600
 CATCH_UP_BATCH = 5000
 FRESH_WAIT_SECONDS = 0.05  # at_least_as_fresh waits this long for the stream
 
@@ -88,9 +92,9 @@ ENTRIES = Gauge("wando_role_cache_entries", "Answers the role cache holds")
 BYTES = Gauge("wando_role_cache_bytes", "Estimated memory of the answers the role cache holds")
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
-    answer: roles_pb2.EffectiveRole
+    answer: bytes  # the EffectiveRole, encoded: a third of the memory of the message
     name_key: str
     size: int
 
@@ -190,7 +194,7 @@ class RoleCache:
             return None
         HIT.inc()
         self._entries.move_to_end(key)
-        return entry.answer, state.applied
+        return roles_pb2.EffectiveRole.FromString(entry.answer), state.applied
 
     def ticket(self, org_id: uuid.UUID) -> Ticket | None:
         """Taken before a fill's database read; None: do not fill."""
@@ -290,7 +294,8 @@ class RoleCache:
     def _hold(self, org_id: uuid.UUID, state: OrgState, answer: roles_pb2.EffectiveRole) -> None:
         user_id = uuid.UUID(answer.user_id)
         self._drop(org_id, user_id)
-        entry = Entry(answer, answer.user_name.lower(), answer.ByteSize() + ENTRY_OVERHEAD)
+        encoded = answer.SerializeToString()
+        entry = Entry(encoded, answer.user_name.lower(), len(encoded) + ENTRY_OVERHEAD)
         self._entries[(org_id, user_id)] = entry
         self._bytes += entry.size
         state.users.add(user_id)
