@@ -64,6 +64,12 @@ class RoleNotifier:
         self._subscribers.append(subscriber)
 
     def start(self) -> None:
+        if self._pool.get_max_size() < 2:  # the LISTEN connection would starve the calls
+            log.warning(
+                "a database pool of one connection: no LISTEN; watchers poll and the role"
+                " cache stays off (raise WANDO_DB_POOL_MAX to 2 or more)"
+            )
+            return
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="role-notifier")
 

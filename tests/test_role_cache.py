@@ -460,3 +460,22 @@ async def test_hits_misses_and_size_are_metrics(replicas: list[Replica], scim: S
     await b.role(user["id"])
     assert hits() == before + 1
     assert (REGISTRY.get_sample_value("wando_role_cache_entries") or 0) >= 1
+
+
+async def test_a_pool_of_one_connection_reads_the_database(database_dsn: str) -> None:
+    """No LISTEN connection to starve the calls: the cache stays off, answers are exact."""
+    pool = await db.create_pool(database_dsn, min_size=1, max_size=1)
+    core = await start_server(pool, ADMIN_TOKEN, "127.0.0.1:0", SERVICE_TOKEN, FAST)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{core.port}") as channel:
+            replica = Replica(core, channel)
+            _, secret = await new_org_with_token(replica.admin, "acme")
+            scim = Scim(channel, secret)
+            user = await scim.create_user(okta_user("one@x.example"))
+            assert (await replica.role(user["id"])).role.role == R.ROLE_MEMBER
+            await scim.patch_user(user["id"], {"op": "replace", "value": {"active": False}})
+            assert (await replica.role(user["id"])).role.role == R.ROLE_UNSPECIFIED
+            assert replica.cache.size == (0, 0) and not replica.cache.serving
+    finally:
+        await core.stop(0)
+        await pool.close()
