@@ -479,3 +479,30 @@ async def test_a_pool_of_one_connection_reads_the_database(database_dsn: str) ->
     finally:
         await core.stop(0)
         await pool.close()
+
+
+async def test_a_listener_killed_by_the_server_is_noticed_and_replaced(
+    replicas: list[Replica], scim: Scim, database_dsn: str
+) -> None:
+    """The database ends the LISTEN session (pg_terminate_backend, as a
+    failover would): the replica notices, stops answering from memory,
+    reconnects, resyncs; a change made meanwhile is not missed."""
+    _a, b = replicas
+    await eventually(lambda: serving(b), "replica b follows the stream")
+    user = await scim.create_user(okta_user("killed@x.example"))
+    await b.role(user["id"])
+    listener_pid = b.core.notifier._conn.get_server_pid()
+    conn = await asyncpg.connect(database_dsn)
+    try:
+        assert await conn.fetchval("SELECT pg_terminate_backend($1)", listener_pid)
+    finally:
+        await conn.close()
+    await scim.patch_user(user["id"], {"op": "replace", "value": {"active": False}})
+
+    async def replaced() -> bool:
+        new = b.core.notifier._conn
+        return bool(b.cache.serving and new is not None and new.get_server_pid() != listener_pid)
+
+    await eventually(replaced, "a new LISTEN connection, caught up")
+    await eventually(lambda: converged(b, user["id"]), "the change made meanwhile")
+    assert (await b.role(user["id"])).role.role == R.ROLE_UNSPECIFIED
