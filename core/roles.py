@@ -2,8 +2,11 @@
 
 effective role = the highest of admin > boss > member among the mapped groups
 a user belongs to and the mapped values of their SCIM `roles` attribute, else
-the organisation's default role; a deactivated user has none. Every write
-that can change a role does, in its own transaction:
+the organisation's default role; a deactivated user has none. The rule is
+defined once, in SQL (migrations/0006_effective_roles.sql: effective_role(),
+top_role(), the views user_grants and effective_roles), and read from there.
+Every write that can change a role (or what RoleService answers about it:
+why, the userName) does, in its own transaction:
 
     tracker = await RoleTracker.start(conn, org_id, user_ids)   # before
     ... the write ...
@@ -42,6 +45,7 @@ from wando.provisioning.v1 import roles_pb2
 if TYPE_CHECKING:
     from core.db import Conn
 
+# the role names, in their order (as role_rank() in SQL): to check names given
 RANK = {"member": 1, "boss": 2, "admin": 3}
 
 
