@@ -16,7 +16,8 @@ that sequence, and says so.
   (every poll_seconds: one query for the counters of every organisation
   held) starts a catch-up that reads the rows after `applied`, in order. A
   row missing at the start (the outbox pruned past it) drops the
-  organisation's entries and its state.
+  organisation's entries and its state. While an organisation's last
+  catch-up failed, its answers come from the database, not from memory.
 - The LISTEN connection lost: nothing is answered from memory until it is
   back and every organisation held has caught up from the outbox (a resync
   by sequence, not a flush). The default consistency's promise ("at most the
@@ -108,6 +109,7 @@ class OrgState:
     advanced: asyncio.Event = field(default_factory=asyncio.Event)
     dirty: bool = False
     catching_up: asyncio.Task[None] | None = None
+    failed: bool = False  # the last catch-up failed: known to be behind, not served
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,8 @@ class RoleCache:
         """A held answer by user_id (a UUID's str) or user_name, with the
         sequence it reflects; None when it must be read."""
         state = self._orgs.get(org_id) if self.serving else None
+        if state is not None and state.failed:
+            state = None  # it knows it missed something: the database answers
         entry = None
         if state is not None:
             user_id = state.names.get(value.lower()) if kind == "user_name" else _uuid(value)
@@ -247,7 +251,7 @@ class RoleCache:
         """Whether the organisation's answers in memory reflect `sequence`,
         waiting FRESH_WAIT_SECONDS for the stream to get there."""
         state = self._orgs.get(org_id)
-        if state is None or not self.serving:
+        if state is None or not self.serving or state.failed:
             return False
         if state.applied >= sequence:
             return True
@@ -413,9 +417,10 @@ class RoleCache:
                         return
                     if len(rows) < CATCH_UP_BATCH:
                         break
+            state.failed = False
         except Exception as exc:
             log.warning("role cache catch-up failed: %s", exc)
-            state.dirty = True
+            state.dirty = state.failed = True
 
     def _apply(self, org_id: uuid.UUID, state: OrgState, rows: list[asyncpg.Record]) -> bool:
         """Apply outbox rows in order; False if a sequence is missing (the

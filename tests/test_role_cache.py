@@ -506,3 +506,37 @@ async def test_a_listener_killed_by_the_server_is_noticed_and_replaced(
     await eventually(replaced, "a new LISTEN connection, caught up")
     await eventually(lambda: converged(b, user["id"]), "the change made meanwhile")
     assert (await b.role(user["id"])).role.role == R.ROLE_UNSPECIFIED
+
+
+async def test_a_cache_that_cannot_read_the_outbox_is_not_believed(
+    replicas: list[Replica], scim: Scim, database_dsn: str
+) -> None:
+    """Its catch-up fails (here: the outbox is out of reach), so it knows it is
+    behind: the database answers until a catch-up succeeds again."""
+    _a, b = replicas
+    await eventually(lambda: serving(b), "replica b follows the stream")
+    user = await scim.create_user(okta_user("blind@x.example"))
+    await b.role(user["id"])
+    org = await org_id(database_dsn)
+    b.core.notifier.deaf = True
+    await scim.patch_user(user["id"], {"op": "replace", "value": {"active": False}})
+    conn = await asyncpg.connect(database_dsn)
+    try:
+        await conn.execute("ALTER TABLE role_changes RENAME TO role_changes_away")
+        try:
+
+            async def failed() -> bool:
+                return bool(b.cache._orgs[org].failed)
+
+            await eventually(failed, "the poll's catch-up fails")
+            assert (await b.role(user["id"])).role.role == R.ROLE_UNSPECIFIED  # the database
+        finally:
+            await conn.execute("ALTER TABLE role_changes_away RENAME TO role_changes")
+    finally:
+        await conn.close()
+
+    async def recovered() -> bool:
+        return not b.cache._orgs[org].failed
+
+    await eventually(recovered, "a later catch-up succeeds")
+    assert (await b.role(user["id"])).role.role == R.ROLE_UNSPECIFIED  # from memory again
