@@ -34,6 +34,7 @@ class Context:
     channel: grpc.aio.Channel | None
     rng: random.Random
     recording: bool = True
+    timing: bool = True  # off: requests are not timed (a job that times something else)
     latencies: list[tuple[int, float]] = field(default_factory=list)  # (job index, ms)
     errors: Counter[str] = field(default_factory=Counter)
     samples: list[str] = field(default_factory=list)
@@ -49,8 +50,13 @@ class Context:
             self.samples.append(f"{kind}: {sample}")
 
     def _record(self, index: int, started: float) -> None:
-        if self.recording:
+        if self.recording and self.timing:
             self.latencies.append((index, (time.perf_counter() - started) * 1000))
+
+    def record_ms(self, index: int, ms: float) -> None:
+        """A latency the job measured itself (e.g. a propagation delay)."""
+        if self.recording:
+            self.latencies.append((index, ms))
 
     async def http(
         self,

@@ -11,6 +11,9 @@ by request, rather than a rate over a fixed time.
   the structural check that the one-member change writes one row.
 - Okta's first push: users (lookup + POST), then groups (lookup + POST +
   PATCH members); its wall time; on ours and on the peer.
+- Deactivation propagation: from the 200 of a SCIM deactivation (gateway →
+  core replica A) to a second core replica's minimize_latency answer saying
+  "no role", p50 and p99, with in_flight deactivations at once.
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ from bench import checks, dataset, processes, targets
 from bench.dataset import Dataset
 from bench.peer_process import Peer
 from bench.processes import Child
-from bench.run import Run
-from bench.service import Service
+from bench.run import Processes, Run
+from bench.service import SERVICE_TOKEN, Service
 
 PAGE = 100  # Okta's import page size
 EDGE_PAGES = 5  # first and last pages compared
@@ -276,3 +279,35 @@ async def peer_push(run: Run, peer: Peer, data: Dataset) -> float:
         return [u.id for u in data.users[: run.sizes.push_users]]
 
     return await _push(run, peer, "peer", data.push.token, seeded)
+
+
+async def run_deactivation(run: Run, service: Service, data: Dataset) -> None:
+    replica = await service.second_core()
+    try:
+        users = [u.id for u in data.sample[: max(run.sizes.deactivations, run.sizes.in_flight)]]
+        params = {
+            "org": data.main.slug,
+            "service_token": SERVICE_TOKEN,
+            "user_ids": users,
+            "token": data.main.token,
+        }
+        spec = run.counted_spec(
+            "deactivation",
+            params,
+            run.sizes.deactivations,
+            run.sizes.in_flight,
+            http=service.scim_base,
+            grpc=f"127.0.0.1:{replica.port}",
+        )
+        title = "deactivation: SCIM 200 on replica A → replica B's minimize_latency says no role"
+        both = Processes([*service.children, replica.child], service.postmaster)
+        row = await run.measure("deactivation", title, spec, both)
+    finally:
+        await replica.child.stop()
+    p99 = row.get("p99_ms")
+    run.checks["deactivation propagation p99 (ms)"] = {
+        "value": p99,
+        "p50_ms": row.get("p50_ms"),
+        "target": f"< {targets.DEACTIVATION_P99_MS:g}",
+        "met": None if p99 is None else p99 < targets.DEACTIVATION_P99_MS,
+    }

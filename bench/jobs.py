@@ -10,6 +10,7 @@ Context, which times it and records any unexpected status as an error.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
@@ -25,6 +26,7 @@ Job = Callable[[Context, int], Awaitable[None]]
 USER_URN = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP_URN = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH_URN = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+PROPAGATION_LIMIT_SECONDS = 10.0  # a deactivation not seen by then is an error
 
 
 # -- baselines (bench.baselines) ---------------------------------------------
@@ -66,10 +68,16 @@ def _service_metadata(ctx: Context) -> tuple[tuple[str, str]]:
     return (("authorization", f"Bearer {ctx.params['service_token']}"),)
 
 
+def _consistency(ctx: Context) -> rpb.Consistency:
+    """The workload's consistency: minimize_latency (the cache) or fully_consistent."""
+    return rpb.Consistency(**{ctx.params.get("consistency", "minimize_latency"): True})
+
+
 async def role(ctx: Context, i: int) -> None:
     request = rpb.GetEffectiveRoleRequest(
         organization=ctx.params["org"],
         user=rpb.UserSelector(user_id=ctx.rng.choice(ctx.params["user_ids"])),
+        consistency=_consistency(ctx),
     )
     call = _roles(ctx).GetEffectiveRole(request, metadata=_service_metadata(ctx), timeout=10)
     response = await ctx.rpc(i, "GetEffectiveRole", call)
@@ -80,7 +88,9 @@ async def role(ctx: Context, i: int) -> None:
 async def role_batch(ctx: Context, i: int) -> None:
     ids = ctx.rng.sample(ctx.params["user_ids"], ctx.params["batch"])
     request = rpb.BatchGetEffectiveRolesRequest(
-        organization=ctx.params["org"], users=[rpb.UserSelector(user_id=u) for u in ids]
+        organization=ctx.params["org"],
+        users=[rpb.UserSelector(user_id=u) for u in ids],
+        consistency=_consistency(ctx),
     )
     call = _roles(ctx).BatchGetEffectiveRoles(request, metadata=_service_metadata(ctx), timeout=10)
     response = await ctx.rpc(i, "BatchGetEffectiveRoles", call)
@@ -89,6 +99,59 @@ async def role_batch(ctx: Context, i: int) -> None:
         ctx.check(
             found == len(ids), "BatchGetEffectiveRoles: users not found", f"{found} of {len(ids)}"
         )
+
+
+async def deactivation(ctx: Context, i: int) -> None:
+    """Deactivation propagation: a user's deactivation by SCIM PATCH through
+    the gateway (core replica A), timed from its 200 to the moment replica B's
+    minimize_latency answer says "no role" (polling B back to back); then the
+    user is activated again (untimed). B holds the user's answer beforehand."""
+    user_id = ctx.params["user_ids"][i % len(ctx.params["user_ids"])]
+    roles, metadata = _roles(ctx), _service_metadata(ctx)
+    request = rpb.GetEffectiveRoleRequest(
+        organization=ctx.params["org"],
+        user=rpb.UserSelector(user_id=user_id),
+        consistency=rpb.Consistency(minimize_latency=True),
+    )
+    path = f"/Users/{user_id}"
+    ctx.timing = False
+    try:
+        held = await ctx.rpc(
+            i,
+            "GetEffectiveRole (B)",
+            roles.GetEffectiveRole(request, timeout=10, metadata=metadata),
+        )
+        if held is None:
+            return
+        ctx.check(held.role.role != 0, "deactivation: no role before", str(held)[:300])
+        off = {
+            "schemas": [PATCH_URN],
+            "Operations": [{"op": "replace", "path": "active", "value": False}],
+        }
+        if await ctx.http(i, "PATCH active false", "PATCH", path, off) is None:
+            return
+        done = time.perf_counter()
+        deadline = done + PROPAGATION_LIMIT_SECONDS
+        while True:
+            answer = await ctx.rpc(
+                i,
+                "GetEffectiveRole (B)",
+                roles.GetEffectiveRole(request, timeout=10, metadata=metadata),
+            )
+            if answer is not None and answer.role.role == 0:
+                seen = time.perf_counter()
+                break
+            if answer is None or time.perf_counter() > deadline:
+                ctx.check(False, "deactivation: replica B still grants a role", user_id)
+                return
+        on = {
+            "schemas": [PATCH_URN],
+            "Operations": [{"op": "replace", "path": "active", "value": True}],
+        }
+        await ctx.http(i, "PATCH active true", "PATCH", path, on)
+    finally:
+        ctx.timing = True
+    ctx.record_ms(i, (seen - done) * 1000)
 
 
 # -- SCIM, as Okta sends it ---------------------------------------------------
@@ -273,6 +336,7 @@ JOBS: dict[str, Job] = {
         chain_read,
         role,
         role_batch,
+        deactivation,
         filter_user,
         get_user,
         create_user,

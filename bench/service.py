@@ -28,6 +28,12 @@ ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 SCIM_PREFIX = "/api/auth/scim/v2"
 
 
+@dataclass(frozen=True)
+class Replica:
+    child: Child
+    port: int
+
+
 def core_tls() -> channels.ClientTLS | None:
     """How the bench's own clients reach the core: as WANDO_CORE_TLS_* in the
     environment say (the core and gateway processes inherit the environment,
@@ -127,6 +133,16 @@ class Service:
         for child in reversed(self.processes):
             await child.stop()
         self.processes = []
+
+    async def second_core(self) -> Replica:
+        """Another `wando core` on the same database (a second replica), on a
+        port of its own; the caller stops it."""
+        port = free_port()
+        env = {**self._env(), "WANDO_GRPC_LISTEN": f"127.0.0.1:{port}"}
+        child = await start(
+            "core-b", [WANDO, "core"], log_dir=self.work, env=env, ready="core gRPC listening"
+        )
+        return Replica(child, port)
 
     async def restart(self) -> None:
         await self.stop()

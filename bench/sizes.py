@@ -21,6 +21,7 @@ class Sizes:
     in_flight: int  # concurrent requests of the load process
     cap_seconds: float  # bound on any one counted workload (import, push, replace)
     peer_import_seconds: float  # the peer's import walk (its pages cost the same anywhere)
+    deactivations: int = 200  # deactivation propagations timed
 
 
 DEFAULT = Sizes(
@@ -53,6 +54,7 @@ QUICK = Sizes(
     in_flight=16,
     cap_seconds=60.0,
     peer_import_seconds=2.0,
+    deactivations=32,
 )
 
 

@@ -19,7 +19,8 @@ Order, and why:
    ratio is taken from neighbouring minutes of this shared machine;
 5. the group full-list replace and its one-row check; the first push (ours,
    then the peer's);
-6. the query plans of the user lookups.
+6. deactivation propagation, with a second core replica;
+7. the query plans of the user lookups.
 """
 
 from __future__ import annotations
@@ -35,7 +36,14 @@ import asyncpg
 
 from bench import checks, dataset, loop, peer_data, processes, report, targets
 from bench.baselines import prepare_scratch
-from bench.counted import peer_import, peer_push, run_group_replace, run_imports, run_push
+from bench.counted import (
+    peer_import,
+    peer_push,
+    run_deactivation,
+    run_group_replace,
+    run_imports,
+    run_push,
+)
 from bench.dataset import Dataset
 from bench.load import LoadClient
 from bench.peer_process import Peer
@@ -108,12 +116,18 @@ def _params(w: Workload, data: Dataset) -> dict[str, Any]:
     ids = [u.id for u in data.sample]
     pairs = [[u.id, u.user_name] for u in data.sample]
     by_job: dict[str, dict[str, Any]] = {
-        "role": {"org": data.main.slug, "service_token": SERVICE_TOKEN, "user_ids": ids},
+        "role": {
+            "org": data.main.slug,
+            "service_token": SERVICE_TOKEN,
+            "user_ids": ids,
+            "consistency": w.consistency,
+        },
         "role_batch": {
             "org": data.main.slug,
             "service_token": SERVICE_TOKEN,
             "user_ids": ids,
             "batch": w.lookups,  # the users of one call, as the ratio counts them
+            "consistency": w.consistency,
         },
         "filter_user": {"token": token, "user_names": [u.user_name for u in data.sample]},
         "get_user": {"token": token, "user_ids": ids},
@@ -203,6 +217,9 @@ async def run_service_workloads(
             )
         run.checks["first push wall time (s)"] = check
         run.lap("first push")
+    if run.wants("deactivation"):
+        await run_deactivation(run, service, data)
+        run.lap("deactivation propagation")
     return await checks.plans(pool, data.main.id, len(data.users) // 2)
 
 

@@ -25,6 +25,8 @@ class Workload:
     floor: str | None = None  # a second baseline, shown beside the first (no target)
     # role lookups one request makes: the ratio is of lookups, not of calls
     lookups: int = 1
+    # RoleService workloads: the Consistency they ask for
+    consistency: str = "minimize_latency"
 
 
 BASELINES = (
@@ -40,7 +42,7 @@ BASELINES = (
 THROUGHPUT = (
     Workload(
         "role",
-        "GetEffectiveRole (by id)",
+        "GetEffectiveRole (by id), minimize_latency",
         "role",
         "core",
         "empty-rpc",
@@ -48,13 +50,31 @@ THROUGHPUT = (
         floor="grpc-read",
     ),
     Workload(
+        "role-consistent",
+        "GetEffectiveRole (by id), fully_consistent",
+        "role",
+        "core",
+        "empty-rpc",
+        floor="grpc-read",
+        consistency="fully_consistent",
+    ),
+    Workload(
         "role-batch",
-        "BatchGetEffectiveRoles (100 users a call)",
+        "BatchGetEffectiveRoles (100 users a call), minimize_latency",
         "role_batch",
         "core",
         "empty-rpc",
-        targets.ROLE_VS_EMPTY_CALL,
+        targets.BATCH_VS_EMPTY_CALL,
         lookups=100,
+    ),
+    Workload(
+        "role-batch-consistent",
+        "BatchGetEffectiveRoles (100 users a call), fully_consistent",
+        "role_batch",
+        "core",
+        "empty-rpc",
+        lookups=100,
+        consistency="fully_consistent",
     ),
     Workload(
         "filter",
@@ -108,7 +128,7 @@ THROUGHPUT = (
     ),
 )
 
-COUNTED = ("group-replace", "import", "push")
+COUNTED = ("group-replace", "import", "push", "deactivation")
 # the counted workloads the peer runs too (bench.counted)
 PEER_COUNTED = ("import", "push")
 

@@ -125,6 +125,7 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
                 role=roles.TO_PROTO[role],
             ),
             changed_users=changed,
+            sequence=roles.SEQUENCE_PRODUCED.get(),
         )
 
     async def ClearGroupRole(
@@ -134,7 +135,9 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
         async with self._pool.acquire() as conn, conn.transaction():
             org = await organizations.resolve(conn, request.organization)
             _, changed = await role_mappings.set_mapping(conn, org["org_id"], request.group, None)
-        return pb.ClearGroupRoleResponse(changed_users=changed)
+        return pb.ClearGroupRoleResponse(
+            changed_users=changed, sequence=roles.SEQUENCE_PRODUCED.get()
+        )
 
     async def SetRoleValueMapping(
         self, request: pb.SetRoleValueMappingRequest, context: Ctx
@@ -151,6 +154,7 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
                 value=request.value, role=roles.TO_PROTO[role], users=holders
             ),
             changed_users=changed,
+            sequence=roles.SEQUENCE_PRODUCED.get(),
         )
 
     async def ClearRoleValueMapping(
@@ -162,7 +166,9 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
             _, changed = await role_mappings.set_value_mapping(
                 conn, org["org_id"], request.value, None
             )
-        return pb.ClearRoleValueMappingResponse(changed_users=changed)
+        return pb.ClearRoleValueMappingResponse(
+            changed_users=changed, sequence=roles.SEQUENCE_PRODUCED.get()
+        )
 
     async def ListGroupRoles(
         self, request: pb.ListGroupRolesRequest, context: Ctx
@@ -197,7 +203,9 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
         async with self._pool.acquire() as conn, conn.transaction():
             org = await organizations.resolve(conn, request.organization)
             changed = await role_mappings.set_default(conn, org["org_id"], role)
-        return pb.SetDefaultRoleResponse(changed_users=changed)
+        return pb.SetDefaultRoleResponse(
+            changed_users=changed, sequence=roles.SEQUENCE_PRODUCED.get()
+        )
 
     async def PreviewRoleChanges(
         self, request: pb.PreviewRoleChangesRequest, context: Ctx

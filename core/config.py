@@ -77,6 +77,9 @@ class Settings:
     max_header_bytes: int
     max_headers: int
     workers: int
+    role_cache_max_entries: int = 100_000
+    role_cache_max_bytes: int = 128 * 1024 * 1024
+    watch_max_lag: int = 100_000
 
     SECRET_FIELDS = ("admin_token", "service_token", "database_url", "cursor_secret")
 
@@ -250,4 +253,11 @@ def load(env: Mapping[str, str] | None = None, **overrides: str | None) -> Setti
         max_header_bytes=_int(source, "WANDO_MAX_HEADER_BYTES", 8192, 1024, 65536),
         max_headers=_int(source, "WANDO_MAX_HEADERS", 100, 16, 1000),
         workers=_int(source, "WANDO_WORKERS", os.cpu_count() or 1, 1, 256),
+        role_cache_max_entries=_int(
+            source, "WANDO_ROLE_CACHE_MAX_ENTRIES", 100_000, 0, 100_000_000
+        ),
+        role_cache_max_bytes=_int(
+            source, "WANDO_ROLE_CACHE_MAX_BYTES", 128 * 1024 * 1024, 0, 64 * 1024**3
+        ),
+        watch_max_lag=_int(source, "WANDO_WATCH_MAX_LAG", 100_000, 1, 1_000_000_000),
     )

@@ -16,7 +16,9 @@
     ├── Unauthenticated       UNAUTHENTICATED
     ├── PermissionDenied      PERMISSION_DENIED
     ├── RateLimited           RESOURCE_EXHAUSTED   (retry_after_seconds → 429)
-    └── Unavailable           UNAVAILABLE
+    ├── Unavailable           UNAVAILABLE
+    ├── FellBehind            RESOURCE_EXHAUSTED   a watcher too far behind
+    └── OutOfRange            OUT_OF_RANGE         a sequence beyond the stream
 
 WIRE is the one table from type to gRPC status code and ErrorInfo reason; the
 interceptor renders any CoreError through it. Code raises these and never picks
@@ -107,6 +109,14 @@ class RateLimited(CoreError):
         self.retry_after = retry_after
 
 
+class FellBehind(CoreError):
+    pass
+
+
+class OutOfRange(CoreError):
+    pass
+
+
 WIRE: dict[type[CoreError], tuple[grpc.StatusCode, int]] = {
     NotFound: (grpc.StatusCode.NOT_FOUND, R.ERROR_REASON_NOT_FOUND),
     AlreadyExists: (grpc.StatusCode.ALREADY_EXISTS, R.ERROR_REASON_UNIQUENESS),
@@ -124,6 +134,8 @@ WIRE: dict[type[CoreError], tuple[grpc.StatusCode, int]] = {
     PermissionDenied: (grpc.StatusCode.PERMISSION_DENIED, R.ERROR_REASON_PERMISSION_DENIED),
     Unavailable: (grpc.StatusCode.UNAVAILABLE, R.ERROR_REASON_UNAVAILABLE),
     RateLimited: (grpc.StatusCode.RESOURCE_EXHAUSTED, R.ERROR_REASON_RATE_LIMITED),
+    FellBehind: (grpc.StatusCode.RESOURCE_EXHAUSTED, R.ERROR_REASON_FELL_BEHIND),
+    OutOfRange: (grpc.StatusCode.OUT_OF_RANGE, R.ERROR_REASON_OUT_OF_RANGE),
 }
 
 

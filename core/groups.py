@@ -351,7 +351,7 @@ class GroupService(group_service_pb2_grpc.GroupServiceServicer):
             changed = sorted(document) + (["members"] if wanted else [])
             await audit.record(conn, principal, "create", "Group", new_id, changed)
             group = await self._reply(conn, principal, row, request.exclude_members)
-        return pb.CreateGroupResponse(group=group)
+        return pb.CreateGroupResponse(group=group, role_sequence=roles.SEQUENCE_PRODUCED.get())
 
     async def GetGroup(self, request: pb.GetGroupRequest, context: Ctx) -> pb.GetGroupResponse:
         principal = await self._guard.scim(context)
@@ -404,7 +404,7 @@ class GroupService(group_service_pb2_grpc.GroupServiceServicer):
             row = await lock(conn, principal, request.id, request.etag)
             row = await self._update(conn, principal, row, document, changes, "replace")
             group = await self._reply(conn, principal, row, request.exclude_members)
-        return pb.ReplaceGroupResponse(group=group)
+        return pb.ReplaceGroupResponse(group=group, role_sequence=roles.SEQUENCE_PRODUCED.get())
 
     async def PatchGroup(
         self, request: pb.PatchGroupRequest, context: Ctx
@@ -417,10 +417,11 @@ class GroupService(group_service_pb2_grpc.GroupServiceServicer):
             row = await self._update(conn, principal, row, result.document, result.members, "patch")
             if request.etag_only:  # no read of the membership: O(change), not O(group)
                 return pb.PatchGroupResponse(
-                    group=scim_pb2.Group(id=str(row["group_id"]), etag=etag(row["version"]))
+                    group=scim_pb2.Group(id=str(row["group_id"]), etag=etag(row["version"])),
+                    role_sequence=roles.SEQUENCE_PRODUCED.get(),
                 )
             group = await self._reply(conn, principal, row, request.exclude_members)
-        return pb.PatchGroupResponse(group=group)
+        return pb.PatchGroupResponse(group=group, role_sequence=roles.SEQUENCE_PRODUCED.get())
 
     async def _update(
         self,
@@ -437,7 +438,10 @@ class GroupService(group_service_pb2_grpc.GroupServiceServicer):
         if await change_members(conn, principal.org_id, row, members):
             changed.append("members")
         if changed:
+            renamed = row["mapped_role"] is not None and columns(document)[0] != row["display_name"]
             row = await write(conn, principal, row, document, action, changed)
+            if renamed:  # its members' answers name it (granted_by)
+                await roles.record_organization_change(conn, principal.org_id, "group renamed")
         return row
 
     async def DeleteGroup(
@@ -456,4 +460,4 @@ class GroupService(group_service_pb2_grpc.GroupServiceServicer):
             if tracker is not None:
                 await tracker.finish("group deleted")
             await audit.record(conn, principal, "delete", "Group", gid)
-        return pb.DeleteGroupResponse()
+        return pb.DeleteGroupResponse(role_sequence=roles.SEQUENCE_PRODUCED.get())

@@ -73,18 +73,10 @@ UPDATE organizations SET roles_version = roles_version + 1 WHERE org_id = $1
 
 UPDATE_DEFAULT_ROLE = "UPDATE organizations SET default_role = $2 WHERE org_id = $1"
 
-# active users with no mapped group or value: those whose role is the default
+# active users whom no grant gives a role: those whose role is the default
 SELECT_DEFAULT_ROLE_USERS = """
-SELECT u.user_id FROM users u
-WHERE u.org_id = $1 AND u.active AND NOT EXISTS (
-    SELECT 1 FROM group_members m
-    JOIN group_roles r ON r.org_id = m.org_id AND r.group_id = m.group_id
-    WHERE m.org_id = u.org_id AND m.user_id = u.user_id
-) AND NOT EXISTS (
-    SELECT 1 FROM user_role_values v
-    JOIN role_value_mappings vm ON vm.org_id = v.org_id AND vm.value = v.value
-    WHERE v.org_id = u.org_id AND v.user_id = u.user_id
-)
+SELECT u.user_id FROM effective_roles u
+WHERE u.org_id = $1 AND u.active AND u.granted IS NULL
 """
 
 MAX_ROLE_VALUE_LENGTH = 4096  # documents.MAX_STRING_LENGTH: no longer value can be sent

@@ -2,8 +2,11 @@
 
 effective role = the highest of admin > boss > member among the mapped groups
 a user belongs to and the mapped values of their SCIM `roles` attribute, else
-the organisation's default role; a deactivated user has none. Every write
-that can change a role does, in its own transaction:
+the organisation's default role; a deactivated user has none. The rule is
+defined once, in SQL (migrations/0006_effective_roles.sql: effective_role(),
+top_role(), the views user_grants and effective_roles), and read from there.
+Every write that can change a role (or what RoleService answers about it:
+why, the userName) does, in its own transaction:
 
     tracker = await RoleTracker.start(conn, org_id, user_ids)   # before
     ... the write ...
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -41,13 +45,8 @@ from wando.provisioning.v1 import roles_pb2
 if TYPE_CHECKING:
     from core.db import Conn
 
+# the role names, in their order (as role_rank() in SQL): to check names given
 RANK = {"member": 1, "boss": 2, "admin": 3}
-
-
-def rank_sql(column: str) -> str:
-    """RANK as SQL, for a role column: to order grants highest first."""
-    ranks = " ".join(f"WHEN '{role}' THEN {rank}" for role, rank in RANK.items())
-    return f"CASE {column} {ranks} END"
 
 
 TO_PROTO = {
@@ -59,45 +58,57 @@ TO_PROTO = {
 FROM_PROTO = {v: k for k, v in TO_PROTO.items()}
 NOTIFY_CHANNEL = "wando_role_changes"
 
-# users with their grants (mapped groups, mapped role values; one row each)
-# and the organisation's default role
+# the last change-stream sequence the current RPC's write produced (0: none),
+# for its answer (role_sequence): set where the outbox is written, read by
+# the servicer; each gRPC call runs in its own task, so its own context
+SEQUENCE_PRODUCED: ContextVar[int] = ContextVar("role_sequence_produced", default=0)
+
+# users with their effective role (migrations/0006_effective_roles.sql: the
+# rule's one definition) and their grants (mapped groups, mapped role values;
+# one row each), for the fold below to say which grants explain the role;
+# {where} selects users by columns of the view `u`
 RESOLVE_SQL = """
-SELECT u.user_id, u.user_name, u.external_id, u.active, o.default_role,
+SELECT u.user_id, u.user_name, u.external_id, u.active, u.granted, u.role AS effective,
        mg.group_id, mg.display_name, mg.role_value, mg.role,
        (SELECT c.last_seq FROM role_counters c WHERE c.org_id = $1) AS seq
-FROM users u
-JOIN organizations o ON o.org_id = u.org_id
-LEFT JOIN LATERAL (
-    SELECT r.group_id, g.display_name, NULL::text AS role_value, r.role
-    FROM group_members m
-    JOIN group_roles r ON r.org_id = m.org_id AND r.group_id = m.group_id
-    JOIN groups g ON g.org_id = r.org_id AND g.group_id = r.group_id
-    WHERE m.org_id = u.org_id AND m.user_id = u.user_id
-    UNION ALL
-    SELECT NULL, NULL, v.value, vm.role
-    FROM user_role_values v
-    JOIN role_value_mappings vm ON vm.org_id = v.org_id AND vm.value = v.value
-    WHERE v.org_id = u.org_id AND v.user_id = u.user_id
-) mg ON true
+FROM effective_roles u
+LEFT JOIN LATERAL (  -- OFFSET 0: kept a lateral subquery, read by index per user
+    SELECT g.* FROM user_grants g WHERE g.org_id = u.org_id AND g.user_id = u.user_id OFFSET 0
+) AS mg ON true
 WHERE u.org_id = $1 AND {where}
 """
 
 LOCK_COUNTER = "SELECT last_seq FROM role_counters WHERE org_id = $1 FOR UPDATE"
 
 # the changes, numbered on from the counter, and a wake-up for watchers (sent
-# on commit), in one round trip: the counter's lock is held until commit
+# on commit), in one round trip: the counter's lock is held until commit;
+# the last sequence comes back
 RECORD_CHANGES = """
 WITH advanced AS (
     UPDATE role_counters SET last_seq = last_seq + cardinality($2::uuid[])
     WHERE org_id = $1
-    RETURNING last_seq - cardinality($2::uuid[]) AS before
+    RETURNING last_seq - cardinality($2::uuid[]) AS before, last_seq
 ), recorded AS (
     INSERT INTO role_changes (org_id, seq, user_id, old_role, new_role, cause)
     SELECT $1, a.before + c.n, c.user_id, c.old_role, c.new_role, $5
     FROM advanced a, unnest($2::uuid[], $3::text[], $4::text[])
         WITH ORDINALITY AS c(user_id, old_role, new_role, n)
+), woken AS (
+    SELECT pg_notify($6, $1::text)
 )
-SELECT pg_notify($6, $1::text)
+SELECT a.last_seq FROM advanced a, woken
+"""
+
+RECORD_ORGANIZATION_CHANGE = """
+WITH advanced AS (
+    UPDATE role_counters SET last_seq = last_seq + 1 WHERE org_id = $1 RETURNING last_seq
+), recorded AS (
+    INSERT INTO role_changes (org_id, seq, user_id, old_role, new_role, cause)
+    SELECT $1, a.last_seq, NULL, NULL, NULL, $2 FROM advanced a
+), woken AS (
+    SELECT pg_notify($3, $1::text)
+)
+SELECT a.last_seq FROM advanced a, woken
 """
 
 SELECT_GROUP_MEMBERS = "SELECT user_id FROM group_members WHERE org_id = $1 AND group_id = $2"
@@ -150,8 +161,9 @@ class Resolved:
 
 def resolve_rows(rows: Iterable[asyncpg.Record]) -> dict[uuid.UUID, Resolved]:
     """Fold RESOLVE_SQL rows (one per user and grant) into effective roles.
-    The winning grants are those with the top role; the source is GROUP when
-    a group is among them, else ROLES_ATTRIBUTE."""
+    The role is the database's (effective_roles); this only says why: the
+    grants with that role explain it, and the source is GROUP when a group
+    is among them, else ROLES_ATTRIBUTE; DEFAULT when no grant counts."""
     groups: dict[uuid.UUID, list[Grant]] = {}
     values: dict[uuid.UUID, list[ValueGrant]] = {}
     first: dict[uuid.UUID, asyncpg.Record] = {}
@@ -159,7 +171,7 @@ def resolve_rows(rows: Iterable[asyncpg.Record]) -> dict[uuid.UUID, Resolved]:
         user_id = row["user_id"]
         first.setdefault(user_id, row)
         by_group, by_value = groups.setdefault(user_id, []), values.setdefault(user_id, [])
-        if row["role"] is None:
+        if row["role"] is None or row["role"] != row["granted"]:
             continue
         if row["role_value"] is not None:
             by_value.append(ValueGrant(row["role_value"], row["role"]))
@@ -167,23 +179,17 @@ def resolve_rows(rows: Iterable[asyncpg.Record]) -> dict[uuid.UUID, Resolved]:
             by_group.append(Grant(row["group_id"], row["display_name"], row["role"]))
     resolved = {}
     for user_id, row in first.items():
-        ranks = [RANK[g.role] for g in groups[user_id]] + [RANK[v.role] for v in values[user_id]]
-        top = max(ranks, default=0)
-        winners = sorted(
-            (g for g in groups[user_id] if RANK[g.role] == top), key=lambda g: g.display_name
-        )
-        by_values = sorted(
-            (v for v in values[user_id] if RANK[v.role] == top), key=lambda v: v.value
-        )
-        role: str | None
+        winners = sorted(groups[user_id], key=lambda g: g.display_name)
+        by_values = sorted(values[user_id], key=lambda v: v.value)
+        role: str | None = row["effective"]
         if not row["active"]:
-            role, source, winners, by_values = None, roles_pb2.ROLE_SOURCE_DEACTIVATED, [], []
+            source, winners, by_values = roles_pb2.ROLE_SOURCE_DEACTIVATED, [], []
         elif winners:
-            role, source = winners[0].role, roles_pb2.ROLE_SOURCE_GROUP
+            source = roles_pb2.ROLE_SOURCE_GROUP
         elif by_values:
-            role, source = by_values[0].role, roles_pb2.ROLE_SOURCE_ROLES_ATTRIBUTE
+            source = roles_pb2.ROLE_SOURCE_ROLES_ATTRIBUTE
         else:
-            role, source = row["default_role"], roles_pb2.ROLE_SOURCE_DEFAULT
+            source = roles_pb2.ROLE_SOURCE_DEFAULT
         resolved[user_id] = Resolved(
             user_id, row["user_name"], row["active"], role, source, winners, by_values
         )
@@ -207,9 +213,20 @@ class Change:
     old_role: str | None
     new_role: str | None
 
+    @property
+    def of_role(self) -> bool:
+        """Whether the role itself changed (else only what explains it, or
+        the user's name, or a user without a role was deleted)."""
+        return self.old_role != self.new_role
+
 
 class RoleTracker:
-    """Before/after effective roles around one write; see the module docstring."""
+    """Before/after effective roles around one write; see the module docstring.
+
+    The outbox gets a row for every user whose answer (GetEffectiveRole's:
+    role, why, name, active, existence) changed, so that a cache of answers
+    that follows the outbox stays exact; callers that count or preview role
+    changes get those whose role changed (Change.of_role)."""
 
     def __init__(self, conn: Conn, org_id: uuid.UUID, before: dict[uuid.UUID, Resolved]) -> None:
         self._conn = conn
@@ -230,25 +247,28 @@ class RoleTracker:
         """start() for a caller that already holds the counter (lock_counter)."""
         return cls(conn, org_id, await resolve(conn, org_id, user_ids))
 
-    async def changes(self) -> list[Change]:
-        """The role changes so far, of the users tracked."""
+    async def _answers_changed(self) -> list[Change]:
         ids = list(self._before)
         after = await resolve(self._conn, self._org_id, ids)
         out = []
         for user_id in ids:
             old, new = self._before.get(user_id), after.get(user_id)
-            old_role = old.role if old else None
-            new_role = new.role if new else None
-            if old_role != new_role:
-                name = (new or old).user_name  # type: ignore[union-attr]
-                out.append(Change(user_id, name, old_role, new_role))
+            if old == new:
+                continue
+            name = (new or old).user_name  # type: ignore[union-attr]
+            out.append(Change(user_id, name, old.role if old else None, new.role if new else None))
         return out
 
+    async def changes(self) -> list[Change]:
+        """The role changes so far, of the users tracked."""
+        return [c for c in await self._answers_changed() if c.of_role]
+
     async def finish(self, cause: str) -> list[Change]:
-        """Write the changes to the outbox (and wake watchers on commit)."""
-        found = await self.changes()
+        """Write every changed answer to the outbox (and wake watchers on
+        commit); returns the role changes."""
+        found = await self._answers_changed()
         if found:
-            await self._conn.execute(
+            produced = await self._conn.fetchval(
                 RECORD_CHANGES,
                 self._org_id,
                 [c.user_id for c in found],
@@ -257,7 +277,18 @@ class RoleTracker:
                 cause,
                 NOTIFY_CHANNEL,
             )
-        return found
+            SEQUENCE_PRODUCED.set(produced)
+        return [c for c in found if c.of_role]
+
+
+async def record_organization_change(conn: Conn, org_id: uuid.UUID, cause: str) -> None:
+    """One outbox row (user_id NULL) saying that any user's answer may have
+    changed, e.g. when a mapped group is renamed: cheaper than a row per
+    member, and a cache drops the organisation's entries. Takes the counter."""
+    await lock_counter(conn, org_id)
+    SEQUENCE_PRODUCED.set(
+        await conn.fetchval(RECORD_ORGANIZATION_CHANGE, org_id, cause, NOTIFY_CHANNEL)
+    )
 
 
 async def lock_counter(conn: Conn, org_id: uuid.UUID) -> None:

@@ -27,7 +27,7 @@ from core.groups import GroupService
 from core.instrumentation import instrument
 from core.notifier import RoleNotifier
 from core.ratelimit import RateLimits
-from core.role_service import RoleService
+from core.role_service import RoleOptions, RoleService
 from core.search import SearchService
 from core.tls import ServerCertificates
 from core.tokens import Authenticator
@@ -63,12 +63,14 @@ class CoreServer:
     health: health.aio.HealthServicer
     port: int
     notifier: RoleNotifier
+    roles: RoleService
 
     async def stop(self, grace: float) -> None:
         """Stop accepting calls, let in-flight ones finish within `grace` seconds."""
         for name in (*SERVICE_NAMES, ""):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace)
+        await self.roles.cache.close()
         await self.notifier.close()
 
 
@@ -88,6 +90,7 @@ async def start_server(
     cursors: Cursors | None = None,
     tls: ServerCertificates | None = None,
     reuse_port: bool = False,
+    role_options: RoleOptions | None = None,
 ) -> CoreServer:
     """Build the server, bind it to `listen` (HOST:PORT, port 0 picks one) and
     start it: over TLS with `tls`'s certificate files (re-read when they
@@ -98,6 +101,7 @@ async def start_server(
     core` on a taken port must fail to start rather than silently take half
     of its connections."""
     cursors = cursors or Cursors(secrets.token_bytes(32))
+    role_options = role_options or RoleOptions()
     server = grpc.aio.server(
         options=[
             ("grpc.so_reuseport", 1 if reuse_port else 0),
@@ -107,7 +111,10 @@ async def start_server(
     )
     authenticator = Authenticator(pool)
     guard = Guard(admin_token, authenticator, service_token, RateLimits(pool))
-    notifier = RoleNotifier(pool)
+    notifier = RoleNotifier(
+        pool, poll_seconds=role_options.poll_seconds, ping_seconds=role_options.ping_seconds
+    )
+    role_service = RoleService(pool, guard, notifier, role_options)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         instrument(AdminService(pool, guard, authenticator), ADMIN_SERVICE), server
     )
@@ -121,7 +128,7 @@ async def start_server(
         instrument(SearchService(pool, guard), SEARCH_SERVICE), server
     )
     role_service_pb2_grpc.add_RoleServiceServicer_to_server(
-        instrument(RoleService(pool, guard, notifier), ROLE_SERVICE), server
+        instrument(role_service, ROLE_SERVICE), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -137,10 +144,12 @@ async def start_server(
         port = 0
     if port == 0:
         raise OSError(f"could not listen on {listen} (address in use, or not this machine's)")
+    notifier.start()
+    role_service.cache.start()
     await server.start()
     for name in (*SERVICE_NAMES, ""):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return CoreServer(server, health_servicer, port, notifier)
+    return CoreServer(server, health_servicer, port, notifier, role_service)
 
 
 @contextlib.asynccontextmanager

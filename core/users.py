@@ -30,7 +30,11 @@ USER_NAME_KEY = "users_org_user_name_key"
 # row, its email and role-value index rows, the organisation's user count
 # (core.counts; slot $8), its audit event (as audit.INSERT_EVENT), and its
 # first role on the change stream (as roles.RECORD_CHANGES; it is in no group
-# yet, so its role comes from its role values or the default role).
+# yet, so its role comes from its role values or the default role). The rule
+# is effective_role() and top_role() of migrations/0006_effective_roles.sql;
+# its grants are read from the mappings of the values it is sent with, as the
+# view user_grants would read them once its rows are visible (rows inserted
+# by a statement are not visible to the statement itself).
 #
 # The role is resolved in the statement's snapshot. The organisation's row,
 # locked FOR SHARE, says whether that is still the role configuration in
@@ -38,7 +42,7 @@ USER_NAME_KEY = "users_org_user_name_key"
 # statement waited for the lock, nothing is written and no row comes back,
 # and the caller runs the statement again. The role counter is taken last
 # (lock order: core.roles) and held only while the statement commits.
-INSERT_USER = f"""
+INSERT_USER = """
 WITH org AS (
     SELECT o.org_id, o.roles_version FROM organizations o WHERE o.org_id = $1 FOR SHARE
 ), in_force AS (
@@ -64,13 +68,12 @@ WITH org AS (
     INSERT INTO audit_events (org_id, token_id, actor, action, resource_type, resource_id, changed)
     SELECT i.org_id, $11, 'scim', 'create', 'User', i.user_id::text, $12 FROM inserted i
 ), resolved AS (
-    SELECT CASE WHEN i.active THEN coalesce(
-        (SELECT vm.role FROM role_value_mappings vm
-         WHERE vm.org_id = $1 AND vm.value = ANY($10::text[])
-         ORDER BY {roles.rank_sql("vm.role")} DESC
-         LIMIT 1),
+    SELECT effective_role(
+        i.active,
+        (SELECT top_role(vm.role) FROM role_value_mappings vm
+         WHERE vm.org_id = $1 AND vm.value = ANY($10::text[])),
         (SELECT o.default_role FROM organizations o WHERE o.org_id = $1)
-    ) END AS role
+    ) AS role
     FROM inserted i
 ), advanced AS (
     UPDATE role_counters SET last_seq = last_seq + 1
@@ -82,7 +85,9 @@ WITH org AS (
 ), woken AS (
     SELECT pg_notify($13, $1::text) FROM advanced
 )
-SELECT i.*, (SELECT count(*) FROM woken) AS woken FROM inserted i
+SELECT i.*, (SELECT count(*) FROM woken) AS woken,
+       coalesce((SELECT last_seq FROM advanced), 0) AS role_sequence
+FROM inserted i
 """
 
 # a creation that met a role configuration change this many times in a row
@@ -294,9 +299,13 @@ def replacement(row: asyncpg.Record, document: dict[str, Any]) -> dict[str, Any]
 
 
 def moves_role(row: asyncpg.Record, document: dict[str, Any]) -> bool:
-    """Whether writing `document` over `row` can change the user's role."""
-    return active(document) != row["active"] or (
-        role_values(document) != role_values(row["attributes"])
+    """Whether writing `document` over `row` can change the user's answer from
+    RoleService (their role, why, or their userName), which the change stream
+    then records (core.roles.RoleTracker)."""
+    return (
+        active(document) != row["active"]
+        or role_values(document) != role_values(row["attributes"])
+        or document["userName"] != row["user_name"]
     )
 
 
@@ -346,7 +355,7 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
                     break
             else:
                 raise Unavailable("the organisation's role mappings are changing; retry shortly")
-        return pb.CreateUserResponse(user=user_proto(row, []))
+        return pb.CreateUserResponse(user=user_proto(row, []), role_sequence=row["role_sequence"])
 
     async def GetUser(self, request: pb.GetUserRequest, context: Ctx) -> pb.GetUserResponse:
         principal = await self._guard.scim(context)
@@ -380,7 +389,10 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
         row, updated = await self._store(
             principal, request.id, request.etag, lambda row: replacement(row, document), "replace"
         )
-        return pb.ReplaceUserResponse(user=user_proto(updated, group_refs(row)))
+        return pb.ReplaceUserResponse(
+            user=user_proto(updated, group_refs(row)),
+            role_sequence=roles.SEQUENCE_PRODUCED.get(),
+        )
 
     async def PatchUser(self, request: pb.PatchUserRequest, context: Ctx) -> pb.PatchUserResponse:
         principal = await self._guard.scim(context)
@@ -392,7 +404,10 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
             lambda row: patch.apply(TABLE.schema, stored(row), operations).document,
             "patch",
         )
-        return pb.PatchUserResponse(user=user_proto(updated, group_refs(row)))
+        return pb.PatchUserResponse(
+            user=user_proto(updated, group_refs(row)),
+            role_sequence=roles.SEQUENCE_PRODUCED.get(),
+        )
 
     async def _store(
         self,
@@ -451,10 +466,12 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
         updated = await write(conn, principal, row, document, action, changed)
         assert updated is not None  # the user is locked
         if tracker is not None:
-            if not flipped:
+            if flipped:
+                cause = "user deactivated" if row["active"] else "user activated"
+            elif role_values(document) != role_values(row["attributes"]):
                 cause = "roles attribute changed"
             else:
-                cause = "user deactivated" if row["active"] else "user activated"
+                cause = "userName changed"
             await tracker.finish(cause)
         return updated
 
@@ -469,7 +486,7 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
             await conn.execute(DELETE_USER, principal.org_id, row["user_id"])
             await tracker.finish("user deleted")
             await audit.record(conn, principal, "delete", "User", row["user_id"])
-        return pb.DeleteUserResponse()
+        return pb.DeleteUserResponse(role_sequence=roles.SEQUENCE_PRODUCED.get())
 
 
 def operation(message: Any) -> patch.Operation:

@@ -56,6 +56,9 @@ TABLES: dict[str, str] = {
     "role_counters": DISTRIBUTED,
     "resource_counts": DISTRIBUTED,
     "rate_limits": DISTRIBUTED,
+    # views over distributed tables, colocated: a statement pins them as a table
+    "user_grants": DISTRIBUTED,
+    "effective_roles": DISTRIBUTED,
 }
 
 # relations every PostgreSQL has; statements may read them freely

@@ -40,6 +40,20 @@ async def test_reflection_lists_the_services(core: CoreServer) -> None:
     } <= services
 
 
+async def test_the_consistency_choice_is_described(core: CoreServer) -> None:
+    """A service team finds the consistency field, and its default, by reflection."""
+    described = ""
+    for name in ("GetEffectiveRoleRequest", "Consistency"):
+        code, out, err = await grpcurl(
+            "-plaintext", f"127.0.0.1:{core.port}", "describe", f"wando.provisioning.v1.{name}"
+        )
+        assert code == 0, err
+        described += out
+    assert ".wando.provisioning.v1.Consistency consistency = 3;" in described
+    for field in ("minimize_latency = 1", "at_least_as_fresh = 2", "fully_consistent = 3"):
+        assert field in described, described
+
+
 async def test_health_answers_serving(core: CoreServer) -> None:
     code, out, err = await grpcurl(
         "-plaintext", f"127.0.0.1:{core.port}", "grpc.health.v1.Health/Check"

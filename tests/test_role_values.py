@@ -208,7 +208,9 @@ async def test_preview_listing_audit_and_isolation(
     # another organisation's users carrying the same value are untouched
     other = await roles_stub.GetEffectiveRole(
         rpb.GetEffectiveRoleRequest(
-            organization="globex", user=rpb.UserSelector(user_id=stranger["id"])
+            organization="globex",
+            user=rpb.UserSelector(user_id=stranger["id"]),
+            consistency=rpb.Consistency(fully_consistent=True),
         ),
         metadata=(("authorization", "Bearer wando_svc_test-credential-for-the-suite"),),
     )

@@ -33,7 +33,12 @@ Admin = admin_service_pb2_grpc.AdminServiceStub
 async def role_of(
     stub: role_service_pb2_grpc.RoleServiceStub, **selector: str
 ) -> rpb.GetEffectiveRoleResponse:
-    request = rpb.GetEffectiveRoleRequest(organization="acme", user=rpb.UserSelector(**selector))
+    """The role as the database says (the cache's freshness: test_role_cache.py)."""
+    request = rpb.GetEffectiveRoleRequest(
+        organization="acme",
+        user=rpb.UserSelector(**selector),
+        consistency=rpb.Consistency(fully_consistent=True),
+    )
     return await stub.GetEffectiveRole(request, metadata=SERVICE)
 
 
@@ -55,6 +60,8 @@ async def watch(
     changes = []
     async with asyncio.timeout(20):
         async for response in call:
+            if not response.HasField("change"):
+                continue  # an idle checkpoint
             changes.append(response.change)
             if len(changes) == n:
                 break
@@ -245,6 +252,7 @@ async def test_batch_and_list_by_role(acme: Scim, admin_stub: Admin, roles_stub)
     batch = await roles_stub.BatchGetEffectiveRoles(
         rpb.BatchGetEffectiveRolesRequest(
             organization="acme",
+            consistency=rpb.Consistency(fully_consistent=True),
             users=[
                 rpb.UserSelector(user_id=ids[0]),
                 rpb.UserSelector(user_name="B2@x.example"),

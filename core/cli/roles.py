@@ -160,7 +160,11 @@ def _selectors(user: str) -> list[rpb.UserSelector]:
 
 def roles_show(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
     stub, metadata = _role_stub(admin)
-    request = rpb.BatchGetEffectiveRolesRequest(organization=args.org, users=_selectors(args.user))
+    request = rpb.BatchGetEffectiveRolesRequest(
+        organization=args.org,
+        users=_selectors(args.user),
+        consistency=rpb.Consistency(fully_consistent=True),  # staff read what they just did
+    )
     try:
         response = stub.BatchGetEffectiveRoles(request, metadata=metadata, timeout=10)
     except grpc.RpcError as exc:
@@ -183,6 +187,8 @@ def roles_watch(args: argparse.Namespace) -> int:
     request = rpb.WatchRoleChangesRequest(organization=args.org, after_sequence=args.after)
     try:
         for response in stub.WatchRoleChanges(request, metadata=metadata):
+            if not response.HasField("change"):
+                continue  # an idle checkpoint
             c = response.change
             if args.json:
                 print(json.dumps(_dict(c)), flush=True)

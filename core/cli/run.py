@@ -23,6 +23,7 @@ from core import auth, config, db, embedded, eventloop, logs, tls
 from core.cursors import Cursors
 from core.db import SchemaTooNewError
 from core.metrics import serve_metrics, watch_pool
+from core.role_service import RoleOptions
 from core.server import database, start_server, stop_signals
 from gateway.app import serving
 
@@ -144,6 +145,11 @@ async def run_core(settings: config.Settings, *, supervised: bool = False) -> No
                     cursors=cursors,
                     tls=certificates,
                     reuse_port=supervised,
+                    role_options=RoleOptions(
+                        cache_max_entries=settings.role_cache_max_entries,
+                        cache_max_bytes=settings.role_cache_max_bytes,
+                        watch_max_lag=settings.watch_max_lag,
+                    ),
                 )
                 pool_watch = asyncio.create_task(watch_pool(pool))
                 try:

@@ -337,7 +337,9 @@ async def test_app_role_assignments_in_the_roles_attribute(
 
     async def role_of(user_id: str) -> int:
         request = rpb.GetEffectiveRoleRequest(
-            organization="initech", user=rpb.UserSelector(user_id=user_id)
+            organization="initech",
+            user=rpb.UserSelector(user_id=user_id),
+            consistency=rpb.Consistency(fully_consistent=True),
         )
         return (await roles_stub.GetEffectiveRole(request, metadata=SERVICE)).role.role
 

@@ -488,8 +488,14 @@ class SetGroupRoleResponse(_message.Message):
 
     MAPPING_FIELD_NUMBER: _builtins.int
     CHANGED_USERS_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
     changed_users: _builtins.int
     """How many users' effective role changed."""
+    sequence: _builtins.int
+    """The organisation's change-stream sequence this write produced (its
+    last, if several), for RoleService's at_least_as_fresh; 0 when it
+    changed no answer of RoleService.
+    """
     @_builtins.property
     def mapping(self) -> _roles_pb2.GroupRoleMapping:
         """The mapping now in force."""
@@ -499,10 +505,11 @@ class SetGroupRoleResponse(_message.Message):
         *,
         mapping: _roles_pb2.GroupRoleMapping | None = ...,
         changed_users: _builtins.int = ...,
+        sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["mapping", b"mapping"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_users", b"changed_users", "mapping", b"mapping"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_users", b"changed_users", "mapping", b"mapping", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -541,16 +548,23 @@ class ClearGroupRoleResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CHANGED_USERS_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
     changed_users: _builtins.int
     """How many users' effective role changed."""
+    sequence: _builtins.int
+    """The organisation's change-stream sequence this write produced (its
+    last, if several), for RoleService's at_least_as_fresh; 0 when it
+    changed no answer of RoleService.
+    """
     def __init__(
         self,
         *,
         changed_users: _builtins.int = ...,
+        sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_users", b"changed_users"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_users", b"changed_users", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -645,16 +659,23 @@ class SetDefaultRoleResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CHANGED_USERS_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
     changed_users: _builtins.int
     """How many users' effective role changed."""
+    sequence: _builtins.int
+    """The organisation's change-stream sequence this write produced (its
+    last, if several), for RoleService's at_least_as_fresh; 0 when it
+    changed no answer of RoleService.
+    """
     def __init__(
         self,
         *,
         changed_users: _builtins.int = ...,
+        sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_users", b"changed_users"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_users", b"changed_users", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -820,8 +841,14 @@ class SetRoleValueMappingResponse(_message.Message):
 
     MAPPING_FIELD_NUMBER: _builtins.int
     CHANGED_USERS_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
     changed_users: _builtins.int
     """How many users' effective role changed."""
+    sequence: _builtins.int
+    """The organisation's change-stream sequence this write produced (its
+    last, if several), for RoleService's at_least_as_fresh; 0 when it
+    changed no answer of RoleService.
+    """
     @_builtins.property
     def mapping(self) -> _roles_pb2.RoleValueMapping:
         """The mapping now in force, with how many users carry the value."""
@@ -831,10 +858,11 @@ class SetRoleValueMappingResponse(_message.Message):
         *,
         mapping: _roles_pb2.RoleValueMapping | None = ...,
         changed_users: _builtins.int = ...,
+        sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["mapping", b"mapping"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_users", b"changed_users", "mapping", b"mapping"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_users", b"changed_users", "mapping", b"mapping", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -873,16 +901,23 @@ class ClearRoleValueMappingResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CHANGED_USERS_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
     changed_users: _builtins.int
     """How many users' effective role changed."""
+    sequence: _builtins.int
+    """The organisation's change-stream sequence this write produced (its
+    last, if several), for RoleService's at_least_as_fresh; 0 when it
+    changed no answer of RoleService.
+    """
     def __init__(
         self,
         *,
         changed_users: _builtins.int = ...,
+        sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_users", b"changed_users"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_users", b"changed_users", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!wando/provisioning/v1/error.proto\x12\x15wando.provisioning.v1\"k\n\tErrorInfo\x12\x32\n\x06reason\x18\x01 \x01(\x0e\x32\".wando.provisioning.v1.ErrorReason\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x1b\n\x13retry_after_seconds\x18\x03 \x01(\r*\xa1\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45RROR_REASON_UNIQUENESS\x10\x01\x12\x1f\n\x1b\x45RROR_REASON_INVALID_FILTER\x10\x02\x12\x1d\n\x19\x45RROR_REASON_INVALID_PATH\x10\x03\x12\x1a\n\x16\x45RROR_REASON_NO_TARGET\x10\x04\x12\x1e\n\x1a\x45RROR_REASON_INVALID_VALUE\x10\x05\x12\x1b\n\x17\x45RROR_REASON_MUTABILITY\x10\x06\x12\x19\n\x15\x45RROR_REASON_TOO_MANY\x10\x07\x12\x1f\n\x1b\x45RROR_REASON_INVALID_SYNTAX\x10\x08\x12!\n\x1d\x45RROR_REASON_VERSION_MISMATCH\x10\t\x12 \n\x1c\x45RROR_REASON_UNAUTHENTICATED\x10\n\x12\"\n\x1e\x45RROR_REASON_PERMISSION_DENIED\x10\x0b\x12\x1a\n\x16\x45RROR_REASON_NOT_FOUND\x10\x0c\x12\x1c\n\x18\x45RROR_REASON_UNAVAILABLE\x10\r\x12\x1f\n\x1b\x45RROR_REASON_INVALID_CURSOR\x10\x0e\x12\x1f\n\x1b\x45RROR_REASON_EXPIRED_CURSOR\x10\x0f\x12\x1d\n\x19\x45RROR_REASON_RATE_LIMITED\x10\x10\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!wando/provisioning/v1/error.proto\x12\x15wando.provisioning.v1\"k\n\tErrorInfo\x12\x32\n\x06reason\x18\x01 \x01(\x0e\x32\".wando.provisioning.v1.ErrorReason\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x1b\n\x13retry_after_seconds\x18\x03 \x01(\r*\xde\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45RROR_REASON_UNIQUENESS\x10\x01\x12\x1f\n\x1b\x45RROR_REASON_INVALID_FILTER\x10\x02\x12\x1d\n\x19\x45RROR_REASON_INVALID_PATH\x10\x03\x12\x1a\n\x16\x45RROR_REASON_NO_TARGET\x10\x04\x12\x1e\n\x1a\x45RROR_REASON_INVALID_VALUE\x10\x05\x12\x1b\n\x17\x45RROR_REASON_MUTABILITY\x10\x06\x12\x19\n\x15\x45RROR_REASON_TOO_MANY\x10\x07\x12\x1f\n\x1b\x45RROR_REASON_INVALID_SYNTAX\x10\x08\x12!\n\x1d\x45RROR_REASON_VERSION_MISMATCH\x10\t\x12 \n\x1c\x45RROR_REASON_UNAUTHENTICATED\x10\n\x12\"\n\x1e\x45RROR_REASON_PERMISSION_DENIED\x10\x0b\x12\x1a\n\x16\x45RROR_REASON_NOT_FOUND\x10\x0c\x12\x1c\n\x18\x45RROR_REASON_UNAVAILABLE\x10\r\x12\x1f\n\x1b\x45RROR_REASON_INVALID_CURSOR\x10\x0e\x12\x1f\n\x1b\x45RROR_REASON_EXPIRED_CURSOR\x10\x0f\x12\x1d\n\x19\x45RROR_REASON_RATE_LIMITED\x10\x10\x12\x1c\n\x18\x45RROR_REASON_FELL_BEHIND\x10\x11\x12\x1d\n\x19\x45RROR_REASON_OUT_OF_RANGE\x10\x12\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,7 +32,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'wando.provisioning.v1.error
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ERRORREASON']._serialized_start=170
-  _globals['_ERRORREASON']._serialized_end=715
+  _globals['_ERRORREASON']._serialized_end=776
   _globals['_ERRORINFO']._serialized_start=60
   _globals['_ERRORINFO']._serialized_end=167
 # @@protoc_insertion_point(module_scope)

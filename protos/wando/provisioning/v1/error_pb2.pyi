@@ -61,6 +61,14 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The organisation sent more requests than its rate limit allows; retry
     after ErrorInfo.retry_after_seconds.
     """
+    ERROR_REASON_FELL_BEHIND: _ErrorReason.ValueType  # 17
+    """A WatchRoleChanges watcher fell further behind than the server allows
+    (RESOURCE_EXHAUSTED): reload, then watch from the reload's sequence.
+    """
+    ERROR_REASON_OUT_OF_RANGE: _ErrorReason.ValueType  # 18
+    """A sequence outside the organisation's stream (OUT_OF_RANGE), e.g. an
+    after_sequence beyond its latest change.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Machine-readable causes of failure. The gateway maps each, together with the
@@ -104,6 +112,14 @@ ERROR_REASON_EXPIRED_CURSOR: ErrorReason.ValueType  # 15
 ERROR_REASON_RATE_LIMITED: ErrorReason.ValueType  # 16
 """The organisation sent more requests than its rate limit allows; retry
 after ErrorInfo.retry_after_seconds.
+"""
+ERROR_REASON_FELL_BEHIND: ErrorReason.ValueType  # 17
+"""A WatchRoleChanges watcher fell further behind than the server allows
+(RESOURCE_EXHAUSTED): reload, then watch from the reload's sequence.
+"""
+ERROR_REASON_OUT_OF_RANGE: ErrorReason.ValueType  # 18
+"""A sequence outside the organisation's stream (OUT_OF_RANGE), e.g. an
+after_sequence beyond its latest change.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 

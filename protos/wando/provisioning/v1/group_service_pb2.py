@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from wando.provisioning.v1 import scim_pb2 as wando_dot_provisioning_dot_v1_dot_scim__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)wando/provisioning/v1/group_service.proto\x12\x15wando.provisioning.v1\x1a wando/provisioning/v1/scim.proto\"N\n\x12\x43reateGroupRequest\x12\x12\n\ngroup_json\x18\x03 \x01(\t\x12\x17\n\x0f\x65xclude_members\x18\x02 \x01(\x08J\x04\x08\x01\x10\x02R\x05group\"B\n\x13\x43reateGroupResponse\x12+\n\x05group\x18\x01 \x01(\x0b\x32\x1c.wando.provisioning.v1.Group\"6\n\x0fGetGroupRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0f\x65xclude_members\x18\x02 \x01(\x08\"?\n\x10GetGroupResponse\x12+\n\x05group\x18\x01 \x01(\x0b\x32\x1c.wando.provisioning.v1.Group\"]\n\x11ListGroupsRequest\x12/\n\x05query\x18\x01 \x01(\x0b\x32 .wando.provisioning.v1.ListQuery\x12\x17\n\x0f\x65xclude_members\x18\x02 \x01(\x08\"\x9c\x01\n\x12ListGroupsResponse\x12,\n\x06groups\x18\x01 \x03(\x0b\x32\x1c.wando.provisioning.v1.Group\x12\x15\n\rtotal_results\x18\x02 \x01(\x05\x12\x13\n\x0bstart_index\x18\x03 \x01(\x05\x12\x13\n\x0bnext_cursor\x18\x04 \x01(\t\x12\x17\n\x0fprevious_cursor\x18\x05 \x01(\t\"i\n\x13ReplaceGroupRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ngroup_json\x18\x05 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x17\n\x0f\x65xclude_members\x18\x04 \x01(\x08J\x04\x08\x02\x10\x03R\x05group\"C\n\x14ReplaceGroupResponse\x12+\n\x05group\x18\x01 \x01(\x0b\x32\x1c.wando.provisioning.v1.Group\"\x94\x01\n\x11PatchGroupRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x39\n\noperations\x18\x02 \x03(\x0b\x32%.wando.provisioning.v1.PatchOperation\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x17\n\x0f\x65xclude_members\x18\x04 \x01(\x08\x12\x11\n\tetag_only\x18\x05 \x01(\x08\"A\n\x12PatchGroupResponse\x12+\n\x05group\x18\x01 \x01(\x0b\x32\x1c.wando.provisioning.v1.Group\".\n\x12\x44\x65leteGroupRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"\x15\n\x13\x44\x65leteGroupResponse2\xe6\x04\n\x0cGroupService\x12\x64\n\x0b\x43reateGroup\x12).wando.provisioning.v1.CreateGroupRequest\x1a*.wando.provisioning.v1.CreateGroupResponse\x12[\n\x08GetGroup\x12&.wando.provisioning.v1.GetGroupRequest\x1a\'.wando.provisioning.v1.GetGroupResponse\x12\x61\n\nListGroups\x12(.wando.provisioning.v1.ListGroupsRequest\x1a).wando.provisioning.v1.ListGroupsResponse\x12g\n\x0cReplaceGroup\x12*.wando.provisioning.v1.ReplaceGroupRequest\x1a+.wando.provisioning.v1.ReplaceGroupResponse\x12\x61\n\nPatchGroup\x12(.wando.provisioning.v1.PatchGroupRequest\x1a).wando.provisioning.v1.PatchGroupResponse\x12\x64\n\x0b\x44\x65leteGroup\x12).wando.provisioning.v1.DeleteGroupRequest\x1a*.wando.provisioning.v1.DeleteGroupResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)wando/provisioning/v1/group_service.proto\x12\x15wando.provisioning.v1\x1a wando/provisioning/v1/scim.proto\"N\n\x12\x43reateGroupRequest\x12\x12\n\ngroup_json\x18\x03 \x01(\t\x12\x17\n\x0f\x65xclude_members\x18\x02 \x01(\x08J\x04\x08\x01\x10\x02R\x05group\"Y\n\x13\x43reateGroupResponse\x12+\n\x05group\x18\x01 \x01(\x0b\x32\x1c.wando.provisioning.v1.Group\x12\x15\n\rrole_sequence\x18\x02 \x01(\x03\"6\n\x0fGetGroupRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0f\x65xclude_members\x18\x02 \x01(\x08\"?\n\x10GetGroupResponse\x12+\n\x05group\x18\x01 \x01(\x0b\x32\x1c.wando.provisioning.v1.Group\"]\n\x11ListGroupsRequest\x12/\n\x05query\x18\x01 \x01(\x0b\x32 .wando.provisioning.v1.ListQuery\x12\x17\n\x0f\x65xclude_members\x18\x02 \x01(\x08\"\x9c\x01\n\x12ListGroupsResponse\x12,\n\x06groups\x18\x01 \x03(\x0b\x32\x1c.wando.provisioning.v1.Group\x12\x15\n\rtotal_results\x18\x02 \x01(\x05\x12\x13\n\x0bstart_index\x18\x03 \x01(\x05\x12\x13\n\x0bnext_cursor\x18\x04 \x01(\t\x12\x17\n\x0fprevious_cursor\x18\x05 \x01(\t\"i\n\x13ReplaceGroupRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ngroup_json\x18\x05 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x17\n\x0f\x65xclude_members\x18\x04 \x01(\x08J\x04\x08\x02\x10\x03R\x05group\"Z\n\x14ReplaceGroupResponse\x12+\n\x05group\x18\x01 \x01(\x0b\x32\x1c.wando.provisioning.v1.Group\x12\x15\n\rrole_sequence\x18\x02 \x01(\x03\"\x94\x01\n\x11PatchGroupRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x39\n\noperations\x18\x02 \x03(\x0b\x32%.wando.provisioning.v1.PatchOperation\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x17\n\x0f\x65xclude_members\x18\x04 \x01(\x08\x12\x11\n\tetag_only\x18\x05 \x01(\x08\"X\n\x12PatchGroupResponse\x12+\n\x05group\x18\x01 \x01(\x0b\x32\x1c.wando.provisioning.v1.Group\x12\x15\n\rrole_sequence\x18\x02 \x01(\x03\".\n\x12\x44\x65leteGroupRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\",\n\x13\x44\x65leteGroupResponse\x12\x15\n\rrole_sequence\x18\x01 \x01(\x03\x32\xe6\x04\n\x0cGroupService\x12\x64\n\x0b\x43reateGroup\x12).wando.provisioning.v1.CreateGroupRequest\x1a*.wando.provisioning.v1.CreateGroupResponse\x12[\n\x08GetGroup\x12&.wando.provisioning.v1.GetGroupRequest\x1a\'.wando.provisioning.v1.GetGroupResponse\x12\x61\n\nListGroups\x12(.wando.provisioning.v1.ListGroupsRequest\x1a).wando.provisioning.v1.ListGroupsResponse\x12g\n\x0cReplaceGroup\x12*.wando.provisioning.v1.ReplaceGroupRequest\x1a+.wando.provisioning.v1.ReplaceGroupResponse\x12\x61\n\nPatchGroup\x12(.wando.provisioning.v1.PatchGroupRequest\x1a).wando.provisioning.v1.PatchGroupResponse\x12\x64\n\x0b\x44\x65leteGroup\x12).wando.provisioning.v1.DeleteGroupRequest\x1a*.wando.provisioning.v1.DeleteGroupResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,27 +35,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEGROUPREQUEST']._serialized_start=102
   _globals['_CREATEGROUPREQUEST']._serialized_end=180
   _globals['_CREATEGROUPRESPONSE']._serialized_start=182
-  _globals['_CREATEGROUPRESPONSE']._serialized_end=248
-  _globals['_GETGROUPREQUEST']._serialized_start=250
-  _globals['_GETGROUPREQUEST']._serialized_end=304
-  _globals['_GETGROUPRESPONSE']._serialized_start=306
-  _globals['_GETGROUPRESPONSE']._serialized_end=369
-  _globals['_LISTGROUPSREQUEST']._serialized_start=371
-  _globals['_LISTGROUPSREQUEST']._serialized_end=464
-  _globals['_LISTGROUPSRESPONSE']._serialized_start=467
-  _globals['_LISTGROUPSRESPONSE']._serialized_end=623
-  _globals['_REPLACEGROUPREQUEST']._serialized_start=625
-  _globals['_REPLACEGROUPREQUEST']._serialized_end=730
-  _globals['_REPLACEGROUPRESPONSE']._serialized_start=732
-  _globals['_REPLACEGROUPRESPONSE']._serialized_end=799
-  _globals['_PATCHGROUPREQUEST']._serialized_start=802
-  _globals['_PATCHGROUPREQUEST']._serialized_end=950
-  _globals['_PATCHGROUPRESPONSE']._serialized_start=952
-  _globals['_PATCHGROUPRESPONSE']._serialized_end=1017
-  _globals['_DELETEGROUPREQUEST']._serialized_start=1019
-  _globals['_DELETEGROUPREQUEST']._serialized_end=1065
-  _globals['_DELETEGROUPRESPONSE']._serialized_start=1067
-  _globals['_DELETEGROUPRESPONSE']._serialized_end=1088
-  _globals['_GROUPSERVICE']._serialized_start=1091
-  _globals['_GROUPSERVICE']._serialized_end=1705
+  _globals['_CREATEGROUPRESPONSE']._serialized_end=271
+  _globals['_GETGROUPREQUEST']._serialized_start=273
+  _globals['_GETGROUPREQUEST']._serialized_end=327
+  _globals['_GETGROUPRESPONSE']._serialized_start=329
+  _globals['_GETGROUPRESPONSE']._serialized_end=392
+  _globals['_LISTGROUPSREQUEST']._serialized_start=394
+  _globals['_LISTGROUPSREQUEST']._serialized_end=487
+  _globals['_LISTGROUPSRESPONSE']._serialized_start=490
+  _globals['_LISTGROUPSRESPONSE']._serialized_end=646
+  _globals['_REPLACEGROUPREQUEST']._serialized_start=648
+  _globals['_REPLACEGROUPREQUEST']._serialized_end=753
+  _globals['_REPLACEGROUPRESPONSE']._serialized_start=755
+  _globals['_REPLACEGROUPRESPONSE']._serialized_end=845
+  _globals['_PATCHGROUPREQUEST']._serialized_start=848
+  _globals['_PATCHGROUPREQUEST']._serialized_end=996
+  _globals['_PATCHGROUPRESPONSE']._serialized_start=998
+  _globals['_PATCHGROUPRESPONSE']._serialized_end=1086
+  _globals['_DELETEGROUPREQUEST']._serialized_start=1088
+  _globals['_DELETEGROUPREQUEST']._serialized_end=1134
+  _globals['_DELETEGROUPRESPONSE']._serialized_start=1136
+  _globals['_DELETEGROUPRESPONSE']._serialized_end=1180
+  _globals['_GROUPSERVICE']._serialized_start=1183
+  _globals['_GROUPSERVICE']._serialized_end=1797
 # @@protoc_insertion_point(module_scope)

@@ -56,6 +56,12 @@ class CreateGroupResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     GROUP_FIELD_NUMBER: _builtins.int
+    ROLE_SEQUENCE_FIELD_NUMBER: _builtins.int
+    role_sequence: _builtins.int
+    """The organisation's change-stream sequence this write produced (its
+    last, if several), for RoleService's at_least_as_fresh; 0 when it
+    changed no answer of RoleService.
+    """
     @_builtins.property
     def group(self) -> _scim_pb2.Group:
         """The created group."""
@@ -64,10 +70,11 @@ class CreateGroupResponse(_message.Message):
         self,
         *,
         group: _scim_pb2.Group | None = ...,
+        role_sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["group", b"group"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "role_sequence", b"role_sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -242,6 +249,12 @@ class ReplaceGroupResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     GROUP_FIELD_NUMBER: _builtins.int
+    ROLE_SEQUENCE_FIELD_NUMBER: _builtins.int
+    role_sequence: _builtins.int
+    """The organisation's change-stream sequence this write produced (its
+    last, if several), for RoleService's at_least_as_fresh; 0 when it
+    changed no answer of RoleService.
+    """
     @_builtins.property
     def group(self) -> _scim_pb2.Group:
         """The group after the change."""
@@ -250,10 +263,11 @@ class ReplaceGroupResponse(_message.Message):
         self,
         *,
         group: _scim_pb2.Group | None = ...,
+        role_sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["group", b"group"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "role_sequence", b"role_sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -311,6 +325,12 @@ class PatchGroupResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     GROUP_FIELD_NUMBER: _builtins.int
+    ROLE_SEQUENCE_FIELD_NUMBER: _builtins.int
+    role_sequence: _builtins.int
+    """The organisation's change-stream sequence this write produced (its
+    last, if several), for RoleService's at_least_as_fresh; 0 when it
+    changed no answer of RoleService.
+    """
     @_builtins.property
     def group(self) -> _scim_pb2.Group:
         """The group after the change."""
@@ -319,10 +339,11 @@ class PatchGroupResponse(_message.Message):
         self,
         *,
         group: _scim_pb2.Group | None = ...,
+        role_sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["group", b"group"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "role_sequence", b"role_sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -360,12 +381,20 @@ class DeleteGroupResponse(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    ROLE_SEQUENCE_FIELD_NUMBER: _builtins.int
+    role_sequence: _builtins.int
+    """The organisation's change-stream sequence this write produced (its
+    last, if several), for RoleService's at_least_as_fresh; 0 when it
+    changed no answer of RoleService.
+    """
     def __init__(
         self,
+        *,
+        role_sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["role_sequence", b"role_sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,33 +25,35 @@ _sym_db = _symbol_database.Default()
 from wando.provisioning.v1 import roles_pb2 as wando_dot_provisioning_dot_v1_dot_roles__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(wando/provisioning/v1/role_service.proto\x12\x15wando.provisioning.v1\x1a!wando/provisioning/v1/roles.proto\"j\n\x0cUserSelector\x12\x11\n\x07user_id\x18\x01 \x01(\tH\x00\x12\x13\n\tuser_name\x18\x02 \x01(\tH\x00\x12\x15\n\x0b\x65xternal_id\x18\x03 \x01(\tH\x00\x12\x0f\n\x05\x65mail\x18\x04 \x01(\tH\x00\x42\n\n\x08selector\"b\n\x17GetEffectiveRoleRequest\x12\x14\n\x0corganization\x18\x01 \x01(\t\x12\x31\n\x04user\x18\x02 \x01(\x0b\x32#.wando.provisioning.v1.UserSelector\"`\n\x18GetEffectiveRoleResponse\x12\x32\n\x04role\x18\x01 \x01(\x0b\x32$.wando.provisioning.v1.EffectiveRole\x12\x10\n\x08sequence\x18\x02 \x01(\x03\"i\n\x1d\x42\x61tchGetEffectiveRolesRequest\x12\x14\n\x0corganization\x18\x01 \x01(\t\x12\x32\n\x05users\x18\x02 \x03(\x0b\x32#.wando.provisioning.v1.UserSelector\"f\n\x1e\x42\x61tchGetEffectiveRolesResponse\x12\x32\n\x07\x65ntries\x18\x01 \x03(\x0b\x32!.wando.provisioning.v1.BatchEntry\x12\x10\n\x08sequence\x18\x02 \x01(\x03\"O\n\nBatchEntry\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x32\n\x04role\x18\x02 \x01(\x0b\x32$.wando.provisioning.v1.EffectiveRole\"\x80\x01\n\x16ListUsersByRoleRequest\x12\x14\n\x0corganization\x18\x01 \x01(\t\x12)\n\x04role\x18\x02 \x01(\x0e\x32\x1b.wando.provisioning.v1.Role\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"g\n\x17ListUsersByRoleResponse\x12\x33\n\x05users\x18\x01 \x03(\x0b\x32$.wando.provisioning.v1.EffectiveRole\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"G\n\x17WatchRoleChangesRequest\x12\x14\n\x0corganization\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"M\n\x18WatchRoleChangesResponse\x12\x31\n\x06\x63hange\x18\x01 \x01(\x0b\x32!.wando.provisioning.v1.RoleChange2\xf3\x03\n\x0bRoleService\x12s\n\x10GetEffectiveRole\x12..wando.provisioning.v1.GetEffectiveRoleRequest\x1a/.wando.provisioning.v1.GetEffectiveRoleResponse\x12\x85\x01\n\x16\x42\x61tchGetEffectiveRoles\x12\x34.wando.provisioning.v1.BatchGetEffectiveRolesRequest\x1a\x35.wando.provisioning.v1.BatchGetEffectiveRolesResponse\x12p\n\x0fListUsersByRole\x12-.wando.provisioning.v1.ListUsersByRoleRequest\x1a..wando.provisioning.v1.ListUsersByRoleResponse\x12u\n\x10WatchRoleChanges\x12..wando.provisioning.v1.WatchRoleChangesRequest\x1a/.wando.provisioning.v1.WatchRoleChangesResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(wando/provisioning/v1/role_service.proto\x12\x15wando.provisioning.v1\x1a!wando/provisioning/v1/roles.proto\"q\n\x0b\x43onsistency\x12\x1a\n\x10minimize_latency\x18\x01 \x01(\x08H\x00\x12\x1b\n\x11\x61t_least_as_fresh\x18\x02 \x01(\x03H\x00\x12\x1a\n\x10\x66ully_consistent\x18\x03 \x01(\x08H\x00\x42\r\n\x0brequirement\"j\n\x0cUserSelector\x12\x11\n\x07user_id\x18\x01 \x01(\tH\x00\x12\x13\n\tuser_name\x18\x02 \x01(\tH\x00\x12\x15\n\x0b\x65xternal_id\x18\x03 \x01(\tH\x00\x12\x0f\n\x05\x65mail\x18\x04 \x01(\tH\x00\x42\n\n\x08selector\"\x9b\x01\n\x17GetEffectiveRoleRequest\x12\x14\n\x0corganization\x18\x01 \x01(\t\x12\x31\n\x04user\x18\x02 \x01(\x0b\x32#.wando.provisioning.v1.UserSelector\x12\x37\n\x0b\x63onsistency\x18\x03 \x01(\x0b\x32\".wando.provisioning.v1.Consistency\"`\n\x18GetEffectiveRoleResponse\x12\x32\n\x04role\x18\x01 \x01(\x0b\x32$.wando.provisioning.v1.EffectiveRole\x12\x10\n\x08sequence\x18\x02 \x01(\x03\"\xa2\x01\n\x1d\x42\x61tchGetEffectiveRolesRequest\x12\x14\n\x0corganization\x18\x01 \x01(\t\x12\x32\n\x05users\x18\x02 \x03(\x0b\x32#.wando.provisioning.v1.UserSelector\x12\x37\n\x0b\x63onsistency\x18\x03 \x01(\x0b\x32\".wando.provisioning.v1.Consistency\"f\n\x1e\x42\x61tchGetEffectiveRolesResponse\x12\x32\n\x07\x65ntries\x18\x01 \x03(\x0b\x32!.wando.provisioning.v1.BatchEntry\x12\x10\n\x08sequence\x18\x02 \x01(\x03\"O\n\nBatchEntry\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x32\n\x04role\x18\x02 \x01(\x0b\x32$.wando.provisioning.v1.EffectiveRole\"\xb9\x01\n\x16ListUsersByRoleRequest\x12\x14\n\x0corganization\x18\x01 \x01(\t\x12)\n\x04role\x18\x02 \x01(\x0e\x32\x1b.wando.provisioning.v1.Role\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x37\n\x0b\x63onsistency\x18\x05 \x01(\x0b\x32\".wando.provisioning.v1.Consistency\"y\n\x17ListUsersByRoleResponse\x12\x33\n\x05users\x18\x01 \x03(\x0b\x32$.wando.provisioning.v1.EffectiveRole\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x03\"G\n\x17WatchRoleChangesRequest\x12\x14\n\x0corganization\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"j\n\x18WatchRoleChangesResponse\x12\x31\n\x06\x63hange\x18\x01 \x01(\x0b\x32!.wando.provisioning.v1.RoleChange\x12\x1b\n\x13\x63heckpoint_sequence\x18\x02 \x01(\x03\x32\xf3\x03\n\x0bRoleService\x12s\n\x10GetEffectiveRole\x12..wando.provisioning.v1.GetEffectiveRoleRequest\x1a/.wando.provisioning.v1.GetEffectiveRoleResponse\x12\x85\x01\n\x16\x42\x61tchGetEffectiveRoles\x12\x34.wando.provisioning.v1.BatchGetEffectiveRolesRequest\x1a\x35.wando.provisioning.v1.BatchGetEffectiveRolesResponse\x12p\n\x0fListUsersByRole\x12-.wando.provisioning.v1.ListUsersByRoleRequest\x1a..wando.provisioning.v1.ListUsersByRoleResponse\x12u\n\x10WatchRoleChanges\x12..wando.provisioning.v1.WatchRoleChangesRequest\x1a/.wando.provisioning.v1.WatchRoleChangesResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'wando.provisioning.v1.role_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_USERSELECTOR']._serialized_start=102
-  _globals['_USERSELECTOR']._serialized_end=208
-  _globals['_GETEFFECTIVEROLEREQUEST']._serialized_start=210
-  _globals['_GETEFFECTIVEROLEREQUEST']._serialized_end=308
-  _globals['_GETEFFECTIVEROLERESPONSE']._serialized_start=310
-  _globals['_GETEFFECTIVEROLERESPONSE']._serialized_end=406
-  _globals['_BATCHGETEFFECTIVEROLESREQUEST']._serialized_start=408
-  _globals['_BATCHGETEFFECTIVEROLESREQUEST']._serialized_end=513
-  _globals['_BATCHGETEFFECTIVEROLESRESPONSE']._serialized_start=515
-  _globals['_BATCHGETEFFECTIVEROLESRESPONSE']._serialized_end=617
-  _globals['_BATCHENTRY']._serialized_start=619
-  _globals['_BATCHENTRY']._serialized_end=698
-  _globals['_LISTUSERSBYROLEREQUEST']._serialized_start=701
-  _globals['_LISTUSERSBYROLEREQUEST']._serialized_end=829
-  _globals['_LISTUSERSBYROLERESPONSE']._serialized_start=831
-  _globals['_LISTUSERSBYROLERESPONSE']._serialized_end=934
-  _globals['_WATCHROLECHANGESREQUEST']._serialized_start=936
-  _globals['_WATCHROLECHANGESREQUEST']._serialized_end=1007
-  _globals['_WATCHROLECHANGESRESPONSE']._serialized_start=1009
-  _globals['_WATCHROLECHANGESRESPONSE']._serialized_end=1086
-  _globals['_ROLESERVICE']._serialized_start=1089
-  _globals['_ROLESERVICE']._serialized_end=1588
+  _globals['_CONSISTENCY']._serialized_start=102
+  _globals['_CONSISTENCY']._serialized_end=215
+  _globals['_USERSELECTOR']._serialized_start=217
+  _globals['_USERSELECTOR']._serialized_end=323
+  _globals['_GETEFFECTIVEROLEREQUEST']._serialized_start=326
+  _globals['_GETEFFECTIVEROLEREQUEST']._serialized_end=481
+  _globals['_GETEFFECTIVEROLERESPONSE']._serialized_start=483
+  _globals['_GETEFFECTIVEROLERESPONSE']._serialized_end=579
+  _globals['_BATCHGETEFFECTIVEROLESREQUEST']._serialized_start=582
+  _globals['_BATCHGETEFFECTIVEROLESREQUEST']._serialized_end=744
+  _globals['_BATCHGETEFFECTIVEROLESRESPONSE']._serialized_start=746
+  _globals['_BATCHGETEFFECTIVEROLESRESPONSE']._serialized_end=848
+  _globals['_BATCHENTRY']._serialized_start=850
+  _globals['_BATCHENTRY']._serialized_end=929
+  _globals['_LISTUSERSBYROLEREQUEST']._serialized_start=932
+  _globals['_LISTUSERSBYROLEREQUEST']._serialized_end=1117
+  _globals['_LISTUSERSBYROLERESPONSE']._serialized_start=1119
+  _globals['_LISTUSERSBYROLERESPONSE']._serialized_end=1240
+  _globals['_WATCHROLECHANGESREQUEST']._serialized_start=1242
+  _globals['_WATCHROLECHANGESREQUEST']._serialized_end=1313
+  _globals['_WATCHROLECHANGESRESPONSE']._serialized_start=1315
+  _globals['_WATCHROLECHANGESRESPONSE']._serialized_end=1421
+  _globals['_ROLESERVICE']._serialized_start=1424
+  _globals['_ROLESERVICE']._serialized_end=1923
 # @@protoc_insertion_point(module_scope)

@@ -20,6 +20,61 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class Consistency(_message.Message):
+    """How fresh an answer must be (Zanzibar's zookies, SpiceDB's consistency).
+    Sequences are an organisation's change-stream sequences: every answer
+    carries the one it reflects, and so does every WatchRoleChanges message.
+
+    The default (nothing set) is minimize_latency. A deactivation (a fired
+    employee) reaches every replica's cache through the change stream within
+    milliseconds of its commit, sooner than the identity provider's own push
+    delay that preceded it; and a replica answers from its cache only while it
+    can prove it is following the stream (its LISTEN connection alive and
+    pinged, caught up since it last connected): otherwise it reads the
+    database. So the default's staleness is the stream's propagation delay,
+    never "until a TCP timeout". Making every call read the database instead
+    would put PostgreSQL on the path of every request of every Wando service
+    for the few calls that cannot tolerate milliseconds; those ask for more:
+    at_least_as_fresh right after a change they made or saw, fully_consistent
+    for a decision that must see every commit (e.g. before granting an
+    irreversible action).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MINIMIZE_LATENCY_FIELD_NUMBER: _builtins.int
+    AT_LEAST_AS_FRESH_FIELD_NUMBER: _builtins.int
+    FULLY_CONSISTENT_FIELD_NUMBER: _builtins.int
+    minimize_latency: _builtins.bool
+    """The replica's cache (the database on a miss): the fastest answer,
+    at most the change stream's propagation delay old.
+    """
+    at_least_as_fresh: _builtins.int
+    """A sequence the caller holds (from an answer or a watch message): the
+    answer reflects at least every change up to it. The replica answers
+    from its cache once it has applied that sequence (it waits a few
+    milliseconds for it), else from the database.
+    """
+    fully_consistent: _builtins.bool
+    """The database: every change committed before the call. The slowest."""
+    def __init__(
+        self,
+        *,
+        minimize_latency: _builtins.bool = ...,
+        at_least_as_fresh: _builtins.int = ...,
+        fully_consistent: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at_least_as_fresh", b"at_least_as_fresh", "fully_consistent", b"fully_consistent", "minimize_latency", b"minimize_latency", "requirement", b"requirement"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_least_as_fresh", b"at_least_as_fresh", "fully_consistent", b"fully_consistent", "minimize_latency", b"minimize_latency", "requirement", b"requirement"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_requirement: _TypeAlias = _typing.Literal["minimize_latency", "at_least_as_fresh", "fully_consistent"]  # noqa: Y015
+    _WhichOneofArgType_requirement: _TypeAlias = _typing.Literal["requirement", b"requirement"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_requirement) -> _WhichOneofReturnType_requirement | None: ...
+
+Global___Consistency: _TypeAlias = Consistency  # noqa: Y015
+
+@_typing.final
 class UserSelector(_message.Message):
     """Names one user of an organisation."""
 
@@ -65,21 +120,27 @@ class GetEffectiveRoleRequest(_message.Message):
 
     ORGANIZATION_FIELD_NUMBER: _builtins.int
     USER_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_FIELD_NUMBER: _builtins.int
     organization: _builtins.str
     """The organisation's id or slug."""
     @_builtins.property
     def user(self) -> Global___UserSelector:
         """The user."""
 
+    @_builtins.property
+    def consistency(self) -> Global___Consistency:
+        """How fresh the answer must be; unset: minimize_latency."""
+
     def __init__(
         self,
         *,
         organization: _builtins.str = ...,
         user: Global___UserSelector | None = ...,
+        consistency: Global___Consistency | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "user", b"user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["organization", b"organization", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "organization", b"organization", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -123,21 +184,27 @@ class BatchGetEffectiveRolesRequest(_message.Message):
 
     ORGANIZATION_FIELD_NUMBER: _builtins.int
     USERS_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_FIELD_NUMBER: _builtins.int
     organization: _builtins.str
     """The organisation's id or slug."""
     @_builtins.property
     def users(self) -> _containers.RepeatedCompositeFieldContainer[Global___UserSelector]:
         """The users (at most 1000)."""
 
+    @_builtins.property
+    def consistency(self) -> Global___Consistency:
+        """How fresh the answers must be; unset: minimize_latency."""
+
     def __init__(
         self,
         *,
         organization: _builtins.str = ...,
         users: _abc.Iterable[Global___UserSelector] | None = ...,
+        consistency: Global___Consistency | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["organization", b"organization", "users", b"users"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "organization", b"organization", "users", b"users"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -211,6 +278,7 @@ class ListUsersByRoleRequest(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_FIELD_NUMBER: _builtins.int
     organization: _builtins.str
     """The organisation's id or slug."""
     role: _roles_pb2.Role.ValueType
@@ -219,6 +287,13 @@ class ListUsersByRoleRequest(_message.Message):
     """Maximum number of users to return (default 100, at most 1000)."""
     page_token: _builtins.str
     """The next_page_token of a previous response."""
+    @_builtins.property
+    def consistency(self) -> Global___Consistency:
+        """How fresh the page must be; unset: minimize_latency. Listing always
+        reads the database (the cache holds users, not roles' member lists), so
+        every mode gets a fully consistent page.
+        """
+
     def __init__(
         self,
         *,
@@ -226,10 +301,11 @@ class ListUsersByRoleRequest(_message.Message):
         role: _roles_pb2.Role.ValueType = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        consistency: Global___Consistency | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["organization", b"organization", "page_size", b"page_size", "page_token", b"page_token", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "organization", b"organization", "page_size", b"page_size", "page_token", b"page_token", "role", b"role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -243,8 +319,11 @@ class ListUsersByRoleResponse(_message.Message):
 
     USERS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Token for the next page; empty on the last page."""
+    sequence: _builtins.int
+    """The change-stream sequence this page reflects."""
     @_builtins.property
     def users(self) -> _containers.RepeatedCompositeFieldContainer[_roles_pb2.EffectiveRole]:
         """Users with the role, ordered by id."""
@@ -254,10 +333,11 @@ class ListUsersByRoleResponse(_message.Message):
         *,
         users: _abc.Iterable[_roles_pb2.EffectiveRole] | None = ...,
         next_page_token: _builtins.str = ...,
+        sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "users", b"users"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "sequence", b"sequence", "users", b"users"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -291,23 +371,31 @@ Global___WatchRoleChangesRequest: _TypeAlias = WatchRoleChangesRequest  # noqa: 
 
 @_typing.final
 class WatchRoleChangesResponse(_message.Message):
-    """Response of WatchRoleChanges: one change."""
+    """Response of WatchRoleChanges: one change, or a checkpoint."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     CHANGE_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_SEQUENCE_FIELD_NUMBER: _builtins.int
+    checkpoint_sequence: _builtins.int
+    """In a checkpoint (sent when the stream is idle, every few seconds): the
+    organisation's latest sequence; every change up to it has been sent.
+    A client's cache, or its at_least_as_fresh, may advance to it. 0 in a
+    message that carries a change.
+    """
     @_builtins.property
     def change(self) -> _roles_pb2.RoleChange:
-        """The change."""
+        """The change; unset in a checkpoint."""
 
     def __init__(
         self,
         *,
         change: _roles_pb2.RoleChange | None = ...,
+        checkpoint_sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "checkpoint_sequence", b"checkpoint_sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -88,8 +88,11 @@ class RoleServiceServicer:
 
     def WatchRoleChanges(self, request, context):
         """Every effective-role change of an organisation, from after_sequence on,
-        then live. Reconnecting with the last sequence seen misses nothing and
-        repeats nothing.
+        then live, with a checkpoint when idle. Reconnecting with the last
+        sequence seen misses nothing and repeats nothing. A watcher that falls
+        further behind than the server allows (WANDO_WATCH_MAX_LAG changes) is
+        cut off with RESOURCE_EXHAUSTED: it reloads what it needs (e.g.
+        ListUsersByRole, whose answer carries a sequence) and watches from there.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

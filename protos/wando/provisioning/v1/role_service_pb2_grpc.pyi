@@ -44,8 +44,11 @@ class RoleServiceStub:
     """The users that have a role, a page at a time."""
     WatchRoleChanges: _grpc.UnaryStreamMultiCallable[_role_service_pb2.WatchRoleChangesRequest, _role_service_pb2.WatchRoleChangesResponse]
     """Every effective-role change of an organisation, from after_sequence on,
-    then live. Reconnecting with the last sequence seen misses nothing and
-    repeats nothing.
+    then live, with a checkpoint when idle. Reconnecting with the last
+    sequence seen misses nothing and repeats nothing. A watcher that falls
+    further behind than the server allows (WANDO_WATCH_MAX_LAG changes) is
+    cut off with RESOURCE_EXHAUSTED: it reloads what it needs (e.g.
+    ListUsersByRole, whose answer carries a sequence) and watches from there.
     """
 
 @_typing.type_check_only
@@ -64,8 +67,11 @@ class RoleServiceAsyncStub(RoleServiceStub):
     """The users that have a role, a page at a time."""
     WatchRoleChanges: _aio.UnaryStreamMultiCallable[_role_service_pb2.WatchRoleChangesRequest, _role_service_pb2.WatchRoleChangesResponse]  # type: ignore[assignment]
     """Every effective-role change of an organisation, from after_sequence on,
-    then live. Reconnecting with the last sequence seen misses nothing and
-    repeats nothing.
+    then live, with a checkpoint when idle. Reconnecting with the last
+    sequence seen misses nothing and repeats nothing. A watcher that falls
+    further behind than the server allows (WANDO_WATCH_MAX_LAG changes) is
+    cut off with RESOURCE_EXHAUSTED: it reloads what it needs (e.g.
+    ListUsersByRole, whose answer carries a sequence) and watches from there.
     """
 
 class RoleServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -105,8 +111,11 @@ class RoleServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_role_service_pb2.WatchRoleChangesResponse], _abc.AsyncIterator[_role_service_pb2.WatchRoleChangesResponse]]:
         """Every effective-role change of an organisation, from after_sequence on,
-        then live. Reconnecting with the last sequence seen misses nothing and
-        repeats nothing.
+        then live, with a checkpoint when idle. Reconnecting with the last
+        sequence seen misses nothing and repeats nothing. A watcher that falls
+        further behind than the server allows (WANDO_WATCH_MAX_LAG changes) is
+        cut off with RESOURCE_EXHAUSTED: it reloads what it needs (e.g.
+        ListUsersByRole, whose answer carries a sequence) and watches from there.
         """
 
 def add_RoleServiceServicer_to_server(servicer: RoleServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -196,7 +196,14 @@ Global___GrantingRoleValue: _TypeAlias = GrantingRoleValue  # noqa: Y015
 
 @_typing.final
 class RoleChange(_message.Message):
-    """A change of one user's effective role."""
+    """A change of what GetEffectiveRole answers for a user: of their effective
+    role (old_role differs from new_role), or only of its explanation or the
+    user's name (old_role equals new_role: e.g. a granting group was renamed,
+    a membership added a second group with the same role, the userName
+    changed, or a deactivated user was deleted). With user_id empty, every
+    user of the organisation may be affected (e.g. a mapped group was
+    renamed): a client's cache drops the organisation's entries.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -214,7 +221,7 @@ class RoleChange(_message.Message):
     increasing, in commit order.
     """
     user_id: _builtins.str
-    """The user's id."""
+    """The user's id; empty when the change may affect every user."""
     old_role: Global___Role.ValueType
     """The role before; ROLE_UNSPECIFIED for none (new, deactivated)."""
     new_role: Global___Role.ValueType

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from wando.provisioning.v1 import scim_pb2 as wando_dot_provisioning_dot_v1_dot_scim__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(wando/provisioning/v1/user_service.proto\x12\x15wando.provisioning.v1\x1a wando/provisioning/v1/scim.proto\"2\n\x11\x43reateUserRequest\x12\x11\n\tuser_json\x18\x02 \x01(\tJ\x04\x08\x01\x10\x02R\x04user\"?\n\x12\x43reateUserResponse\x12)\n\x04user\x18\x01 \x01(\x0b\x32\x1b.wando.provisioning.v1.User\"\x1c\n\x0eGetUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\"<\n\x0fGetUserResponse\x12)\n\x04user\x18\x01 \x01(\x0b\x32\x1b.wando.provisioning.v1.User\"C\n\x10ListUsersRequest\x12/\n\x05query\x18\x01 \x01(\x0b\x32 .wando.provisioning.v1.ListQuery\"\x99\x01\n\x11ListUsersResponse\x12*\n\x05users\x18\x01 \x03(\x0b\x32\x1b.wando.provisioning.v1.User\x12\x15\n\rtotal_results\x18\x02 \x01(\x05\x12\x13\n\x0bstart_index\x18\x03 \x01(\x05\x12\x13\n\x0bnext_cursor\x18\x04 \x01(\t\x12\x17\n\x0fprevious_cursor\x18\x05 \x01(\t\"M\n\x12ReplaceUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tuser_json\x18\x04 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\tJ\x04\x08\x02\x10\x03R\x04user\"@\n\x13ReplaceUserResponse\x12)\n\x04user\x18\x01 \x01(\x0b\x32\x1b.wando.provisioning.v1.User\"g\n\x10PatchUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x39\n\noperations\x18\x02 \x03(\x0b\x32%.wando.provisioning.v1.PatchOperation\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\">\n\x11PatchUserResponse\x12)\n\x04user\x18\x01 \x01(\x0b\x32\x1b.wando.provisioning.v1.User\"-\n\x11\x44\x65leteUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"\x14\n\x12\x44\x65leteUserResponse2\xd3\x04\n\x0bUserService\x12\x61\n\nCreateUser\x12(.wando.provisioning.v1.CreateUserRequest\x1a).wando.provisioning.v1.CreateUserResponse\x12X\n\x07GetUser\x12%.wando.provisioning.v1.GetUserRequest\x1a&.wando.provisioning.v1.GetUserResponse\x12^\n\tListUsers\x12\'.wando.provisioning.v1.ListUsersRequest\x1a(.wando.provisioning.v1.ListUsersResponse\x12\x64\n\x0bReplaceUser\x12).wando.provisioning.v1.ReplaceUserRequest\x1a*.wando.provisioning.v1.ReplaceUserResponse\x12^\n\tPatchUser\x12\'.wando.provisioning.v1.PatchUserRequest\x1a(.wando.provisioning.v1.PatchUserResponse\x12\x61\n\nDeleteUser\x12(.wando.provisioning.v1.DeleteUserRequest\x1a).wando.provisioning.v1.DeleteUserResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(wando/provisioning/v1/user_service.proto\x12\x15wando.provisioning.v1\x1a wando/provisioning/v1/scim.proto\"2\n\x11\x43reateUserRequest\x12\x11\n\tuser_json\x18\x02 \x01(\tJ\x04\x08\x01\x10\x02R\x04user\"V\n\x12\x43reateUserResponse\x12)\n\x04user\x18\x01 \x01(\x0b\x32\x1b.wando.provisioning.v1.User\x12\x15\n\rrole_sequence\x18\x02 \x01(\x03\"\x1c\n\x0eGetUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\"<\n\x0fGetUserResponse\x12)\n\x04user\x18\x01 \x01(\x0b\x32\x1b.wando.provisioning.v1.User\"C\n\x10ListUsersRequest\x12/\n\x05query\x18\x01 \x01(\x0b\x32 .wando.provisioning.v1.ListQuery\"\x99\x01\n\x11ListUsersResponse\x12*\n\x05users\x18\x01 \x03(\x0b\x32\x1b.wando.provisioning.v1.User\x12\x15\n\rtotal_results\x18\x02 \x01(\x05\x12\x13\n\x0bstart_index\x18\x03 \x01(\x05\x12\x13\n\x0bnext_cursor\x18\x04 \x01(\t\x12\x17\n\x0fprevious_cursor\x18\x05 \x01(\t\"M\n\x12ReplaceUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tuser_json\x18\x04 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\tJ\x04\x08\x02\x10\x03R\x04user\"W\n\x13ReplaceUserResponse\x12)\n\x04user\x18\x01 \x01(\x0b\x32\x1b.wando.provisioning.v1.User\x12\x15\n\rrole_sequence\x18\x02 \x01(\x03\"g\n\x10PatchUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x39\n\noperations\x18\x02 \x03(\x0b\x32%.wando.provisioning.v1.PatchOperation\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"U\n\x11PatchUserResponse\x12)\n\x04user\x18\x01 \x01(\x0b\x32\x1b.wando.provisioning.v1.User\x12\x15\n\rrole_sequence\x18\x02 \x01(\x03\"-\n\x11\x44\x65leteUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"+\n\x12\x44\x65leteUserResponse\x12\x15\n\rrole_sequence\x18\x01 \x01(\x03\x32\xd3\x04\n\x0bUserService\x12\x61\n\nCreateUser\x12(.wando.provisioning.v1.CreateUserRequest\x1a).wando.provisioning.v1.CreateUserResponse\x12X\n\x07GetUser\x12%.wando.provisioning.v1.GetUserRequest\x1a&.wando.provisioning.v1.GetUserResponse\x12^\n\tListUsers\x12\'.wando.provisioning.v1.ListUsersRequest\x1a(.wando.provisioning.v1.ListUsersResponse\x12\x64\n\x0bReplaceUser\x12).wando.provisioning.v1.ReplaceUserRequest\x1a*.wando.provisioning.v1.ReplaceUserResponse\x12^\n\tPatchUser\x12\'.wando.provisioning.v1.PatchUserRequest\x1a(.wando.provisioning.v1.PatchUserResponse\x12\x61\n\nDeleteUser\x12(.wando.provisioning.v1.DeleteUserRequest\x1a).wando.provisioning.v1.DeleteUserResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,27 +35,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEUSERREQUEST']._serialized_start=101
   _globals['_CREATEUSERREQUEST']._serialized_end=151
   _globals['_CREATEUSERRESPONSE']._serialized_start=153
-  _globals['_CREATEUSERRESPONSE']._serialized_end=216
-  _globals['_GETUSERREQUEST']._serialized_start=218
-  _globals['_GETUSERREQUEST']._serialized_end=246
-  _globals['_GETUSERRESPONSE']._serialized_start=248
-  _globals['_GETUSERRESPONSE']._serialized_end=308
-  _globals['_LISTUSERSREQUEST']._serialized_start=310
-  _globals['_LISTUSERSREQUEST']._serialized_end=377
-  _globals['_LISTUSERSRESPONSE']._serialized_start=380
-  _globals['_LISTUSERSRESPONSE']._serialized_end=533
-  _globals['_REPLACEUSERREQUEST']._serialized_start=535
-  _globals['_REPLACEUSERREQUEST']._serialized_end=612
-  _globals['_REPLACEUSERRESPONSE']._serialized_start=614
-  _globals['_REPLACEUSERRESPONSE']._serialized_end=678
-  _globals['_PATCHUSERREQUEST']._serialized_start=680
-  _globals['_PATCHUSERREQUEST']._serialized_end=783
-  _globals['_PATCHUSERRESPONSE']._serialized_start=785
-  _globals['_PATCHUSERRESPONSE']._serialized_end=847
-  _globals['_DELETEUSERREQUEST']._serialized_start=849
-  _globals['_DELETEUSERREQUEST']._serialized_end=894
-  _globals['_DELETEUSERRESPONSE']._serialized_start=896
-  _globals['_DELETEUSERRESPONSE']._serialized_end=916
-  _globals['_USERSERVICE']._serialized_start=919
-  _globals['_USERSERVICE']._serialized_end=1514
+  _globals['_CREATEUSERRESPONSE']._serialized_end=239
+  _globals['_GETUSERREQUEST']._serialized_start=241
+  _globals['_GETUSERREQUEST']._serialized_end=269
+  _globals['_GETUSERRESPONSE']._serialized_start=271
+  _globals['_GETUSERRESPONSE']._serialized_end=331
+  _globals['_LISTUSERSREQUEST']._serialized_start=333
+  _globals['_LISTUSERSREQUEST']._serialized_end=400
+  _globals['_LISTUSERSRESPONSE']._serialized_start=403
+  _globals['_LISTUSERSRESPONSE']._serialized_end=556
+  _globals['_REPLACEUSERREQUEST']._serialized_start=558
+  _globals['_REPLACEUSERREQUEST']._serialized_end=635
+  _globals['_REPLACEUSERRESPONSE']._serialized_start=637
+  _globals['_REPLACEUSERRESPONSE']._serialized_end=724
+  _globals['_PATCHUSERREQUEST']._serialized_start=726
+  _globals['_PATCHUSERREQUEST']._serialized_end=829
+  _globals['_PATCHUSERRESPONSE']._serialized_start=831
+  _globals['_PATCHUSERRESPONSE']._serialized_end=916
+  _globals['_DELETEUSERREQUEST']._serialized_start=918
+  _globals['_DELETEUSERREQUEST']._serialized_end=963
+  _globals['_DELETEUSERRESPONSE']._serialized_start=965
+  _globals['_DELETEUSERRESPONSE']._serialized_end=1008
+  _globals['_USERSERVICE']._serialized_start=1011
+  _globals['_USERSERVICE']._serialized_end=1606
 # @@protoc_insertion_point(module_scope)

@@ -50,6 +50,12 @@ class CreateUserResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     USER_FIELD_NUMBER: _builtins.int
+    ROLE_SEQUENCE_FIELD_NUMBER: _builtins.int
+    role_sequence: _builtins.int
+    """The organisation's change-stream sequence this write produced (its
+    last, if several), for RoleService's at_least_as_fresh; 0 when it
+    changed no answer of RoleService.
+    """
     @_builtins.property
     def user(self) -> _scim_pb2.User:
         """The created user."""
@@ -58,10 +64,11 @@ class CreateUserResponse(_message.Message):
         self,
         *,
         user: _scim_pb2.User | None = ...,
+        role_sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["role_sequence", b"role_sequence", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -220,6 +227,12 @@ class ReplaceUserResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     USER_FIELD_NUMBER: _builtins.int
+    ROLE_SEQUENCE_FIELD_NUMBER: _builtins.int
+    role_sequence: _builtins.int
+    """The organisation's change-stream sequence this write produced (its
+    last, if several), for RoleService's at_least_as_fresh; 0 when it
+    changed no answer of RoleService.
+    """
     @_builtins.property
     def user(self) -> _scim_pb2.User:
         """The user after the change."""
@@ -228,10 +241,11 @@ class ReplaceUserResponse(_message.Message):
         self,
         *,
         user: _scim_pb2.User | None = ...,
+        role_sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["role_sequence", b"role_sequence", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -276,6 +290,12 @@ class PatchUserResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     USER_FIELD_NUMBER: _builtins.int
+    ROLE_SEQUENCE_FIELD_NUMBER: _builtins.int
+    role_sequence: _builtins.int
+    """The organisation's change-stream sequence this write produced (its
+    last, if several), for RoleService's at_least_as_fresh; 0 when it
+    changed no answer of RoleService.
+    """
     @_builtins.property
     def user(self) -> _scim_pb2.User:
         """The user after the change."""
@@ -284,10 +304,11 @@ class PatchUserResponse(_message.Message):
         self,
         *,
         user: _scim_pb2.User | None = ...,
+        role_sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["role_sequence", b"role_sequence", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -325,12 +346,20 @@ class DeleteUserResponse(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    ROLE_SEQUENCE_FIELD_NUMBER: _builtins.int
+    role_sequence: _builtins.int
+    """The organisation's change-stream sequence this write produced (its
+    last, if several), for RoleService's at_least_as_fresh; 0 when it
+    changed no answer of RoleService.
+    """
     def __init__(
         self,
+        *,
+        role_sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["role_sequence", b"role_sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
