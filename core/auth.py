@@ -25,7 +25,9 @@ log = logging.getLogger(__name__)
 ORG_METADATA_KEY = "wando-org-id"
 ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name
 SERVICE_TOKEN_FILE = "service-token"  # noqa: S105 - a file name
+GATEWAY_TOKEN_FILE = "gateway-token"  # noqa: S105 - a file name
 SERVICE_PREFIX = "wando_svc_"
+GATEWAY_PREFIX = "wando_gw_"
 ADMIN_PREFIX = "wando_admin_"
 
 
@@ -49,6 +51,12 @@ def load_service_token(configured: str | None, data_dir: Path) -> str:
     """The RoleService credential, like the admin one (WANDO_SERVICE_TOKEN or
     <data dir>/service-token)."""
     return _load_or_create(configured, data_dir / SERVICE_TOKEN_FILE, SERVICE_PREFIX)
+
+
+def load_gateway_token(configured: str | None, data_dir: Path) -> str:
+    """The credential the SCIM gateway records activity with (WANDO_GATEWAY_TOKEN
+    or <data dir>/gateway-token): it may call ActivityService, nothing else."""
+    return _load_or_create(configured, data_dir / GATEWAY_TOKEN_FILE, GATEWAY_PREFIX)
 
 
 def _load_or_create(configured: str | None, path: Path, prefix: str) -> str:
@@ -82,10 +90,15 @@ class Guard:
     """Checks the credential a method needs."""
 
     def __init__(
-        self, admin_token: str, authenticator: Authenticator, service_token: str | None = None
+        self,
+        admin_token: str,
+        authenticator: Authenticator,
+        service_token: str | None = None,
+        gateway_token: str | None = None,
     ) -> None:
         self._admin_token = admin_token.encode()
         self._service_token = service_token.encode() if service_token else None
+        self._gateway_token = gateway_token.encode() if gateway_token else None
         self._authenticator = authenticator
 
     def admin(self, context: Ctx) -> None:
@@ -102,6 +115,16 @@ class Guard:
             or not hmac.compare_digest(secret.encode(), self._service_token)
         ):
             raise Unauthenticated("this method needs the service credential")
+
+    def gateway(self, context: Ctx) -> None:
+        """ActivityService callers: the SCIM gateway, with the gateway credential."""
+        secret = bearer(context)
+        if (
+            secret is None
+            or self._gateway_token is None
+            or not hmac.compare_digest(secret.encode(), self._gateway_token)
+        ):
+            raise Unauthenticated("this method needs the gateway credential")
 
     async def scim(self, context: Ctx) -> Principal:
         secret = bearer(context)

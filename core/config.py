@@ -49,6 +49,7 @@ class Settings:
     scim_prefix: str
     admin_token: str | None
     service_token: str | None
+    gateway_token: str | None
     log_level: str
     log_format: str
     db_pool_min: int
@@ -60,8 +61,11 @@ class Settings:
     core_timeout_seconds: float
     auth_failure_per_second: float
     auth_failure_burst: int
+    activity: bool
+    activity_retention_days: int
+    activity_max_per_org: int
 
-    SECRET_FIELDS = ("admin_token", "service_token", "database_url")
+    SECRET_FIELDS = ("admin_token", "service_token", "gateway_token", "database_url")
 
     def redacted(self) -> dict[str, str]:
         """The effective settings as strings, secrets replaced, for the start-up log."""
@@ -164,6 +168,7 @@ def load(env: Mapping[str, str] | None = None, **overrides: str | None) -> Setti
         scim_prefix=prefix,
         admin_token=source.get("WANDO_ADMIN_TOKEN") or None,
         service_token=source.get("WANDO_SERVICE_TOKEN") or None,
+        gateway_token=source.get("WANDO_GATEWAY_TOKEN") or None,
         log_level=_choice(source, "WANDO_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
         log_format=_choice(source, "WANDO_LOG_FORMAT", "text", ("text", "json")),
         db_pool_min=pool_min,
@@ -175,4 +180,9 @@ def load(env: Mapping[str, str] | None = None, **overrides: str | None) -> Setti
         core_timeout_seconds=_float(source, "WANDO_CORE_TIMEOUT_SECONDS", 10.0, 0.1, 300.0),
         auth_failure_per_second=_float(source, "WANDO_AUTH_FAILURE_PER_SECOND", 1.0, 0.0, 1e6),
         auth_failure_burst=_int(source, "WANDO_AUTH_FAILURE_BURST", 20, 1, 1_000_000),
+        activity=_choice(source, "WANDO_ACTIVITY", "on", ("on", "off")) == "on",
+        activity_retention_days=_int(source, "WANDO_ACTIVITY_RETENTION_DAYS", 14, 1, 3650),
+        activity_max_per_org=_int(
+            source, "WANDO_ACTIVITY_MAX_PER_ORG", 1_000_000, 1000, 1_000_000_000
+        ),
     )

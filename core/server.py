@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from core import db, embedded
+from core.activity import ActivityService, Pruner
 from core.admin_service import AdminService
 from core.auth import Guard
 from core.config import Settings
@@ -26,6 +27,8 @@ from core.role_service import RoleService
 from core.tokens import Authenticator
 from core.users import UserService
 from wando.provisioning.v1 import (
+    activity_pb2,
+    activity_pb2_grpc,
     admin_service_pb2,
     admin_service_pb2_grpc,
     group_service_pb2,
@@ -42,8 +45,10 @@ ADMIN_SERVICE = admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"]
 USER_SERVICE = user_service_pb2.DESCRIPTOR.services_by_name["UserService"]
 GROUP_SERVICE = group_service_pb2.DESCRIPTOR.services_by_name["GroupService"]
 ROLE_SERVICE = role_service_pb2.DESCRIPTOR.services_by_name["RoleService"]
+ACTIVITY_SERVICE = activity_pb2.DESCRIPTOR.services_by_name["ActivityService"]
 SERVICE_NAMES = tuple(
-    s.full_name for s in (ADMIN_SERVICE, USER_SERVICE, GROUP_SERVICE, ROLE_SERVICE)
+    s.full_name
+    for s in (ADMIN_SERVICE, USER_SERVICE, GROUP_SERVICE, ROLE_SERVICE, ACTIVITY_SERVICE)
 )
 
 
@@ -53,24 +58,39 @@ class CoreServer:
     health: health.aio.HealthServicer
     port: int
     notifier: RoleNotifier
+    pruner: Pruner
 
     async def stop(self, grace: float) -> None:
         """Stop accepting calls, let in-flight ones finish within `grace` seconds."""
         for name in (*SERVICE_NAMES, ""):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace)
+        await self.pruner.close()
         await self.notifier.close()
 
 
+@dataclass(frozen=True)
+class ActivitySettings:
+    """What the core keeps of the gateway's activity records."""
+
+    retention_days: int = 14
+    max_per_org: int = 1_000_000
+
+
 async def start_server(
-    pool: asyncpg.Pool, admin_token: str, listen: str, service_token: str | None = None
+    pool: asyncpg.Pool,
+    admin_token: str,
+    listen: str,
+    service_token: str | None = None,
+    gateway_token: str | None = None,
+    activity: ActivitySettings = ActivitySettings(),
 ) -> CoreServer:
     """Build the server, bind it to `listen` (HOST:PORT, port 0 picks one) and start it."""
     server = grpc.aio.server(
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 8 * 1024 * 1024)],
     )
     authenticator = Authenticator(pool)
-    guard = Guard(admin_token, authenticator, service_token)
+    guard = Guard(admin_token, authenticator, service_token, gateway_token)
     notifier = RoleNotifier(pool)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         instrument(AdminService(pool, guard, authenticator), ADMIN_SERVICE), server
@@ -84,6 +104,9 @@ async def start_server(
     role_service_pb2_grpc.add_RoleServiceServicer_to_server(
         instrument(RoleService(pool, guard, notifier), ROLE_SERVICE), server
     )
+    activity_pb2_grpc.add_ActivityServiceServicer_to_server(
+        instrument(ActivityService(pool, guard), ACTIVITY_SERVICE), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -95,7 +118,8 @@ async def start_server(
     await server.start()
     for name in (*SERVICE_NAMES, ""):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return CoreServer(server, health_servicer, port, notifier)
+    pruner = Pruner(pool, activity.retention_days, activity.max_per_org)
+    return CoreServer(server, health_servicer, port, notifier, pruner)
 
 
 @contextlib.asynccontextmanager

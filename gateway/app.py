@@ -18,9 +18,10 @@ from aiohttp import web
 
 from core.config import Settings
 from gateway import discovery, middlewares
+from gateway.activity import activity_writer
 from gateway.authlimit import AuthFailures
 from gateway.groups import Groups
-from gateway.keys import AUTH_FAILURES, CORE, ORG_LEARNER, RATE_LIMITER, SETTINGS
+from gateway.keys import AUTH_FAILURES, CHANNEL, CORE, ORG_LEARNER, RATE_LIMITER, SETTINGS
 from gateway.ratelimit import OrgLearner, RateLimiter
 from gateway.resources import ResourceCalls, ResourceEndpoints
 from gateway.users import Users
@@ -42,6 +43,7 @@ CHANNEL_OPTIONS = (
 async def core_channel(app: web.Application) -> AsyncIterator[None]:
     """The one channel to the core, shared by all requests of this process."""
     channel = grpc.aio.insecure_channel(app[SETTINGS].core_address, options=CHANNEL_OPTIONS)
+    app[CHANNEL] = channel
     app[ORG_LEARNER] = OrgLearner(app[RATE_LIMITER], app[AUTH_FAILURES].vouch)
     app[CORE] = {calls.endpoint: calls(channel) for calls in RESOURCE_TYPES}
     try:
@@ -76,6 +78,7 @@ def create_app(settings: Settings) -> web.Application:
     app[RATE_LIMITER] = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app[AUTH_FAILURES] = AuthFailures(settings.auth_failure_per_second, settings.auth_failure_burst)
     app.cleanup_ctx.append(core_channel)
+    app.cleanup_ctx.append(activity_writer)  # torn down first: it still needs the channel
     app.add_subapp(settings.scim_prefix, create_scim_app())
     return app
 

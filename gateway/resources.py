@@ -18,7 +18,15 @@ import grpc
 from aiohttp import web
 
 from gateway import body, mapping
-from gateway.keys import CORE, ORG_LEARNER, REQUEST_ID, SETTINGS, TOKEN
+from gateway.keys import (
+    CORE,
+    ORG_LEARNER,
+    REQUEST_ID,
+    RESOURCE_ID,
+    SEARCH_FILTER,
+    SETTINGS,
+    TOKEN,
+)
 from gateway.query import (
     ListQuery,
     Projection,
@@ -127,6 +135,8 @@ class ResourceEndpoints:
 
     async def search(self, request: web.Request) -> web.Response:
         search = await self._body(request)
+        if isinstance(search.get("filter"), str):
+            request[SEARCH_FILTER] = str(search["filter"])
         return await self._list(request, list_query_from_search_request(search))
 
     async def create(self, request: web.Request) -> web.Response:
@@ -136,6 +146,7 @@ class ResourceEndpoints:
             self._call(request),
             exclude_members=self._excludes_members(projection),
         )
+        request[RESOURCE_ID] = resource.id
         return self._one(request, resource, projection, status=201)
 
     async def get(self, request: web.Request) -> web.Response:

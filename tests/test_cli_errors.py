@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[list[str], str]] = {
     "roles preview": ([*ORG, "--group", "Admins", "--role", "boss"], "admin"),
     "roles show": ([*ORG, "--user", "alice@example.com"], "service"),
     "roles watch": (ORG, "service"),
+    "activity": ([*ORG, "--follow"], "admin"),
 }
 VARIABLE = {"admin": "WANDO_ADMIN_TOKEN", "service": "WANDO_SERVICE_TOKEN"}
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from core.cli import roles
+from core.cli import activity, roles
 from core.cli.client import Client, CliError, Result, command
 from core.cli.client import as_dict as _dict
 from wando.provisioning.v1 import admin_service_pb2 as pb
@@ -59,6 +59,7 @@ def add_commands(commands: Any) -> None:
     events.set_defaults(handler=command(audit_list))
 
     roles.add_commands(groups)
+    activity.add_commands(groups)
 
 
 def _org_text(org: Any) -> str:

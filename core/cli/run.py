@@ -13,7 +13,7 @@ from typing import Any
 from core import auth, config, eventloop, logs
 from core.db import SchemaTooNewError
 from core.metrics import serve_metrics
-from core.server import database, start_server, stop_signals
+from core.server import ActivitySettings, database, start_server, stop_signals
 from gateway.app import serving
 
 log = logging.getLogger("wando")
@@ -82,8 +82,12 @@ async def _run(settings: config.Settings, stop: asyncio.Event, *, with_gateway: 
     log.info("configuration: %s", {**settings.redacted(), "event_loop": _loop_name()})
     admin_token = auth.load_admin_token(settings.admin_token, settings.data_dir)
     service_token = auth.load_service_token(settings.service_token, settings.data_dir)
+    gateway_token = auth.load_gateway_token(settings.gateway_token, settings.data_dir)
+    activity = ActivitySettings(settings.activity_retention_days, settings.activity_max_per_org)
     async with database(settings) as pool:
-        core = await start_server(pool, admin_token, str(settings.grpc_listen), service_token)
+        core = await start_server(
+            pool, admin_token, str(settings.grpc_listen), service_token, gateway_token, activity
+        )
         try:
             serve_metrics(settings.metrics_listen)
             log.info("core gRPC listening on %s", settings.grpc_listen)
@@ -91,9 +95,10 @@ async def _run(settings: config.Settings, stop: asyncio.Event, *, with_gateway: 
                 if with_gateway:
                     # the gateway reaches the in-process core over real gRPC on loopback
                     in_process = _loopback(settings.grpc_listen, core.port)
-                    await stack.enter_async_context(
-                        serving(dataclasses.replace(settings, core_address=in_process))
+                    own = dataclasses.replace(
+                        settings, core_address=in_process, gateway_token=gateway_token
                     )
+                    await stack.enter_async_context(serving(own))
                 await stop.wait()
                 log.info(
                     "shutting down: draining in-flight requests and calls (up to %ss)",

@@ -35,7 +35,7 @@ from tests import support
 PASSWORDS = ("1mz050nq", "S3cret-Placeholder", "Other-Placeholder", "Third-Placeholder", "hunter22")
 PATTERNS = {
     "SCIM token": re.compile(r"wando_scim_[0-9A-Za-z]{20,}"),
-    "admin/service credential": re.compile(r"wando_(?:admin|svc)_[A-Za-z0-9_-]{20,}"),
+    "admin/service/gateway credential": re.compile(r"wando_(?:admin|svc|gw)_[A-Za-z0-9_-]{20,}"),
     "Authorization header": re.compile(
         r"""(?i)authorization["']?\s*[:=,]\s*["']?\s*(?:bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"""
     ),
@@ -59,6 +59,7 @@ def literal_secrets() -> dict[str, str]:
     """Exact strings that must never appear, by what they are."""
     found = {support.ADMIN_TOKEN: "the test ADMIN credential"}
     found[support.SERVICE_TOKEN] = "the test SERVICE credential"
+    found[support.GATEWAY_TOKEN] = "the test GATEWAY credential"
     for password in PASSWORDS:
         found[password] = "a test password"
     return found

@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from wando.provisioning.v1 import activity_pb2 as _activity_pb2
 from wando.provisioning.v1 import audit_pb2 as _audit_pb2
 from wando.provisioning.v1 import organization_pb2 as _organization_pb2
 from wando.provisioning.v1 import roles_pb2 as _roles_pb2
@@ -887,3 +888,175 @@ class ClearRoleValueMappingResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ClearRoleValueMappingResponse: _TypeAlias = ClearRoleValueMappingResponse  # noqa: Y015
+
+@_typing.final
+class ActivityFilter(_message.Message):
+    """Which entries of an organisation's activity to read."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERRORS_ONLY_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    CLIENT_FIELD_NUMBER: _builtins.int
+    errors_only: _builtins.bool
+    """Only failed requests (status 400 and above)."""
+    status: _builtins.int
+    """Only this HTTP status; 0 for any."""
+    user: _builtins.str
+    """Only requests about this user: a resource id, or a userName (matched in
+    the request's resource, filter and error detail).
+    """
+    client: _builtins.str
+    """Only this client ("okta", "entra", "auth0", "other"); empty for any."""
+    def __init__(
+        self,
+        *,
+        errors_only: _builtins.bool = ...,
+        status: _builtins.int = ...,
+        user: _builtins.str = ...,
+        client: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client", b"client", "errors_only", b"errors_only", "status", b"status", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ActivityFilter: _TypeAlias = ActivityFilter  # noqa: Y015
+
+@_typing.final
+class ListActivityRequest(_message.Message):
+    """Request of ListActivity."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    organization: _builtins.str
+    """The organisation's id or slug."""
+    page_size: _builtins.int
+    """Maximum number of entries to return (default 100, at most 1000)."""
+    page_token: _builtins.str
+    """The next_page_token of a previous response, to continue from there."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Only requests at or after this time."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Only requests before this time."""
+
+    @_builtins.property
+    def filter(self) -> Global___ActivityFilter:
+        """Which entries."""
+
+    def __init__(
+        self,
+        *,
+        organization: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        filter: Global___ActivityFilter | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "filter", b"filter", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "filter", b"filter", "organization", b"organization", "page_size", b"page_size", "page_token", b"page_token", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListActivityRequest: _TypeAlias = ListActivityRequest  # noqa: Y015
+
+@_typing.final
+class ListActivityResponse(_message.Message):
+    """Response of ListActivity."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next (older) page; empty on the last page."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[_activity_pb2.ActivityEntry]:
+        """Entries, newest first."""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[_activity_pb2.ActivityEntry] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListActivityResponse: _TypeAlias = ListActivityResponse  # noqa: Y015
+
+@_typing.final
+class WatchActivityRequest(_message.Message):
+    """Request of WatchActivity."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    organization: _builtins.str
+    """The organisation's id or slug."""
+    @_builtins.property
+    def filter(self) -> Global___ActivityFilter:
+        """Which entries."""
+
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Also stream entries already recorded whose request_time is at or after
+        this (at most 30 seconds back); unset: only entries recorded from now on.
+        """
+
+    def __init__(
+        self,
+        *,
+        organization: _builtins.str = ...,
+        filter: Global___ActivityFilter | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "organization", b"organization", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchActivityRequest: _TypeAlias = WatchActivityRequest  # noqa: Y015
+
+@_typing.final
+class WatchActivityResponse(_message.Message):
+    """Response of WatchActivity: one entry as it is recorded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entry(self) -> _activity_pb2.ActivityEntry:
+        """The entry."""
+
+    def __init__(
+        self,
+        *,
+        entry: _activity_pb2.ActivityEntry | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchActivityResponse: _TypeAlias = WatchActivityResponse  # noqa: Y015

@@ -80,6 +80,12 @@ class AdminServiceStub:
     """
     ClearRoleValueMapping: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ClearRoleValueMappingRequest, _admin_service_pb2.ClearRoleValueMappingResponse]
     """Remove a role value's mapping."""
+    ListActivity: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListActivityRequest, _admin_service_pb2.ListActivityResponse]
+    """Lists the SCIM requests an organisation's tokens made, newest first."""
+    WatchActivity: _grpc.UnaryStreamMultiCallable[_admin_service_pb2.WatchActivityRequest, _admin_service_pb2.WatchActivityResponse]
+    """Streams an organisation's SCIM requests as they are recorded, until the
+    caller cancels.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -133,6 +139,12 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """
     ClearRoleValueMapping: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ClearRoleValueMappingRequest, _admin_service_pb2.ClearRoleValueMappingResponse]  # type: ignore[assignment]
     """Remove a role value's mapping."""
+    ListActivity: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListActivityRequest, _admin_service_pb2.ListActivityResponse]  # type: ignore[assignment]
+    """Lists the SCIM requests an organisation's tokens made, newest first."""
+    WatchActivity: _aio.UnaryStreamMultiCallable[_admin_service_pb2.WatchActivityRequest, _admin_service_pb2.WatchActivityResponse]  # type: ignore[assignment]
+    """Streams an organisation's SCIM requests as they are recorded, until the
+    caller cancels.
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Administration of organisations and their SCIM tokens, for Wando staff.
@@ -273,5 +285,23 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.ClearRoleValueMappingResponse, _abc.Awaitable[_admin_service_pb2.ClearRoleValueMappingResponse]]:
         """Remove a role value's mapping."""
+
+    @_abc_1.abstractmethod
+    def ListActivity(
+        self,
+        request: _admin_service_pb2.ListActivityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ListActivityResponse, _abc.Awaitable[_admin_service_pb2.ListActivityResponse]]:
+        """Lists the SCIM requests an organisation's tokens made, newest first."""
+
+    @_abc_1.abstractmethod
+    def WatchActivity(
+        self,
+        request: _admin_service_pb2.WatchActivityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_admin_service_pb2.WatchActivityResponse], _abc.AsyncIterator[_admin_service_pb2.WatchActivityResponse]]:
+        """Streams an organisation's SCIM requests as they are recorded, until the
+        caller cancels.
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
