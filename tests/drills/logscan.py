@@ -16,6 +16,8 @@ over), and fails the run at the end, listing the offending lines, if one holds:
 So that DEBUG and INFO lines are seen too, the project's loggers (core,
 gateway, wando) are set to DEBUG for the session. Registered from
 tests/conftest.py; tests/drills/test_secrets.py proves it catches what it should.
+`scan_text` also reads the activity table (issue #18):
+tests/gateway/test_activity.py::test_no_secret_or_password_is_kept.
 """
 
 from __future__ import annotations
