@@ -30,8 +30,21 @@ def main() -> int:
     )
     parser.add_argument("--seconds", type=float, help="seconds per throughput workload")
     parser.add_argument("--out", type=Path, default=OUT, help=f"JSON results (default {OUT})")
+    parser.add_argument(
+        "--activity",
+        choices=("on", "off"),
+        default="on",
+        help="the gateway records each SCIM request (WANDO_ACTIVITY; default on): run once "
+        "with each, --out to two files, to measure its cost",
+    )
     args = parser.parse_args()
-    return suite.main(sizes.choose(args.quick, args.seconds), args.only, args.quick, args.out)
+    return suite.main(
+        sizes.choose(args.quick, args.seconds),
+        args.only,
+        args.quick,
+        args.out,
+        args.activity == "on",
+    )
 
 
 if __name__ == "__main__":

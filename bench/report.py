@@ -115,6 +115,10 @@ def write(results: dict[str, Any], out: Path) -> None:
     out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
 
 
+def _on(value: bool) -> str:
+    return "on" if value else "off"
+
+
 def _met(value: bool | None) -> str:
     return "-" if value is None else ("yes" if value else "NO")
 
@@ -129,7 +133,8 @@ def table(results: dict[str, Any]) -> str:
     lines = [
         f"\nWando benchmark, {m['date']}, {m['machine']['cores']} cores "
         f"({m['machine']['cpu']}), {m['event_loop']} loop"
-        f"{', --quick' if m['quick'] else ''}, {m['wall_seconds']} s",
+        f"{', --quick' if m['quick'] else ''}, activity {_on(m.get('activity', True))}, "
+        f"{m['wall_seconds']} s",
         f"{targets.REFERENCE_NOTE}; {m['rss']}",
         "",
         f"{'workload':52} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "

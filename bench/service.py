@@ -12,6 +12,7 @@ from bench.processes import WANDO, Child, free_port, start
 
 ADMIN_TOKEN = "wando_admin_bench-credential"
 SERVICE_TOKEN = "wando_svc_bench-credential"
+GATEWAY_TOKEN = "wando_gw_bench-credential"
 ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 SCIM_PREFIX = "/api/auth/scim/v2"
 
@@ -25,6 +26,7 @@ class Service:
     core: Child | None = None
     gateway: Child | None = None
     starts: int = 0
+    activity: bool = True  # the gateway records each SCIM request (issue #18)
 
     @property
     def grpc_address(self) -> str:
@@ -48,6 +50,8 @@ class Service:
             "WANDO_METRICS_LISTEN": "",
             "WANDO_ADMIN_TOKEN": ADMIN_TOKEN,
             "WANDO_SERVICE_TOKEN": SERVICE_TOKEN,
+            "WANDO_GATEWAY_TOKEN": GATEWAY_TOKEN,
+            "WANDO_ACTIVITY": "on" if self.activity else "off",
             "WANDO_RATE_LIMIT_PER_SECOND": "0",  # 0 disables the per-organisation limit
             "WANDO_SHUTDOWN_GRACE_SECONDS": "2",
         }

@@ -147,7 +147,9 @@ async def run_service_workloads(run: Run, service: Service, pool: asyncpg.Pool) 
     return await checks.plans(pool, data.main.id, len(data.users) // 2)
 
 
-async def run_suite(sizes: Sizes, only: list[str] | None, quick: bool) -> dict[str, Any]:
+async def run_suite(
+    sizes: Sizes, only: list[str] | None, quick: bool, activity: bool = True
+) -> dict[str, Any]:
     selected = set(only or NAMES)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="wando-bench-") as tmp:
@@ -159,7 +161,7 @@ async def run_suite(sizes: Sizes, only: list[str] | None, quick: bool) -> dict[s
         try:
             await run_baselines(run, pg, work)
             run.lap("baselines")
-            service = Service(pg.dsn, work)
+            service = Service(pg.dsn, work, activity=activity)
             try:
                 await service.start()
                 pool = await db.create_pool(pg.dsn, min_size=1, max_size=4)
@@ -179,7 +181,8 @@ async def run_suite(sizes: Sizes, only: list[str] | None, quick: bool) -> dict[s
     run.lap("stop")
     report.evaluate(run.rows)
     return {
-        "meta": report.meta(sizes, quick, time.monotonic() - started, run.phase_seconds),
+        "meta": report.meta(sizes, quick, time.monotonic() - started, run.phase_seconds)
+        | {"activity": activity},
         "rows": run.rows,
         "checks": run.checks,
         "plans": plans,
@@ -187,8 +190,10 @@ async def run_suite(sizes: Sizes, only: list[str] | None, quick: bool) -> dict[s
     }
 
 
-def main(sizes: Sizes, only: list[str] | None, quick: bool, out: Path) -> int:
-    results = loop.run(run_suite(sizes, only, quick))
+def main(
+    sizes: Sizes, only: list[str] | None, quick: bool, out: Path, activity: bool = True
+) -> int:
+    results = loop.run(run_suite(sizes, only, quick, activity))
     report.write(results, out)
     print(report.table(results))
     print(f"\nwritten to {out}")

@@ -114,6 +114,7 @@ async def run_gateway(settings: config.Settings) -> None:
     with stop_signals() as stop:
         log.info("configuration: %s", {**settings.redacted(), "event_loop": _loop_name()})
         async with serving(settings):
+            serve_metrics(settings.metrics_listen)  # the gateway's own (activity drops)
             log.info("gateway forwarding to the core at %s", settings.core_address)
             await stop.wait()
             log.info(
