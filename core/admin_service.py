@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from core import activity, audit, organizations, role_mappings, roles, tokens
+from core import activity, audit, organization_status, organizations, role_mappings, roles, tokens
 from core.auth import Guard
 from core.rpc import Ctx
 from wando.provisioning.v1 import admin_service_pb2 as pb
@@ -265,3 +265,11 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
         )
         async for row in activity.watch(self._pool, where, start):
             yield pb.WatchActivityResponse(entry=activity.to_proto(row))
+
+    async def GetOrganizationStatus(
+        self, request: pb.GetOrganizationStatusRequest, context: Ctx
+    ) -> pb.GetOrganizationStatusResponse:
+        self._guard.admin(context)
+        async with self._pool.acquire() as conn, conn.transaction(readonly=True):
+            org = await organizations.resolve(conn, request.organization)
+            return await organization_status.status(conn, org)

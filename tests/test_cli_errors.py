@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[list[str], str]] = {
     "org create": (["acme"], "admin"),
     "org show": (["acme"], "admin"),
     "org list": ([], "admin"),
+    "org status": (["acme"], "admin"),
     "token issue": (ORG, "admin"),
     "token list": (ORG, "admin"),
     "token revoke": ([*ORG, "00000000-0000-0000-0000-000000000000"], "admin"),

@@ -33,6 +33,11 @@ def add_commands(commands: Any) -> None:
     show.add_argument("org", help="id or slug")
     show.set_defaults(handler=command(org_show))
     org.add_parser("list", help="list organisations").set_defaults(handler=command(org_list))
+    status = org.add_parser(
+        "status", help="an organisation's connection at a glance, and the next step"
+    )
+    status.add_argument("org", help="id or slug")
+    status.set_defaults(handler=command(org_status))
 
     token = groups.add_parser("token", help="SCIM bearer tokens").add_subparsers(
         required=True, metavar="ACTION"
@@ -77,6 +82,66 @@ def org_show(client: Client, args: argparse.Namespace) -> Result:
         client.admin.GetOrganization, pb.GetOrganizationRequest(organization=args.org)
     ).organization
     return {"json": _dict(org), "text": _org_text(org)}
+
+
+def _day(ts: Any) -> str:
+    return str(ts.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M UTC"))
+
+
+def _token_status(t: Any) -> list[str]:
+    token = t.token
+    state = "revoked" if token.HasField("revoke_time") else "live"
+    used = _day(token.last_used_time) if token.HasField("last_used_time") else "never"
+    first = (
+        f"  {token.id} {token.display_prefix} {state} {token.description!r}: "
+        f"created {_day(token.create_time)}, last used {used}"
+        + (f", client {t.client}" if t.client else "")
+    )
+    rate = f" ({t.errors_24h / t.requests_24h:.0%})" if t.requests_24h else ""
+    second = (
+        f"    last 24 h: {t.requests_24h} requests, {t.errors_24h} failed{rate}, "
+        f"{t.unauthorized_24h} refused with 401"
+    )
+    lines = [first, second]
+    if t.HasField("last_error"):
+        day = t.last_error.request_time.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d")
+        lines.append(f"    last error: {day} {activity.line(t.last_error)}")
+    return lines
+
+
+def org_status(client: Client, args: argparse.Namespace) -> Result:
+    s = client.call(
+        client.admin.GetOrganizationStatus, pb.GetOrganizationStatusRequest(organization=args.org)
+    )
+    o = s.organization
+    lines = [f"{o.slug} ({o.display_name}, id {o.id})", "", "Tokens"]
+    for t in s.tokens:
+        lines.extend(_token_status(t))
+    if not s.tokens:
+        lines.append("  none issued")
+    lines += [
+        "",
+        "Pushed",
+        f"  users: {s.active_users} active, {s.inactive_users} inactive; groups: {s.groups}",
+        "",
+        "Roles",
+    ]
+    names = roles.NAMES
+    mapped = ", ".join(f"{m.display_name} → {names[m.role]}" for m in s.group_mappings)
+    lines.append(f"  mapped groups: {mapped or 'none'}")
+    if s.role_values:
+        values = ", ".join(
+            f"{v.value!r} → {names[v.role] if v.role else 'not mapped'} ({v.users} users)"
+            for v in s.role_values
+        )
+        lines.append(f"  role values: {values}")
+    if s.unmapped_groups:
+        groups = ", ".join(f"{g.display_name} ({g.members})" for g in s.unmapped_groups)
+        lines.append(f"  groups with members, not mapped: {groups}")
+    lines.append(f"  default role {names[s.default_role]}: {s.default_role_users} active users")
+    lines += ["", "Next steps"]
+    lines += [f"  - {step}" for step in s.next_steps] or ["  none: the connection looks complete"]
+    return {"json": _dict(s), "text": "\n".join(lines)}
 
 
 def org_list(client: Client, args: argparse.Namespace) -> Result:

@@ -1060,3 +1060,181 @@ class WatchActivityResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchActivityResponse: _TypeAlias = WatchActivityResponse  # noqa: Y015
+
+@_typing.final
+class GetOrganizationStatusRequest(_message.Message):
+    """Request of GetOrganizationStatus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_FIELD_NUMBER: _builtins.int
+    organization: _builtins.str
+    """The organisation's id or slug."""
+    def __init__(
+        self,
+        *,
+        organization: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["organization", b"organization"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetOrganizationStatusRequest: _TypeAlias = GetOrganizationStatusRequest  # noqa: Y015
+
+@_typing.final
+class TokenStatus(_message.Message):
+    """One token's use, from the organisation's activity."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    CLIENT_FIELD_NUMBER: _builtins.int
+    REQUESTS_24H_FIELD_NUMBER: _builtins.int
+    ERRORS_24H_FIELD_NUMBER: _builtins.int
+    UNAUTHORIZED_24H_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    client: _builtins.str
+    """The client of its latest request ("okta", "entra", "auth0", "other");
+    empty if it made none that is still kept.
+    """
+    requests_24h: _builtins.int
+    """Requests in the last 24 hours."""
+    errors_24h: _builtins.int
+    """Of those, how many failed (status 400 and above)."""
+    unauthorized_24h: _builtins.int
+    """Of those, how many were refused with 401."""
+    @_builtins.property
+    def token(self) -> _organization_pb2.ScimToken:
+        """The token (metadata only)."""
+
+    @_builtins.property
+    def last_error(self) -> _activity_pb2.ActivityEntry:
+        """Its latest failed request still kept, if any."""
+
+    def __init__(
+        self,
+        *,
+        token: _organization_pb2.ScimToken | None = ...,
+        client: _builtins.str = ...,
+        requests_24h: _builtins.int = ...,
+        errors_24h: _builtins.int = ...,
+        unauthorized_24h: _builtins.int = ...,
+        last_error: _activity_pb2.ActivityEntry | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_error", b"last_error", "token", b"token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client", b"client", "errors_24h", b"errors_24h", "last_error", b"last_error", "requests_24h", b"requests_24h", "token", b"token", "unauthorized_24h", b"unauthorized_24h"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenStatus: _TypeAlias = TokenStatus  # noqa: Y015
+
+@_typing.final
+class UnmappedGroup(_message.Message):
+    """A pushed group with members that no mapping names."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_ID_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    group_id: _builtins.str
+    """The group's id."""
+    display_name: _builtins.str
+    """The group's displayName."""
+    members: _builtins.int
+    """How many members it has."""
+    def __init__(
+        self,
+        *,
+        group_id: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        members: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "group_id", b"group_id", "members", b"members"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnmappedGroup: _TypeAlias = UnmappedGroup  # noqa: Y015
+
+@_typing.final
+class GetOrganizationStatusResponse(_message.Message):
+    """Response of GetOrganizationStatus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    ACTIVE_USERS_FIELD_NUMBER: _builtins.int
+    INACTIVE_USERS_FIELD_NUMBER: _builtins.int
+    GROUPS_FIELD_NUMBER: _builtins.int
+    GROUP_MAPPINGS_FIELD_NUMBER: _builtins.int
+    ROLE_VALUES_FIELD_NUMBER: _builtins.int
+    UNMAPPED_GROUPS_FIELD_NUMBER: _builtins.int
+    DEFAULT_ROLE_FIELD_NUMBER: _builtins.int
+    DEFAULT_ROLE_USERS_FIELD_NUMBER: _builtins.int
+    NEXT_STEPS_FIELD_NUMBER: _builtins.int
+    active_users: _builtins.int
+    """Active users."""
+    inactive_users: _builtins.int
+    """Deactivated users."""
+    groups: _builtins.int
+    """Groups pushed."""
+    default_role: _roles_pb2.Role.ValueType
+    """The organisation's default role."""
+    default_role_users: _builtins.int
+    """Active users whose role is the default (in no mapped group, carrying no
+    mapped value).
+    """
+    @_builtins.property
+    def organization(self) -> _organization_pb2.Organization:
+        """The organisation."""
+
+    @_builtins.property
+    def tokens(self) -> _containers.RepeatedCompositeFieldContainer[Global___TokenStatus]:
+        """Its tokens, revoked ones included, newest first."""
+
+    @_builtins.property
+    def group_mappings(self) -> _containers.RepeatedCompositeFieldContainer[_roles_pb2.GroupRoleMapping]:
+        """Group mappings in force."""
+
+    @_builtins.property
+    def role_values(self) -> _containers.RepeatedCompositeFieldContainer[_roles_pb2.RoleValueMapping]:
+        """Role values mapped or carried by users."""
+
+    @_builtins.property
+    def unmapped_groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnmappedGroup]:
+        """Groups with members that no mapping names, largest first (at most 20)."""
+
+    @_builtins.property
+    def next_steps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What to do next, for people, most pressing first; empty when nothing is
+        missing.
+        """
+
+    def __init__(
+        self,
+        *,
+        organization: _organization_pb2.Organization | None = ...,
+        tokens: _abc.Iterable[Global___TokenStatus] | None = ...,
+        active_users: _builtins.int = ...,
+        inactive_users: _builtins.int = ...,
+        groups: _builtins.int = ...,
+        group_mappings: _abc.Iterable[_roles_pb2.GroupRoleMapping] | None = ...,
+        role_values: _abc.Iterable[_roles_pb2.RoleValueMapping] | None = ...,
+        unmapped_groups: _abc.Iterable[Global___UnmappedGroup] | None = ...,
+        default_role: _roles_pb2.Role.ValueType = ...,
+        default_role_users: _builtins.int = ...,
+        next_steps: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["organization", b"organization"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_users", b"active_users", "default_role", b"default_role", "default_role_users", b"default_role_users", "group_mappings", b"group_mappings", "groups", b"groups", "inactive_users", b"inactive_users", "next_steps", b"next_steps", "organization", b"organization", "role_values", b"role_values", "tokens", b"tokens", "unmapped_groups", b"unmapped_groups"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetOrganizationStatusResponse: _TypeAlias = GetOrganizationStatusResponse  # noqa: Y015

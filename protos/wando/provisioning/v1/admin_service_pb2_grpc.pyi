@@ -86,6 +86,10 @@ class AdminServiceStub:
     """Streams an organisation's SCIM requests as they are recorded, until the
     caller cancels.
     """
+    GetOrganizationStatus: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetOrganizationStatusRequest, _admin_service_pb2.GetOrganizationStatusResponse]
+    """An organisation's connection at a glance, for onboarding: its tokens and
+    their use, what was pushed, what is mapped, and the next step.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -144,6 +148,10 @@ class AdminServiceAsyncStub(AdminServiceStub):
     WatchActivity: _aio.UnaryStreamMultiCallable[_admin_service_pb2.WatchActivityRequest, _admin_service_pb2.WatchActivityResponse]  # type: ignore[assignment]
     """Streams an organisation's SCIM requests as they are recorded, until the
     caller cancels.
+    """
+    GetOrganizationStatus: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetOrganizationStatusRequest, _admin_service_pb2.GetOrganizationStatusResponse]  # type: ignore[assignment]
+    """An organisation's connection at a glance, for onboarding: its tokens and
+    their use, what was pushed, what is mapped, and the next step.
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -302,6 +310,16 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_admin_service_pb2.WatchActivityResponse], _abc.AsyncIterator[_admin_service_pb2.WatchActivityResponse]]:
         """Streams an organisation's SCIM requests as they are recorded, until the
         caller cancels.
+        """
+
+    @_abc_1.abstractmethod
+    def GetOrganizationStatus(
+        self,
+        request: _admin_service_pb2.GetOrganizationStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.GetOrganizationStatusResponse, _abc.Awaitable[_admin_service_pb2.GetOrganizationStatusResponse]]:
+        """An organisation's connection at a glance, for onboarding: its tokens and
+        their use, what was pushed, what is mapped, and the next step.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
