@@ -83,13 +83,14 @@ ORDER BY a.request_time DESC, a.activity_id DESC
 LIMIT $11
 """
 
-# the watch's next look: the recent window, oldest first (see watch())
-SELECT_RECENT = f"""
+# a watch's look: the entries after a position, oldest first (see watch())
+SELECT_AFTER = f"""
 SELECT {COLUMNS}
 FROM activity a
 WHERE {MATCHES}
+  AND (a.request_time, a.activity_id) > ($9, $10)
 ORDER BY a.request_time, a.activity_id
-LIMIT 1000
+LIMIT $11
 """
 
 SELECT_USER_ID = """
@@ -129,9 +130,11 @@ WHERE (org_id, request_time, activity_id) IN (
 
 PRUNE_BATCH = 1000
 PRUNE_EVERY_SECONDS = 60.0
-# how far back each look of a watch reaches: entries arrive up to a batch
-# interval after their request_time, and replicas' batches commit out of order
+# how far back a watch's start may reach; how late after its requests a
+# gateway's batch may commit and still be streamed
 WATCH_WINDOW = timedelta(seconds=30)
+WATCH_LAG = timedelta(seconds=10)
+WATCH_PAGE = 1000
 WATCH_POLL_SECONDS = 1.0
 NEVER = datetime(1, 1, 1, tzinfo=UTC)
 FOREVER = datetime(9999, 1, 1, tzinfo=UTC)
@@ -280,30 +283,35 @@ async def list_page(
 async def watch(
     pool: asyncpg.Pool, where: Match, start: datetime | None = None
 ) -> AsyncIterator[asyncpg.Record]:
-    """Entries as they are recorded from now on (and those already recorded at
-    or after `start`, within WATCH_WINDOW), each once, oldest first.
+    """Entries as they are recorded from now on (or from `start`, at most
+    WATCH_WINDOW back), each once, in request order.
 
-    Each look reads the last WATCH_WINDOW of request times and skips the ids
-    already sent: a batch may commit after one with later request times."""
+    Batches from several gateways commit out of request order, up to
+    WATCH_LAG late: each look reads from WATCH_LAG before the newest entry sent
+    and skips the ids already sent."""
+    now = datetime.now(UTC)
+    floor = now if start is None else max(start, now - WATCH_WINDOW)
+    newest = floor
     sent: dict[int, datetime] = {}
-    since = datetime.now(UTC) - WATCH_WINDOW
-    async with pool.acquire() as conn:
-        old = await conn.fetch(SELECT_RECENT, *_from(where, since).args())
-    for row in old:
-        if start is not None and row["request_time"] >= start:
-            yield row
-        sent[row["activity_id"]] = row["request_time"]
     while True:
-        await asyncio.sleep(WATCH_POLL_SECONDS)
-        since = datetime.now(UTC) - WATCH_WINDOW
-        async with pool.acquire() as conn:
-            rows = await conn.fetch(SELECT_RECENT, *_from(where, since).args())
-        for row in rows:
-            if row["activity_id"] not in sent:
-                sent[row["activity_id"]] = row["request_time"]
-                yield row
-        for key in [k for k, t in sent.items() if t < since]:
+        low = max(floor, newest - WATCH_LAG)
+        position: tuple[datetime, int] = (low, -1)
+        while True:  # one look, a page at a time
+            async with pool.acquire() as conn:
+                rows = await conn.fetch(
+                    SELECT_AFTER, *_from(where, low).args(), *position, WATCH_PAGE
+                )
+            for row in rows:
+                if row["activity_id"] not in sent:
+                    sent[row["activity_id"]] = row["request_time"]
+                    newest = max(newest, row["request_time"])
+                    yield row
+            if len(rows) < WATCH_PAGE:
+                break
+            position = (rows[-1]["request_time"], rows[-1]["activity_id"])
+        for key in [k for k, t in sent.items() if t < low]:
             del sent[key]
+        await asyncio.sleep(WATCH_POLL_SECONDS)
 
 
 def _from(where: Match, since: datetime) -> Match:

@@ -93,13 +93,13 @@ class Pending:
     detail: str
     latency_seconds: float
 
-    def to_proto(self) -> activity_pb2.RecordedRequest:
+    def to_proto(self, token_sha256: bytes) -> activity_pb2.RecordedRequest:
         when = Timestamp()
         when.FromNanoseconds(int(self.wall_time * 1e9))
         latency = Duration()
         latency.FromMicroseconds(int(self.latency_seconds * 1e6))
         return activity_pb2.RecordedRequest(
-            token_sha256=hashlib.sha256(self.token.encode()).digest(),
+            token_sha256=token_sha256,
             entry=activity_pb2.ActivityEntry(
                 request_time=when,
                 request_id=self.request_id,
@@ -126,6 +126,7 @@ class ActivityWriter:
         self._sending = asyncio.Lock()
         self._metadata: tuple[tuple[str, str], ...] | None = None
         self._warned = False
+        self._hashes: dict[str, bytes] = {}
         self._task = asyncio.create_task(self._run())
 
     def record(self, entry: Pending) -> None:
@@ -157,6 +158,15 @@ class ActivityWriter:
             self._full.clear()
             await self.flush()
 
+    def _sha256(self, token: str) -> bytes:
+        """A token's SHA-256, computed once per token while it is in use."""
+        digest = self._hashes.get(token)
+        if digest is None:
+            if len(self._hashes) >= 10_000:
+                self._hashes.clear()
+            digest = self._hashes[token] = hashlib.sha256(token.encode()).digest()
+        return digest
+
     def _credential(self) -> tuple[tuple[str, str], ...] | None:
         if self._metadata is None:
             secret = auth.read_credential(
@@ -173,7 +183,9 @@ class ActivityWriter:
             self._warn_once("no gateway credential: set WANDO_GATEWAY_TOKEN")
             return
         try:
-            request = activity_pb2.RecordActivityRequest(requests=[p.to_proto() for p in batch])
+            request = activity_pb2.RecordActivityRequest(
+                requests=[p.to_proto(self._sha256(p.token)) for p in batch]
+            )
             await self._stub.RecordActivity(
                 request, metadata=metadata, timeout=SEND_TIMEOUT_SECONDS
             )

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -360,3 +364,30 @@ async def test_the_writer_drops_rather_than_waits(
 )
 def test_clients_named_from_user_agent(user_agent: str, client: str) -> None:
     assert client_from_user_agent(user_agent) == client
+
+
+async def test_follow_lists_then_streams_each_request_once(
+    client: TestClient[Any, Any], core: CoreServer, scim: ScimHttp
+) -> None:
+    await scim.get("/Users")
+    await client.app[ACTIVITY].flush()
+    follow = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "wando"),
+        *("admin", "--json", "activity", "--org", "initech", "--follow"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **env_for(core)},
+    )
+    assert follow.stdout is not None
+    try:
+        listed = json.loads(await asyncio.wait_for(follow.stdout.readline(), timeout=60))
+        assert listed["route"] == "/Users"
+        await scim.get("/Groups")
+        await client.app[ACTIVITY].flush()
+        streamed = json.loads(await asyncio.wait_for(follow.stdout.readline(), timeout=60))
+        assert streamed["route"] == "/Groups" and streamed["id"] != listed["id"]
+    finally:
+        follow.send_signal(signal.SIGINT)
+        rest, err = await asyncio.wait_for(follow.communicate(), timeout=60)
+    assert follow.returncode == 0, err.decode()
+    assert rest == b""  # nothing twice
