@@ -32,10 +32,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=OUT, help=f"JSON results (default {OUT})")
     parser.add_argument(
         "--activity",
-        choices=("on", "off"),
+        choices=("on", "off", "both"),
         default="on",
-        help="the gateway records each SCIM request (WANDO_ACTIVITY; default on): run once "
-        "with each, --out to two files, to measure its cost",
+        help="the gateway records each SCIM request (WANDO_ACTIVITY; default on); both: "
+        "each SCIM workload also through a second gateway without it, right after, "
+        "and its cost in the same run",
     )
     args = parser.parse_args()
     return suite.main(
@@ -43,7 +44,7 @@ def main() -> int:
         args.only,
         args.quick,
         args.out,
-        args.activity == "on",
+        args.activity,
     )
 
 

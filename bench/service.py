@@ -40,7 +40,7 @@ class Service:
     def children(self) -> list[Child]:
         return [c for c in (self.core, self.gateway) if c is not None]
 
-    def _env(self) -> dict[str, str]:
+    def env(self) -> dict[str, str]:
         return {
             "WANDO_DATABASE_URL": self.dsn,
             "WANDO_DATA_DIR": str(self.work / "data"),
@@ -60,7 +60,7 @@ class Service:
         """Fresh core and gateway processes (their peak RSS starts anew),
         started side by side: the gateway connects to the core lazily."""
         self.starts += 1
-        env = self._env()
+        env = self.env()
         started = await asyncio.gather(
             start(
                 "core",

@@ -30,7 +30,7 @@ from bench.dataset import Dataset
 from bench.load import LoadClient
 from bench.processes import PYTHON, free_port
 from bench.run import Run
-from bench.service import SERVICE_TOKEN, Service
+from bench.service import SCIM_PREFIX, SERVICE_TOKEN, Service
 from bench.sizes import Sizes
 from bench.workloads import BASELINES, NAMES, THROUGHPUT, Workload
 from core import db, embedded
@@ -112,15 +112,67 @@ def _params(w: Workload, data: Dataset) -> dict[str, Any]:
     return by_job[w.job]
 
 
-async def run_throughput(run: Run, service: Service, data: Dataset) -> None:
-    for w in THROUGHPUT:
-        if not run.wants(w.name):
-            continue
-        target = (
-            {"grpc": service.grpc_address} if w.target == "core" else {"http": service.scim_base}
-        )
-        spec = run.throughput_spec(w.job, _params(w, data), **target)
-        await run.measure(w.name, w.title, spec, service.children)
+async def run_throughput(run: Run, service: Service, data: Dataset, compare: bool) -> None:
+    """Each workload; with `compare`, each SCIM one three times more, alternating
+    with a second gateway that records no activity (issue #18: its cost, in one run)."""
+    quiet = await _quiet_gateway(service) if compare else None
+    try:
+        for w in THROUGHPUT:
+            if not run.wants(w.name):
+                continue
+            target = (
+                {"grpc": service.grpc_address}
+                if w.target == "core"
+                else {"http": service.scim_base}
+            )
+            spec = run.throughput_spec(w.job, _params(w, data), **target)
+            await run.measure(w.name, w.title, spec, service.children)
+            if quiet is None or w.target == "core":
+                continue
+            # after the usual (first, coldest) pass: off, on, off, so that what
+            # drifts meanwhile (caches, the database growing) weighs on both sides
+            child, base = quiet
+            row = run.rows[-1]
+            rates = []
+            for n, (label, url, children) in enumerate(
+                (
+                    ("off", base, [service.core, child]),
+                    ("on", service.scim_base, service.children),
+                    ("off", base, [service.core, child]),
+                )
+            ):
+                measured = await run.measure(
+                    f"{w.name}-activity-{label}-{n}",
+                    f"{w.title} (activity {label})",
+                    run.throughput_spec(w.job, _params_again(w, data, f"{label}{n}"), http=url),
+                    [c for c in children if c is not None],
+                )
+                rates.append(measured["requests_per_second"])
+            if rates[0] + rates[2]:
+                row["activity_cost"] = round(1 - rates[1] / ((rates[0] + rates[2]) / 2), 3)
+    finally:
+        if quiet is not None:
+            await quiet[0].stop()
+
+
+def _params_again(w: Workload, data: Dataset, suffix: str) -> dict[str, Any]:
+    params = _params(w, data)
+    if "run" in params:  # users a pass creates must not collide with another's
+        params["run"] += f"-{suffix}"
+    return params
+
+
+async def _quiet_gateway(service: Service) -> tuple[processes.Child, str]:
+    port = free_port()
+    env = service.env() | {"WANDO_HTTP_LISTEN": f"127.0.0.1:{port}", "WANDO_ACTIVITY": "off"}
+    child = await processes.start(
+        "gateway-quiet",
+        [processes.WANDO, "gateway"],
+        log_dir=service.work,
+        env=env,
+        ready="gateway listening",
+    )
+    return child, f"http://127.0.0.1:{port}{SCIM_PREFIX}"
 
 
 # -- the run --------------------------------------------------------------------
@@ -136,7 +188,7 @@ async def run_service_workloads(run: Run, service: Service, pool: asyncpg.Pool) 
     if run.wants("import"):
         await run_imports(run, service, data)
         run.lap("imports")
-    await run_throughput(run, service, data)
+    await run_throughput(run, service, data, run.compare_activity)
     run.lap("throughput workloads")
     if run.wants("group-replace"):
         await run_group_replace(run, service, data, pool)
@@ -148,7 +200,7 @@ async def run_service_workloads(run: Run, service: Service, pool: asyncpg.Pool) 
 
 
 async def run_suite(
-    sizes: Sizes, only: list[str] | None, quick: bool, activity: bool = True
+    sizes: Sizes, only: list[str] | None, quick: bool, activity: str = "on"
 ) -> dict[str, Any]:
     selected = set(only or NAMES)
     started = time.monotonic()
@@ -157,11 +209,12 @@ async def run_suite(
         pg = await embedded.start(work / "pg")
         load = await LoadClient.start(work / "load.log")
         run = Run(sizes, selected, load, started)
+        run.compare_activity = activity == "both"
         run.lap("start PostgreSQL and the load process")
         try:
             await run_baselines(run, pg, work)
             run.lap("baselines")
-            service = Service(pg.dsn, work, activity=activity)
+            service = Service(pg.dsn, work, activity=activity != "off")
             try:
                 await service.start()
                 pool = await db.create_pool(pg.dsn, min_size=1, max_size=4)
@@ -190,9 +243,7 @@ async def run_suite(
     }
 
 
-def main(
-    sizes: Sizes, only: list[str] | None, quick: bool, out: Path, activity: bool = True
-) -> int:
+def main(sizes: Sizes, only: list[str] | None, quick: bool, out: Path, activity: str = "on") -> int:
     results = loop.run(run_suite(sizes, only, quick, activity))
     report.write(results, out)
     print(report.table(results))

@@ -139,11 +139,18 @@ class ActivityWriter:
             self._full.set()
 
     async def flush(self) -> None:
-        """Send everything kept so far (shutdown; tests)."""
+        """Send everything kept so far, and what arrives meanwhile (shutdown; tests)."""
+        while self._pending:
+            await self._send_kept()
+
+    async def _send_kept(self) -> None:
+        """Send the entries kept when called; those that arrive meanwhile wait for
+        the next tick, so that batches stay large under load (sending again at
+        once would send a round trip's worth each time)."""
         async with self._sending:
-            while self._pending:
-                batch, self._pending = self._pending[:BATCH_SIZE], self._pending[BATCH_SIZE:]
-                await self._send(batch)
+            kept, self._pending = self._pending, []
+            for start in range(0, len(kept), BATCH_SIZE):
+                await self._send(kept[start : start + BATCH_SIZE])
 
     async def close(self) -> None:
         self._task.cancel()
@@ -156,7 +163,7 @@ class ActivityWriter:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._full.wait(), BATCH_SECONDS)
             self._full.clear()
-            await self.flush()
+            await self._send_kept()
 
     def _sha256(self, token: str) -> bytes:
         """A token's SHA-256, computed once per token while it is in use."""
