@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -391,3 +392,44 @@ async def test_follow_lists_then_streams_each_request_once(
         rest, err = await asyncio.wait_for(follow.communicate(), timeout=60)
     assert follow.returncode == 0, err.decode()
     assert rest == b""  # nothing twice
+
+
+async def test_batches_stay_large_while_requests_keep_coming(
+    core: CoreServer, scim: ScimHttp, pool: asyncpg.Pool
+) -> None:
+    """Entries that arrive while a batch is on its way wait for the next tick
+    (or a full batch): under load, one call carries many entries, not a round
+    trip's worth."""
+    from core.instrumentation import RPC_COUNT
+
+    calls = RPC_COUNT.labels("/wando.provisioning.v1.ActivityService/RecordActivity", "OK")
+    settings = gateway_settings(f"127.0.0.1:{core.port}")
+    async with grpc.aio.insecure_channel(settings.core_address) as channel:
+        writer = ActivityWriter(channel, settings)
+        before = calls._value.get()
+        started = time.monotonic()
+        entries = 3000
+        for n in range(entries):
+            writer.record(
+                Pending(
+                    scim.token or "",
+                    time.time(),
+                    f"r{n}",
+                    "",
+                    "GET",
+                    "/Users",
+                    "",
+                    "",
+                    200,
+                    "",
+                    "",
+                    0.001,
+                )
+            )
+            if n % 10 == 0:
+                await asyncio.sleep(0.001)  # requests keep coming while batches are sent
+        await writer.close()
+        ticks = (time.monotonic() - started) / gateway_activity.BATCH_SECONDS
+    sent = calls._value.get() - before
+    assert sent <= entries / gateway_activity.BATCH_SIZE + ticks + 2, (sent, ticks)
+    assert await pool.fetchval("SELECT count(*) FROM activity") == entries
