@@ -433,3 +433,33 @@ async def test_batches_stay_large_while_requests_keep_coming(
     sent = calls._value.get() - before
     assert sent <= entries / gateway_activity.BATCH_SIZE + ticks + 2, (sent, ticks)
     assert await pool.fetchval("SELECT count(*) FROM activity") == entries
+
+
+async def test_requests_refused_before_the_core_are_the_organisations_too(
+    core: CoreServer, scim: ScimHttp, pool: asyncpg.Pool
+) -> None:
+    """413 and 429 answer before the core is asked; the entry still names the
+    organisation, through the token's hash."""
+    settings = gateway_settings(
+        f"127.0.0.1:{core.port}",
+        WANDO_MAX_BODY_BYTES="1024",
+        WANDO_RATE_LIMIT_BURST="1",
+        WANDO_RATE_LIMIT_PER_SECOND="0.01",
+    )
+    async with gateway(settings) as limited:
+        http = ScimHttp(limited, scim.token)
+        (await http.post("/Users", okta_user("x@initech.example", title="x" * 2000))).assert_error(
+            413
+        )
+        await http.get("/Users")
+        (await http.get("/Users")).assert_error(429)
+        await limited.app[ACTIVITY].flush()
+    rows = await pool.fetch(
+        "SELECT a.status, o.slug FROM activity a JOIN organizations o USING (org_id)"
+        " ORDER BY request_time"
+    )
+    assert [(r["status"], r["slug"]) for r in rows][-3:] == [
+        (413, "initech"),
+        (200, "initech"),
+        (429, "initech"),
+    ]
