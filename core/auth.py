@@ -15,6 +15,7 @@ import os
 import secrets
 from pathlib import Path
 
+from core.credentials import ADMIN_TOKEN_FILE, GATEWAY_TOKEN_FILE, SERVICE_TOKEN_FILE
 from core.errors import Unauthenticated
 from core.rpc import Ctx
 from core.tokens import Authenticator, Principal
@@ -23,9 +24,6 @@ log = logging.getLogger(__name__)
 
 # trailer naming the organisation a SCIM token authenticated as (internal)
 ORG_METADATA_KEY = "wando-org-id"
-ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name
-SERVICE_TOKEN_FILE = "service-token"  # noqa: S105 - a file name
-GATEWAY_TOKEN_FILE = "gateway-token"  # noqa: S105 - a file name
 SERVICE_PREFIX = "wando_svc_"
 GATEWAY_PREFIX = "wando_gw_"
 ADMIN_PREFIX = "wando_admin_"
@@ -71,19 +69,6 @@ def _load_or_create(configured: str | None, path: Path, prefix: str) -> str:
         handle.write(token + "\n")
     log.info("generated a credential in %s (mode 0600)", path)
     return token
-
-
-def read_credential(
-    configured: str | None, data_dir: Path, name: str = ADMIN_TOKEN_FILE
-) -> str | None:
-    """For clients: the configured credential, else the one in the data directory."""
-    if configured:
-        return configured
-    path = data_dir / name
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError:
-        return None
 
 
 class Guard:

@@ -32,7 +32,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter
 
-from core import auth
+from core import credentials
 from core.config import Settings
 from gateway.keys import (
     ACTIVITY,
@@ -176,8 +176,10 @@ class ActivityWriter:
 
     def _credential(self) -> tuple[tuple[str, str], ...] | None:
         if self._metadata is None:
-            secret = auth.read_credential(
-                self._settings.gateway_token, self._settings.data_dir, auth.GATEWAY_TOKEN_FILE
+            secret = credentials.read_credential(
+                self._settings.gateway_token,
+                self._settings.data_dir,
+                credentials.GATEWAY_TOKEN_FILE,
             )
             if secret:
                 self._metadata = (("authorization", f"Bearer {secret}"),)

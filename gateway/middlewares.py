@@ -97,14 +97,11 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
 @web.middleware
 async def record_activity(request: web.Request, handler: Handler) -> web.StreamResponse:
     writer = request.config_dict.get(ACTIVITY)
+    if writer is None:  # WANDO_ACTIVITY=off
+        return await handler(request)
     scheme, token = _split_authorization(request.headers.get("Authorization"))
-    if (
-        writer is None
-        or scheme != "bearer"
-        or not token
-        or getattr(request.match_info.handler, _PUBLIC, False)
-    ):
-        return await handler(request)  # no organisation's request, or nothing to record
+    if scheme != "bearer" or not token or getattr(request.match_info.handler, _PUBLIC, False):
+        return await handler(request)  # no organisation's request
     wall_time, started = time.time(), time.perf_counter()
     status = 500
     try:

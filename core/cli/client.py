@@ -21,7 +21,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from core import auth, config
+from core import config, credentials
 from wando.provisioning.v1 import admin_service_pb2_grpc, role_service_pb2_grpc
 
 TIMEOUT_SECONDS = 10.0
@@ -41,7 +41,7 @@ class Credential:
 
     def secret(self, settings: config.Settings) -> str:
         configured = settings.admin_token if self is ADMIN else settings.service_token
-        found = auth.read_credential(configured, settings.data_dir, self.file)
+        found = credentials.read_credential(configured, settings.data_dir, self.file)
         if not found:
             raise CliError(
                 f"no {self.name} credential: set {self.variable}, or run on the machine where "
@@ -50,8 +50,8 @@ class Credential:
         return found
 
 
-ADMIN = Credential("admin", "WANDO_ADMIN_TOKEN", auth.ADMIN_TOKEN_FILE)
-SERVICE = Credential("service", "WANDO_SERVICE_TOKEN", auth.SERVICE_TOKEN_FILE)
+ADMIN = Credential("admin", "WANDO_ADMIN_TOKEN", credentials.ADMIN_TOKEN_FILE)
+SERVICE = Credential("service", "WANDO_SERVICE_TOKEN", credentials.SERVICE_TOKEN_FILE)
 
 
 class Client:
