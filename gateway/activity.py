@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -62,17 +63,20 @@ DROPPED = Counter(
 SENT = Counter("wando_activity_sent_total", "Activity entries the gateway sent to the core")
 
 
+_CLIENTS = (
+    ("okta", re.compile(r"\bokta\b", re.IGNORECASE)),
+    ("entra", re.compile(r"\b(?:microsoft|azure|entra|aad)\b", re.IGNORECASE)),
+    ("auth0", re.compile(r"\bauth0\b", re.IGNORECASE)),
+)
+
+
 def client_from_user_agent(user_agent: str) -> str:
     """okta, entra, auth0 or other. Okta sends "Okta SCIM Client 1.0.0" or
     "OKTA SCIM Integration" (shared/reference/idp-scim-traffic.md §1); Entra's
     and Auth0's are unpublished, so any mention of their names counts."""
-    lowered = user_agent.lower()
-    if "okta" in lowered:
-        return "okta"
-    if any(name in lowered for name in ("microsoft", "azure", "entra", "aad")):
-        return "entra"
-    if "auth0" in lowered:
-        return "auth0"
+    for client, names in _CLIENTS:
+        if names.search(user_agent):
+            return client
     return "other"
 
 

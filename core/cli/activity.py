@@ -45,8 +45,10 @@ def since(text: str | None) -> Timestamp | None:
 
 
 def line(e: Any) -> str:
-    """`12:03:04 okta PATCH /Groups/{id} 7f3… 400 invalidValue "detail"`."""
-    when = e.request_time.ToDatetime(tzinfo=UTC).strftime("%H:%M:%S")
+    """`12:03:04 okta PATCH /Groups/{id} 7f3… 400 invalidValue "detail"` (UTC; the
+    month and day too before today)."""
+    at = e.request_time.ToDatetime(tzinfo=UTC)
+    when = at.strftime("%H:%M:%S" if at.date() == datetime.now(UTC).date() else "%m-%d %H:%M:%S")
     parts = [when, e.client, e.method, e.route or "(no route)"]
     if e.resource_id:
         parts.append(e.resource_id[:3] + "…" if len(e.resource_id) > 8 else e.resource_id)

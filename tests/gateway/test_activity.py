@@ -360,6 +360,7 @@ async def test_the_writer_drops_rather_than_waits(
         ("Azure AD SCIM client", "entra"),
         ("Auth0-Action/1.0", "auth0"),
         ("node-fetch/1.0", "other"),
+        ("Mozilla/5.0 (Saadiyat) Oktaeder", "other"),
         ("", "other"),
     ],
 )
