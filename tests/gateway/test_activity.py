@@ -464,3 +464,17 @@ async def test_requests_refused_before_the_core_are_the_organisations_too(
         (200, "initech"),
         (429, "initech"),
     ]
+
+
+async def test_a_wrong_base_url_shows_as_no_route(
+    client: TestClient[Any, Any], core: CoreServer, scim: ScimHttp
+) -> None:
+    """A customer who pasted a wrong base URL: the 404s are theirs to see."""
+    (await scim.get("/v2/Users")).assert_error(404)
+    lines = await shown(client, core, "--org", "initech")
+    assert len(lines) == 1
+    assert (
+        lines[0]
+        .split(" ", 1)[1]
+        .startswith('okta GET (no route) 404 "no SCIM endpoint at /api/auth/scim/v2/v2/Users"')
+    )
