@@ -153,14 +153,25 @@ class ActivityWriter:
         once would send a round trip's worth each time)."""
         async with self._sending:
             kept, self._pending = self._pending, []
-            for start in range(0, len(kept), BATCH_SIZE):
-                await self._send(kept[start : start + BATCH_SIZE])
+            start = 0
+            try:
+                for start in range(0, len(kept), BATCH_SIZE):
+                    await self._send(kept[start : start + BATCH_SIZE])
+            except asyncio.CancelledError:
+                self._pending[:0] = kept[start:]  # close() sends them
+                raise
 
     async def close(self) -> None:
+        """Stop ticking, then send what is kept, for at most SEND_TIMEOUT_SECONDS
+        (a shutdown does not wait on a core that does not answer)."""
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        await self.flush()
+        try:
+            await asyncio.wait_for(self.flush(), SEND_TIMEOUT_SECONDS)
+        except TimeoutError:
+            DROPPED.labels("send_failed").inc(len(self._pending))
+            self._pending = []
 
     async def _run(self) -> None:
         while True:
