@@ -43,7 +43,16 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 1000
 CLIENTS = ("okta", "entra", "auth0", "other")
 # what one entry may hold, whatever a gateway sends
-LIMITS = {"user_agent": 200, "filter": 1000, "detail": 1000, "route": 200, "resource_id": 200}
+LIMITS = {
+    "request_id": 128,
+    "user_agent": 200,
+    "method": 16,
+    "route": 200,
+    "resource_id": 200,
+    "filter": 1000,
+    "scim_type": 40,
+    "detail": 1000,
+}
 
 INSERT_BATCH = """
 INSERT INTO activity (org_id, request_time, token_id, request_id, client, user_agent, method,
@@ -146,8 +155,9 @@ WITHHELD = "[withheld]"
 
 
 def _clip(name: str, value: str) -> str:
-    """A field as stored: no credential-shaped text, at most LIMITS[name] long."""
-    value = _SECRET.sub(WITHHELD, value)
+    """A field as stored: no credential-shaped text, no NUL (PostgreSQL's text
+    refuses it, and with it the whole batch), at most LIMITS[name] long."""
+    value = _SECRET.sub(WITHHELD, value).replace("\x00", "\ufffd")
     if name == "filter" and "password" in value.lower():
         return WITHHELD  # a filter naming password may hold one
     limit = LIMITS[name]
@@ -164,15 +174,15 @@ async def record(conn: Conn, requests: Sequence[activity_pb2.RecordedRequest]) -
         row = (
             r.token_sha256,
             e.request_time.ToDatetime(tzinfo=UTC),
-            e.request_id[:128],
+            _clip("request_id", e.request_id),
             e.client if e.client in CLIENTS else "other",
             _clip("user_agent", e.user_agent),
-            e.method[:16],
+            _clip("method", e.method),
             _clip("route", e.route),
             _clip("resource_id", e.resource_id),
             _clip("filter", e.filter),
             max(0, min(e.status, 999)),
-            e.scim_type[:40],
+            _clip("scim_type", e.scim_type),
             _clip("detail", e.detail),
             max(0, min(e.latency.ToMicroseconds(), 2**31 - 1)),
         )

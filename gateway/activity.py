@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import re
@@ -98,6 +99,22 @@ class Pending:
     latency_seconds: float
 
     def to_proto(self, token_sha256: bytes) -> activity_pb2.RecordedRequest:
+        try:
+            return self._to_proto(token_sha256)
+        except (ValueError, UnicodeError):  # a lone surrogate, from a %-escape
+            return dataclasses.replace(
+                self,
+                request_id=_utf8(self.request_id),
+                user_agent=_utf8(self.user_agent),
+                method=_utf8(self.method),
+                route=_utf8(self.route),
+                resource_id=_utf8(self.resource_id),
+                filter=_utf8(self.filter),
+                scim_type=_utf8(self.scim_type),
+                detail=_utf8(self.detail),
+            )._to_proto(token_sha256)
+
+    def _to_proto(self, token_sha256: bytes) -> activity_pb2.RecordedRequest:
         when = Timestamp()
         when.FromNanoseconds(int(self.wall_time * 1e9))
         latency = Duration()
@@ -119,6 +136,10 @@ class Pending:
                 latency=latency,
             ),
         )
+
+
+def _utf8(text: str) -> str:
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 class ActivityWriter:

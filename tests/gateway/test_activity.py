@@ -478,3 +478,24 @@ async def test_a_wrong_base_url_shows_as_no_route(
         .split(" ", 1)[1]
         .startswith('okta GET (no route) 404 "no SCIM endpoint at /api/auth/scim/v2/v2/Users"')
     )
+
+
+async def test_hostile_text_in_one_request_loses_no_other_entry(
+    client: TestClient[Any, Any], core: CoreServer, scim: ScimHttp, pool: asyncpg.Pool
+) -> None:
+    """A NUL (which PostgreSQL text refuses) or a lone surrogate (which protobuf
+    refuses) in a filter or an id must not cost the batch it travels in."""
+    await scim.get("/Users")
+    await scim.get("/Users?filter=userName%20eq%20%22a%00b%22")
+    await scim.get("/Users?filter=userName%20eq%20%22%ED%A0%80%22")
+    await scim.get("/Users/a%00b")
+    await scim.get("/Groups")
+    await client.app[ACTIVITY].flush()
+    rows = await pool.fetch("SELECT route, filter FROM activity ORDER BY request_time")
+    assert [r["route"] for r in rows] == ["/Users", "/Users", "/Users", "/Users/{id}", "/Groups"]
+    assert all("\x00" not in r["filter"] for r in rows)
+
+
+def test_an_entry_with_a_lone_surrogate_is_still_sent() -> None:
+    pending = Pending("t", 0.0, "r", "", "GET", "/Users", "", 'id eq "\ud800"', 200, "", "", 0.0)
+    assert pending.to_proto(b"h" * 32).entry.filter == 'id eq "?"'
