@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from core import organizations, paging
 from core.auth import Guard
@@ -164,6 +165,15 @@ def _clip(name: str, value: str) -> str:
     return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
+def _when(stamp: Timestamp) -> datetime:
+    """A request's time; one outside the years 1 to 9999 (no gateway sends it)
+    is taken as now rather than failing the batch."""
+    try:
+        return stamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        return datetime.now(UTC)
+
+
 async def record(conn: Conn, requests: Sequence[activity_pb2.RecordedRequest]) -> int:
     """Store a batch; returns how many entries matched a token."""
     if len(requests) > MAX_BATCH:
@@ -173,7 +183,7 @@ async def record(conn: Conn, requests: Sequence[activity_pb2.RecordedRequest]) -
         e = r.entry
         row = (
             r.token_sha256,
-            e.request_time.ToDatetime(tzinfo=UTC),
+            _when(e.request_time),
             _clip("request_id", e.request_id),
             e.client if e.client in CLIENTS else "other",
             _clip("user_agent", e.user_agent),
