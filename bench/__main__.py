@@ -54,7 +54,17 @@ def main() -> int:
         help="charge every SCIM request to the organisation's fleet-wide rate limit, set "
         "too high to be reached (compare with a run without it for the limiter's cost)",
     )
+    parser.add_argument(
+        "--activity",
+        choices=("on", "off", "both"),
+        default="on",
+        help="the gateway records each SCIM request (WANDO_ACTIVITY; default on); both "
+        "(with --service split): each SCIM workload also through a second gateway "
+        "without it, right after, and its cost in the same run",
+    )
     args = parser.parse_args()
+    if args.activity == "both" and args.service != "split":
+        parser.error("--activity both compares one gateway with another: use --service split")
     missing = [m for m in ("scim2_server", "uvicorn") if importlib.util.find_spec(m) is None]
     if missing and suite.wants_peer(set(args.only or NAMES)):
         print(
@@ -65,7 +75,14 @@ def main() -> int:
         return 2
     chosen = sizes.choose(args.quick, args.seconds)
     return suite.main(
-        chosen, args.only, args.quick, args.out, args.service, args.workers, args.rate_limit
+        chosen,
+        args.only,
+        args.quick,
+        args.out,
+        args.service,
+        args.workers,
+        args.rate_limit,
+        args.activity,
     )
 
 

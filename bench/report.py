@@ -191,6 +191,11 @@ def _row_lines(row: dict[str, Any]) -> list[str]:
         lines.append(f"{'':4}peer: {row['peer_note']}")
     if "lookups_per_second" in row:
         lines.append(f"{'':4}{row['lookups_per_second']:,} role lookups/s (the ratio's figure)")
+    if "activity_cost" in row:
+        lines.append(
+            f"{'':4}activity costs {row['activity_cost']:.1%} of the req/s without it "
+            "(the next rows, off, on, off: on vs. the mean of off; target ≤ 5 %)"
+        )
     if "floor_ratio" in row:
         lines.append(f"{'':4}{row['floor_ratio']:.2f} of baseline {row['floor']}")
     if "first_page_ms" in row:
@@ -209,7 +214,8 @@ def table(results: dict[str, Any]) -> str:
     lines = [
         f"\nWando benchmark, {m['date']}, {m['machine']['cores']} cores "
         f"({m['machine']['cpu']}), {m['event_loop']} loop"
-        f"{', --quick' if m['quick'] else ''}, {m['wall_seconds']} s",
+        f"{', --quick' if m['quick'] else ''}, activity {m.get('activity', 'on')}, "
+        f"{m['wall_seconds']} s",
         f"service: {m['service']['command']}; peer: {m['peer'] or 'not run'}",
         m["rss"],
         m["cpu"],

@@ -24,6 +24,7 @@ SERVE = [WANDO, "serve"]
 
 ADMIN_TOKEN = "wando_admin_bench-credential"
 SERVICE_TOKEN = "wando_svc_bench-credential"
+GATEWAY_TOKEN = "wando_gw_bench-credential"
 ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 SCIM_PREFIX = "/api/auth/scim/v2"
 
@@ -57,6 +58,7 @@ class Service:
     # charge every SCIM request to the organisation's fleet-wide rate limit (one
     # upsert in PostgreSQL, core.ratelimit) at a limit never reached: its cost
     rate_limit: bool = False
+    activity: bool = True  # the gateway records each SCIM request (issue #18)
 
     @property
     def grpc_address(self) -> str:
@@ -75,7 +77,7 @@ class Service:
         """Where its CPU goes: its processes and PostgreSQL, as trees."""
         return [*(c.pid for c in self.processes), self.postmaster]
 
-    def _env(self) -> dict[str, str]:
+    def env(self) -> dict[str, str]:
         return {
             "WANDO_DATABASE_URL": self.dsn,
             "WANDO_DATA_DIR": str(self.work / "data"),
@@ -85,6 +87,8 @@ class Service:
             "WANDO_METRICS_LISTEN": "",
             "WANDO_ADMIN_TOKEN": ADMIN_TOKEN,
             "WANDO_SERVICE_TOKEN": SERVICE_TOKEN,
+            "WANDO_GATEWAY_TOKEN": GATEWAY_TOKEN,
+            "WANDO_ACTIVITY": "on" if self.activity else "off",
             # 0 disables the per-organisation limit
             "WANDO_RATE_LIMIT_PER_SECOND": "1000000" if self.rate_limit else "0",
             "WANDO_RATE_LIMIT_BURST": "1000000",
@@ -105,7 +109,7 @@ class Service:
         """Fresh processes (their peak RSS starts anew), started side by
         side: a split gateway connects to the core lazily."""
         self.starts += 1
-        env = self._env()
+        env = self.env()
         started = await asyncio.gather(
             *(
                 start(
@@ -138,7 +142,7 @@ class Service:
         """Another `wando core` on the same database (a second replica), on a
         port of its own; the caller stops it."""
         port = free_port()
-        env = {**self._env(), "WANDO_GRPC_LISTEN": f"127.0.0.1:{port}"}
+        env = {**self.env(), "WANDO_GRPC_LISTEN": f"127.0.0.1:{port}"}
         child = await start(
             "core-b", [WANDO, "core"], log_dir=self.work, env=env, ready="core gRPC listening"
         )

@@ -49,7 +49,7 @@ from bench.load import LoadClient
 from bench.peer_process import Peer
 from bench.processes import PYTHON, free_port
 from bench.run import Processes, Run
-from bench.service import SERVICE_TOKEN, Service
+from bench.service import SCIM_PREFIX, SERVICE_TOKEN, Service
 from bench.sizes import Sizes
 from bench.workloads import BASELINES, NAMES, PEER_COUNTED, THROUGHPUT, Workload
 from core import db, embedded
@@ -142,22 +142,88 @@ def _params(w: Workload, data: Dataset) -> dict[str, Any]:
 
 
 async def run_throughput(
-    run: Run, service: Service, data: Dataset, peer: Peer | None, peers: Dataset | None
+    run: Run,
+    service: Service,
+    data: Dataset,
+    peer: Peer | None,
+    peers: Dataset | None,
+    compare: bool = False,
 ) -> None:
-    """Each workload on ours, then (if it has one) at once on the peer."""
-    for w in THROUGHPUT:
-        if not run.wants(w.name):
-            continue
-        target = (
-            {"grpc": service.grpc_address, "core": True}
-            if w.target == "core"
-            else {"http": service.scim_base}
+    """Each workload on ours, then (if it has one) at once on the peer. With
+    `compare` (split service only), each SCIM one three times more, alternating
+    with a second gateway that records no activity (issue #18: its cost, in one
+    run)."""
+    quiet = await _quiet_gateway(service) if compare else None
+    try:
+        for w in THROUGHPUT:
+            if not run.wants(w.name):
+                continue
+            target = (
+                {"grpc": service.grpc_address, "core": True}
+                if w.target == "core"
+                else {"http": service.scim_base}
+            )
+            spec = run.throughput_spec(w.job, _params(w, data), **target)
+            await run.measure(w.name, w.title, spec, service)
+            if quiet is not None and w.target != "core":
+                await _activity_cost(run, service, data, w, quiet)
+            if w.peer and peer is not None and peers is not None:
+                spec = run.throughput_spec(w.job, _params(w, peers), http=peer.scim_base)
+                await run.measure(f"peer:{w.name}", w.title, spec, peer, "peer")
+    finally:
+        if quiet is not None:
+            await quiet[0].stop()
+
+
+async def _activity_cost(
+    run: Run,
+    service: Service,
+    data: Dataset,
+    w: Workload,
+    quiet: tuple[processes.Child, str],
+) -> None:
+    """After the usual (first, coldest) pass: off, on, off, so that what
+    drifts meanwhile (caches, the database growing) weighs on both sides."""
+    child, base = quiet
+    row = run.rows[-1]
+    core = [c for c in service.children if c.name == "core"]
+    rates = []
+    for n, (label, url, server) in enumerate(
+        (
+            ("off", base, Processes([*core, child], service.postmaster)),
+            ("on", service.scim_base, service),
+            ("off", base, Processes([*core, child], service.postmaster)),
         )
-        spec = run.throughput_spec(w.job, _params(w, data), **target)
-        await run.measure(w.name, w.title, spec, service)
-        if w.peer and peer is not None and peers is not None:
-            spec = run.throughput_spec(w.job, _params(w, peers), http=peer.scim_base)
-            await run.measure(f"peer:{w.name}", w.title, spec, peer, "peer")
+    ):
+        measured = await run.measure(
+            f"{w.name}-activity-{label}-{n}",
+            f"{w.title} (activity {label})",
+            run.throughput_spec(w.job, _params_again(w, data, f"{label}{n}"), http=url),
+            server,
+        )
+        rates.append(measured["requests_per_second"])
+    if rates[0] + rates[2]:
+        row["activity_cost"] = round(1 - rates[1] / ((rates[0] + rates[2]) / 2), 3)
+
+
+def _params_again(w: Workload, data: Dataset, suffix: str) -> dict[str, Any]:
+    params = _params(w, data)
+    if "run" in params:  # users a pass creates must not collide with another's
+        params["run"] += f"-{suffix}"
+    return params
+
+
+async def _quiet_gateway(service: Service) -> tuple[processes.Child, str]:
+    port = processes.free_port()
+    env = service.env() | {"WANDO_HTTP_LISTEN": f"127.0.0.1:{port}", "WANDO_ACTIVITY": "off"}
+    child = await processes.start(
+        "gateway-quiet",
+        [processes.WANDO, "gateway"],
+        log_dir=service.work,
+        env=env,
+        ready="gateway listening",
+    )
+    return child, f"http://127.0.0.1:{port}{SCIM_PREFIX}"
 
 
 # -- the run --------------------------------------------------------------------
@@ -196,7 +262,7 @@ async def run_service_workloads(
         if peer is not None and peers is not None:
             await peer_import(run, peer, peers)
         run.lap("imports")
-    await run_throughput(run, service, data, peer, peers)
+    await run_throughput(run, service, data, peer, peers, run.compare_activity)
     run.lap("throughput workloads")
     if run.wants("group-replace"):
         await run_group_replace(run, service, data, pool)
@@ -231,6 +297,7 @@ async def run_suite(
     logs: Path,
     serve_workers: int | None = None,
     rate_limit: bool = False,
+    activity: str = "on",
 ) -> dict[str, Any]:
     """Run the chosen workloads; every process's log is copied into `logs`."""
     selected = set(only or NAMES)
@@ -241,6 +308,7 @@ async def run_suite(
         postmaster = processes.postmaster_pid(work / "pg" / "postgres")
         load = await LoadClient.start(work / "load.log")
         run = Run(sizes, selected, load, started)
+        run.compare_activity = activity == "both"
         run.lap("start PostgreSQL and the load process")
         try:
             await run_baselines(run, pg, postmaster, work)
@@ -252,6 +320,7 @@ async def run_suite(
                 mode,
                 serve_workers=serve_workers,
                 rate_limit=rate_limit,
+                activity=activity != "off",
             )
             peer = Peer(work) if wants_peer(selected) else None
             try:
@@ -284,6 +353,7 @@ async def run_suite(
             ),
             "workers": serve_workers if mode == "serve" else None,
             "rate_limit": rate_limit,
+            "activity": activity,
         },
         "rows": run.rows,
         "checks": run.checks,
@@ -308,9 +378,12 @@ def main(
     mode: str,
     serve_workers: int | None = None,
     rate_limit: bool = False,
+    activity: str = "on",
 ) -> int:
     results = loop.run(
-        run_suite(sizes, only, quick, mode, out.parent / "logs", serve_workers, rate_limit)
+        run_suite(
+            sizes, only, quick, mode, out.parent / "logs", serve_workers, rate_limit, activity
+        )
     )
     report.write(results, out)
     print(report.table(results))

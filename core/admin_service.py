@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import asyncpg
 
-from core import audit, organizations, role_mappings, roles, tokens
+from core import activity, audit, organization_status, organizations, role_mappings, roles, tokens
 from core.auth import Guard
 from core.rpc import Ctx
 from wando.provisioning.v1 import admin_service_pb2 as pb
@@ -240,3 +241,43 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
                 for c in changes
             ]
         )
+
+    async def ListActivity(
+        self, request: pb.ListActivityRequest, context: Ctx
+    ) -> pb.ListActivityResponse:
+        self._guard.admin(context)
+        times: dict[str, datetime] = {}
+        if request.HasField("start_time"):
+            times["since"] = request.start_time.ToDatetime(tzinfo=UTC)
+        if request.HasField("end_time"):
+            times["before"] = request.end_time.ToDatetime(tzinfo=UTC)
+        async with self._pool.acquire() as conn:
+            where = await activity.resolve_match(
+                conn, request.organization, request.filter, **times
+            )
+            rows, next_token = await activity.list_page(
+                conn, where, request.page_size, request.page_token
+            )
+        return pb.ListActivityResponse(
+            entries=[activity.to_proto(r) for r in rows], next_page_token=next_token
+        )
+
+    async def WatchActivity(
+        self, request: pb.WatchActivityRequest, context: Ctx
+    ) -> AsyncIterator[pb.WatchActivityResponse]:
+        self._guard.admin(context)
+        async with self._pool.acquire() as conn:
+            where = await activity.resolve_match(conn, request.organization, request.filter)
+        start = (
+            request.start_time.ToDatetime(tzinfo=UTC) if request.HasField("start_time") else None
+        )
+        async for row in activity.watch(self._pool, where, start):
+            yield pb.WatchActivityResponse(entry=activity.to_proto(row))
+
+    async def GetOrganizationStatus(
+        self, request: pb.GetOrganizationStatusRequest, context: Ctx
+    ) -> pb.GetOrganizationStatusResponse:
+        self._guard.admin(context)
+        async with self._pool.acquire() as conn, conn.transaction(readonly=True):
+            org = await organizations.resolve(conn, request.organization)
+            return await organization_status.status(conn, org)

@@ -15,6 +15,7 @@ import os
 import secrets
 from pathlib import Path
 
+from core.credentials import ADMIN_TOKEN_FILE, GATEWAY_TOKEN_FILE, SERVICE_TOKEN_FILE
 from core.errors import Unauthenticated
 from core.ratelimit import RateLimits, requested_limit
 from core.rpc import Ctx
@@ -22,10 +23,9 @@ from core.tokens import Authenticator, Principal
 
 log = logging.getLogger(__name__)
 
-ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name
-SERVICE_TOKEN_FILE = "service-token"  # noqa: S105 - a file name
 CURSOR_SECRET_FILE = "cursor-secret"  # noqa: S105 - a file name
 SERVICE_PREFIX = "wando_svc_"
+GATEWAY_PREFIX = "wando_gw_"
 ADMIN_PREFIX = "wando_admin_"
 CURSOR_PREFIX = "wando_cursor_"
 
@@ -60,6 +60,12 @@ def load_cursor_secret(configured: str | None, data_dir: Path) -> str:
     return _load_or_create(configured, data_dir / CURSOR_SECRET_FILE, CURSOR_PREFIX)
 
 
+def load_gateway_token(configured: str | None, data_dir: Path) -> str:
+    """The credential the SCIM gateway records activity with (WANDO_GATEWAY_TOKEN
+    or <data dir>/gateway-token): it may call ActivityService, nothing else."""
+    return _load_or_create(configured, data_dir / GATEWAY_TOKEN_FILE, GATEWAY_PREFIX)
+
+
 def _load_or_create(configured: str | None, path: Path, prefix: str) -> str:
     if configured:
         return configured
@@ -74,19 +80,6 @@ def _load_or_create(configured: str | None, path: Path, prefix: str) -> str:
     return token
 
 
-def read_credential(
-    configured: str | None, data_dir: Path, name: str = ADMIN_TOKEN_FILE
-) -> str | None:
-    """For clients: the configured credential, else the one in the data directory."""
-    if configured:
-        return configured
-    path = data_dir / name
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError:
-        return None
-
-
 class Guard:
     """Checks the credential a method needs."""
 
@@ -96,9 +89,11 @@ class Guard:
         authenticator: Authenticator,
         service_token: str | None = None,
         rate_limits: RateLimits | None = None,
+        gateway_token: str | None = None,
     ) -> None:
         self._admin_token = admin_token.encode()
         self._service_token = service_token.encode() if service_token else None
+        self._gateway_token = gateway_token.encode() if gateway_token else None
         self._authenticator = authenticator
         self._rate_limits = rate_limits
 
@@ -116,6 +111,16 @@ class Guard:
             or not hmac.compare_digest(secret.encode(), self._service_token)
         ):
             raise Unauthenticated("this method needs the service credential")
+
+    def gateway(self, context: Ctx) -> None:
+        """ActivityService callers: the SCIM gateway, with the gateway credential."""
+        secret = bearer(context)
+        if (
+            secret is None
+            or self._gateway_token is None
+            or not hmac.compare_digest(secret.encode(), self._gateway_token)
+        ):
+            raise Unauthenticated("this method needs the gateway credential")
 
     async def scim(self, context: Ctx) -> Principal:
         secret = bearer(context)

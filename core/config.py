@@ -49,6 +49,7 @@ class Settings:
     scim_prefix: str
     admin_token: str | None
     service_token: str | None
+    gateway_token: str | None
     log_level: str
     log_format: str
     db_pool_min: int
@@ -77,11 +78,21 @@ class Settings:
     max_header_bytes: int
     max_headers: int
     workers: int
-    role_cache_max_entries: int = 100_000
-    role_cache_max_bytes: int = 128 * 1024 * 1024
-    watch_max_lag: int = 100_000
+    role_cache_max_entries: int
+    role_cache_max_bytes: int
+    watch_max_lag: int
 
-    SECRET_FIELDS = ("admin_token", "service_token", "database_url", "cursor_secret")
+    activity: bool
+    activity_retention_days: int
+    activity_max_per_org: int
+
+    SECRET_FIELDS = (
+        "admin_token",
+        "service_token",
+        "gateway_token",
+        "database_url",
+        "cursor_secret",
+    )
 
     def redacted(self) -> dict[str, str]:
         """The effective settings as strings, secrets replaced, for the start-up log."""
@@ -224,6 +235,7 @@ def load(env: Mapping[str, str] | None = None, **overrides: str | None) -> Setti
         scim_prefix=prefix,
         admin_token=source.get("WANDO_ADMIN_TOKEN") or None,
         service_token=source.get("WANDO_SERVICE_TOKEN") or None,
+        gateway_token=source.get("WANDO_GATEWAY_TOKEN") or None,
         log_level=_choice(source, "WANDO_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
         log_format=_choice(source, "WANDO_LOG_FORMAT", "text", ("text", "json")),
         db_pool_min=pool_min,
@@ -260,4 +272,9 @@ def load(env: Mapping[str, str] | None = None, **overrides: str | None) -> Setti
             source, "WANDO_ROLE_CACHE_MAX_BYTES", 128 * 1024 * 1024, 0, 64 * 1024**3
         ),
         watch_max_lag=_int(source, "WANDO_WATCH_MAX_LAG", 100_000, 1, 1_000_000_000),
+        activity=_choice(source, "WANDO_ACTIVITY", "on", ("on", "off")) == "on",
+        activity_retention_days=_int(source, "WANDO_ACTIVITY_RETENTION_DAYS", 14, 1, 3650),
+        activity_max_per_org=_int(
+            source, "WANDO_ACTIVITY_MAX_PER_ORG", 1_000_000, 1000, 1_000_000_000
+        ),
     )

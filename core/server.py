@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from core import db, embedded
+from core.activity import ActivityService, Pruner
 from core.admin_service import AdminService
 from core.auth import Guard
 from core.config import Settings
@@ -33,6 +34,8 @@ from core.tls import ServerCertificates
 from core.tokens import Authenticator
 from core.users import UserService
 from wando.provisioning.v1 import (
+    activity_pb2,
+    activity_pb2_grpc,
     admin_service_pb2,
     admin_service_pb2_grpc,
     group_service_pb2,
@@ -52,8 +55,17 @@ USER_SERVICE = user_service_pb2.DESCRIPTOR.services_by_name["UserService"]
 GROUP_SERVICE = group_service_pb2.DESCRIPTOR.services_by_name["GroupService"]
 ROLE_SERVICE = role_service_pb2.DESCRIPTOR.services_by_name["RoleService"]
 SEARCH_SERVICE = search_service_pb2.DESCRIPTOR.services_by_name["SearchService"]
+ACTIVITY_SERVICE = activity_pb2.DESCRIPTOR.services_by_name["ActivityService"]
 SERVICE_NAMES = tuple(
-    s.full_name for s in (ADMIN_SERVICE, USER_SERVICE, GROUP_SERVICE, ROLE_SERVICE, SEARCH_SERVICE)
+    s.full_name
+    for s in (
+        ADMIN_SERVICE,
+        USER_SERVICE,
+        GROUP_SERVICE,
+        ROLE_SERVICE,
+        SEARCH_SERVICE,
+        ACTIVITY_SERVICE,
+    )
 )
 
 
@@ -64,6 +76,7 @@ class CoreServer:
     port: int
     notifier: RoleNotifier
     roles: RoleService
+    pruner: Pruner
 
     async def stop(self, grace: float) -> None:
         """Stop accepting calls, let in-flight ones finish within `grace` seconds."""
@@ -71,7 +84,16 @@ class CoreServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace)
         await self.roles.cache.close()
+        await self.pruner.close()
         await self.notifier.close()
+
+
+@dataclass(frozen=True)
+class ActivitySettings:
+    """What the core keeps of the gateway's activity records."""
+
+    retention_days: int = 14
+    max_per_org: int = 1_000_000
 
 
 # A client's HTTP/2 connection is closed (GOAWAY, in-flight calls finish) after
@@ -91,6 +113,8 @@ async def start_server(
     tls: ServerCertificates | None = None,
     reuse_port: bool = False,
     role_options: RoleOptions | None = None,
+    gateway_token: str | None = None,
+    activity: ActivitySettings = ActivitySettings(),
 ) -> CoreServer:
     """Build the server, bind it to `listen` (HOST:PORT, port 0 picks one) and
     start it: over TLS with `tls`'s certificate files (re-read when they
@@ -110,7 +134,9 @@ async def start_server(
         ],
     )
     authenticator = Authenticator(pool)
-    guard = Guard(admin_token, authenticator, service_token, RateLimits(pool))
+    guard = Guard(
+        admin_token, authenticator, service_token, RateLimits(pool), gateway_token=gateway_token
+    )
     notifier = RoleNotifier(
         pool, poll_seconds=role_options.poll_seconds, ping_seconds=role_options.ping_seconds
     )
@@ -129,6 +155,9 @@ async def start_server(
     )
     role_service_pb2_grpc.add_RoleServiceServicer_to_server(
         instrument(role_service, ROLE_SERVICE), server
+    )
+    activity_pb2_grpc.add_ActivityServiceServicer_to_server(
+        instrument(ActivityService(pool, guard), ACTIVITY_SERVICE), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -149,7 +178,8 @@ async def start_server(
     await server.start()
     for name in (*SERVICE_NAMES, ""):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return CoreServer(server, health_servicer, port, notifier, role_service)
+    pruner = Pruner(pool, activity.retention_days, activity.max_per_org)
+    return CoreServer(server, health_servicer, port, notifier, role_service, pruner)
 
 
 @contextlib.asynccontextmanager

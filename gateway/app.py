@@ -20,6 +20,7 @@ from aiohttp import web
 
 from core.config import Settings
 from gateway import bulk, discovery, health, middlewares, search
+from gateway.activity import activity_writer
 from gateway.authlimit import AuthFailures
 from gateway.corechannel import CHANNEL_OPTIONS, open_core_channel
 from gateway.groups import Groups
@@ -93,6 +94,7 @@ def create_app(settings: Settings) -> web.Application:
     app[AUTH_FAILURES] = AuthFailures(settings.auth_failure_per_second, settings.auth_failure_burst)
     app.cleanup_ctx.append(core_channel)
     health.add_routes(app)
+    app.cleanup_ctx.append(activity_writer)  # torn down first: it still needs the channel
     app.add_subapp(settings.scim_prefix, create_scim_app())
     return app
 

@@ -9,6 +9,9 @@ from aiohttp import web
 from core.config import Settings
 
 if TYPE_CHECKING:
+    from scim2_models import SCIMException
+
+    from gateway.activity import ActivityWriter
     from gateway.authlimit import AuthFailures
     from gateway.corechannel import CoreChannel
     from gateway.health import Lifecycle
@@ -28,7 +31,13 @@ AUTH_FAILURES: web.AppKey[AuthFailures] = web.AppKey("auth_failures")
 
 # whether the process is draining (gateway.health)
 LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle")
+# sends each request's activity entry to the core (absent when WANDO_ACTIVITY=off)
+ACTIVITY: web.AppKey[ActivityWriter] = web.AppKey("activity")
 
 REQUEST_ID = web.RequestKey("request_id", str)
+# what the activity entry needs that only a handler or the error renderer knows
+FAILURE: web.RequestKey[SCIMException] = web.RequestKey("failure")
+RESOURCE_ID = web.RequestKey("resource_id", str)  # the id a POST created
+SEARCH_FILTER = web.RequestKey("search_filter", str)  # the filter of a POST …/.search
 # the caller's bearer token, forwarded to the core; never logged
 TOKEN = web.RequestKey("token", str)

@@ -2,6 +2,8 @@
 
 - request_context (root app): a request id (X-Request-Id if the caller sent a
   sane one) for the logs, the core call and the response; one access-log line.
+- record_activity (root app): for a request that presented a bearer token,
+  an activity entry (gateway.activity) once it is answered, errors included.
 - render_errors (root app): SCIM exceptions, failed core calls (through
   gateway.errors.TABLE), aiohttp's own 404/405/413 and anything unexpected
   become RFC 7644 §3.12 error responses; never a traceback.
@@ -30,9 +32,9 @@ from aiohttp.typedefs import Handler, Middleware
 from scim2_models import Error, NotFoundException, SCIMException, UnauthorizedException
 
 from core import logs
-from gateway import authlimit, errors, metrics
+from gateway import activity, authlimit, errors, metrics
 from gateway.body import too_large
-from gateway.keys import AUTH_FAILURES, REQUEST_ID, SETTINGS, TOKEN
+from gateway.keys import ACTIVITY, AUTH_FAILURES, FAILURE, REQUEST_ID, SETTINGS, TOKEN
 
 log = logging.getLogger("gateway")
 access_log = logging.getLogger("gateway.access")
@@ -96,20 +98,50 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
 
 
 @web.middleware
+async def record_activity(request: web.Request, handler: Handler) -> web.StreamResponse:
+    writer = request.config_dict.get(ACTIVITY)
+    if writer is None:  # WANDO_ACTIVITY=off
+        return await handler(request)
+    scheme, token = _split_authorization(request.headers.get("Authorization"))
+    if scheme != "bearer" or not token or getattr(request.match_info.handler, _PUBLIC, False):
+        return await handler(request)  # no organisation's request
+    wall_time, started = time.time(), time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except asyncio.CancelledError:
+        status = 499  # the client went away
+        raise
+    finally:
+        try:
+            prefix = request.config_dict[SETTINGS].scim_prefix
+            writer.record(activity.entry(request, token, wall_time, started, status, prefix))
+        except Exception:  # a request never fails because of its activity entry
+            log.exception("activity entry not kept")
+
+
+@web.middleware
 async def render_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except SCIMException as exc:
-        return errors.error_response(exc)
+        return _failed(request, exc)
     except grpc.aio.AioRpcError as exc:
-        return errors.error_response(_from_core(request, exc))
+        return _failed(request, _from_core(request, exc))
     except web.HTTPException as exc:
-        return errors.error_response(_from_http(request, exc))
+        return _failed(request, _from_http(request, exc))
     except asyncio.CancelledError:
         raise
     except Exception:
         log.exception("unexpected error")
-        return errors.error_response(errors.internal_error(request[REQUEST_ID]))
+        return _failed(request, errors.internal_error(request[REQUEST_ID]))
+
+
+def _failed(request: web.Request, exc: SCIMException) -> web.Response:
+    request[FAILURE] = exc  # for the activity entry
+    return errors.error_response(exc)
 
 
 def _from_core(request: web.Request, exc: grpc.aio.AioRpcError) -> SCIMException:
@@ -213,5 +245,5 @@ def _unauthorized(reason: str) -> UnauthorizedException:
     )
 
 
-ROOT: list[Middleware] = [request_context, render_errors]
+ROOT: list[Middleware] = [request_context, record_activity, render_errors]
 SCIM: list[Middleware] = [limit_body, authenticate]

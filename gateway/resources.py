@@ -19,7 +19,16 @@ import grpc
 from aiohttp import web
 
 from gateway import body, mapping, metrics
-from gateway.keys import AUTH_FAILURES, CALL_METADATA, CORE, REQUEST_ID, SETTINGS, TOKEN
+from gateway.keys import (
+    AUTH_FAILURES,
+    CALL_METADATA,
+    CORE,
+    REQUEST_ID,
+    RESOURCE_ID,
+    SEARCH_FILTER,
+    SETTINGS,
+    TOKEN,
+)
 from gateway.query import (
     ListQuery,
     Projection,
@@ -134,12 +143,17 @@ class ResourceEndpoints:
 
     async def search(self, request: web.Request) -> web.Response:
         search = await self._body(request)
+        if isinstance(search.get("filter"), str):
+            request[SEARCH_FILTER] = str(search["filter"])
         return await self._list(request, list_query_from_search_request(search))
 
     async def create(self, request: web.Request) -> web.Response:
-        return await self.create_from(
+        response = await self.create_from(
             request, await self._body(request), projection_from_params(request.query)
         )
+        # the new resource's id, for its activity entry (gateway.activity)
+        request[RESOURCE_ID] = response.headers["Location"].rsplit("/", 1)[-1]
+        return response
 
     async def get(self, request: web.Request) -> web.Response:
         projection = projection_from_params(request.query)

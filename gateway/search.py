@@ -16,7 +16,7 @@ from aiohttp import web
 from gateway import mapping
 from gateway.corechannel import CoreChannel
 from gateway.groups import GROUP_URN, Groups
-from gateway.keys import SEARCH
+from gateway.keys import SEARCH, SEARCH_FILTER
 from gateway.query import list_query_from_search_request
 from gateway.resources import Call, ResourceEndpoints, core_call, request_body
 from gateway.responses import scim_response
@@ -53,7 +53,10 @@ class SearchCalls:
 
 
 async def search(request: web.Request) -> web.Response:
-    query = list_query_from_search_request(await request_body(request))
+    body = await request_body(request)
+    if isinstance(body.get("filter"), str):
+        request[SEARCH_FILTER] = str(body["filter"])  # for its activity entry
+    query = list_query_from_search_request(body)
     results, total, start_index = await request.config_dict[SEARCH].search(
         mapping.list_query_to_proto(query),
         core_call(request),

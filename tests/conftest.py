@@ -18,7 +18,13 @@ import trustme
 from core import db
 from core.server import CoreServer, start_server
 from tests.scim_client import Scim
-from tests.support import ADMIN_TOKEN, SERVICE_TOKEN, new_org_with_token, with_database
+from tests.support import (
+    ADMIN_TOKEN,
+    GATEWAY_TOKEN,
+    SERVICE_TOKEN,
+    new_org_with_token,
+    with_database,
+)
 from tests.tls_support import Leaf, Pki, tls_server
 from wando.provisioning.v1 import admin_service_pb2_grpc, role_service_pb2_grpc
 
@@ -89,7 +95,7 @@ async def pool(database_dsn: str) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture
 async def core(pool: asyncpg.Pool) -> AsyncIterator[CoreServer]:
-    server = await start_server(pool, ADMIN_TOKEN, "127.0.0.1:0", SERVICE_TOKEN)
+    server = await start_server(pool, ADMIN_TOKEN, "127.0.0.1:0", SERVICE_TOKEN, GATEWAY_TOKEN)
     yield server
     await server.stop(0)
 

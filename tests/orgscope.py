@@ -56,6 +56,7 @@ TABLES: dict[str, str] = {
     "role_counters": DISTRIBUTED,
     "resource_counts": DISTRIBUTED,
     "rate_limits": DISTRIBUTED,
+    "activity": DISTRIBUTED,
     # views over distributed tables, colocated: a statement pins them as a table
     "user_grants": DISTRIBUTED,
     "effective_roles": DISTRIBUTED,

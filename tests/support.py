@@ -20,6 +20,8 @@ ADMIN_TOKEN = "wando_admin_test-credential-for-the-suite"
 ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 SERVICE_TOKEN = "wando_svc_test-credential-for-the-suite"
 SERVICE = (("authorization", f"Bearer {SERVICE_TOKEN}"),)
+GATEWAY_TOKEN = "wando_gw_test-credential-for-the-suite"
+GATEWAY = (("authorization", f"Bearer {GATEWAY_TOKEN}"),)
 
 # each gets the stderr (the logs) of every `wando` subprocess; tests/drills/logscan.py
 # checks it for secrets

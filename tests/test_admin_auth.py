@@ -26,15 +26,17 @@ async def test_every_admin_method_refuses_missing_wrong_and_scim_credentials(
 ) -> None:
     stub = admin_service_pb2_grpc.AdminServiceStub(channel)
     _, scim_secret = await new_org_with_token(stub, "acme")
-    request_class = getattr(admin_service_pb2, SERVICE.methods_by_name[method].input_type.name)
+    descriptor = SERVICE.methods_by_name[method]
+    request_class = getattr(admin_service_pb2, descriptor.input_type.name)
     for metadata in (
         (),
         bearer("wrong"),
         bearer(scim_secret),
         (("authorization", ADMIN[0][1].replace("Bearer ", "Basic ")),),
     ):
+        call = getattr(stub, method)(request_class(), metadata=metadata)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await getattr(stub, method)(request_class(), metadata=metadata)
+            await (call.read() if descriptor.server_streaming else call)
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED, metadata
 
 

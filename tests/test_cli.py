@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
+import sys
+from pathlib import Path
 
 from core.server import CoreServer
 from tests.scim_client import Scim, okta_user
@@ -143,3 +148,57 @@ async def test_wando_core_may_name_several_cores(core: CoreServer) -> None:
         code, out, err = await run_wando("admin", "--json", "org", "list", env=env)
         assert code == 0, err
         assert json.loads(out) == []
+
+
+async def test_org_show_roles_default_unmap_and_watch(core: CoreServer, acme: Scim) -> None:
+    env = env_for(core) | {"WANDO_SERVICE_TOKEN": SERVICE_TOKEN}
+    code, out, err = await run_wando("admin", "org", "show", "acme", env=env)
+    assert code == 0, err
+    assert out.startswith("acme\t")
+    await acme.create_user(okta_user("alice@example.com") | {"roles": [{"value": "wando-boss"}]})
+
+    watch = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "wando"),
+        *("admin", "--json", "roles", "watch", "--org", "acme"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **env},
+    )
+    try:
+        code, out, err = await run_wando(
+            "admin", "roles", "default", "--org", "acme", "--role", "boss", env=env
+        )
+        assert (code, out.strip()) == (0, "default role boss (1 users' role changed)"), err
+        code, out, err = await run_wando(
+            "admin",
+            "roles",
+            "map",
+            "--org",
+            "acme",
+            "--value",
+            "wando-boss",
+            "--role",
+            "admin",
+            env=env,
+        )
+        assert code == 0, err
+        code, out, err = await run_wando(
+            "admin", "roles", "unmap", "--org", "acme", "--value", "wando-boss", env=env
+        )
+        assert (code, out.strip()) == (0, "unmapped (1 users' role changed)"), err
+        assert watch.stdout is not None
+        seen = []
+        for _ in range(4):  # created as member → boss → admin → boss
+            line = await asyncio.wait_for(watch.stdout.readline(), timeout=60)
+            seen.append(json.loads(line))
+        assert [(c.get("old_role"), c["new_role"]) for c in seen] == [
+            (None, "ROLE_MEMBER"),
+            ("ROLE_MEMBER", "ROLE_BOSS"),
+            ("ROLE_BOSS", "ROLE_ADMIN"),
+            ("ROLE_ADMIN", "ROLE_BOSS"),
+        ]
+    finally:
+        watch.send_signal(signal.SIGINT)  # Ctrl-C ends it quietly
+        _, err_bytes = await asyncio.wait_for(watch.communicate(), timeout=60)
+    assert watch.returncode == 0, err_bytes.decode()
+    assert err_bytes == b""

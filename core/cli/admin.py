@@ -3,33 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import json
 import re
-import sys
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import grpc
-from google.protobuf import json_format
-from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from core import auth, channels, config, tls
+from core.cli import activity, roles
+from core.cli.client import Client, CliError, Result, command
+from core.cli.client import as_dict as _dict
 from wando.provisioning.v1 import admin_service_pb2 as pb
-from wando.provisioning.v1 import admin_service_pb2_grpc
-
-TIMEOUT_SECONDS = 10.0
-
-
-class CliError(Exception):
-    """A one-line failure for the person at the terminal."""
 
 
 def add_commands(commands: Any) -> None:
     admin = commands.add_parser("admin", help="administer organisations and SCIM tokens")
     admin.add_argument("--core", help="core address HOST:PORT (env WANDO_CORE)")
-    admin.add_argument("--data-dir", help="where to find the admin credential (env WANDO_DATA_DIR)")
+    admin.add_argument("--data-dir", help="where to find the credentials (env WANDO_DATA_DIR)")
     admin.add_argument("--json", action="store_true", help="print JSON for scripts")
     groups = admin.add_subparsers(dest="group", required=True, metavar="TOPIC")
 
@@ -39,11 +28,16 @@ def add_commands(commands: Any) -> None:
     create = org.add_parser("create", help="create an organisation")
     create.add_argument("slug")
     create.add_argument("--name", default="", help="display name (default: the slug)")
-    create.set_defaults(handler=_run(org_create))
+    create.set_defaults(handler=command(org_create))
     show = org.add_parser("show", help="show one organisation")
     show.add_argument("org", help="id or slug")
-    show.set_defaults(handler=_run(org_show))
-    org.add_parser("list", help="list organisations").set_defaults(handler=_run(org_list))
+    show.set_defaults(handler=command(org_show))
+    org.add_parser("list", help="list organisations").set_defaults(handler=command(org_list))
+    status = org.add_parser(
+        "status", help="an organisation's connection at a glance, and the next step"
+    )
+    status.add_argument("org", help="id or slug")
+    status.set_defaults(handler=command(org_status))
 
     token = groups.add_parser("token", help="SCIM bearer tokens").add_subparsers(
         required=True, metavar="ACTION"
@@ -52,118 +46,110 @@ def add_commands(commands: Any) -> None:
     issue.add_argument("--org", required=True, help="organisation id or slug")
     issue.add_argument("--description", default="", help='e.g. "Okta production"')
     issue.add_argument("--expires-in", help="lifetime such as 90d, 12h or 30m (default: none)")
-    issue.set_defaults(handler=_run(token_issue))
+    issue.set_defaults(handler=command(token_issue))
     listing = token.add_parser("list", help="list an organisation's tokens")
     listing.add_argument("--org", required=True, help="organisation id or slug")
     listing.add_argument("--all", action="store_true", help="include revoked tokens")
-    listing.set_defaults(handler=_run(token_list))
+    listing.set_defaults(handler=command(token_list))
     revoke = token.add_parser("revoke", help="revoke a token at once")
     revoke.add_argument("--org", required=True, help="organisation id or slug")
     revoke.add_argument("token_id")
-    revoke.set_defaults(handler=_run(token_revoke))
+    revoke.set_defaults(handler=command(token_revoke))
 
     events = groups.add_parser("audit", help="list an organisation's audit events, newest first")
     events.add_argument("--org", required=True, help="organisation id or slug")
     events.add_argument("--type", default="", help="only this resource type (User, Group, ...)")
     events.add_argument("--resource", default="", help="only this resource id")
     events.add_argument("--limit", type=int, default=50, help="how many events (default 50)")
-    events.set_defaults(handler=_run(audit_list))
-
-    from core.cli import roles  # roles' commands build on this module's Admin
+    events.set_defaults(handler=command(audit_list))
 
     roles.add_commands(groups)
-
-
-class Admin:
-    """A connected AdminService stub that sends the admin credential."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.settings = config.load(data_dir=args.data_dir, core=args.core)
-        credential = auth.read_credential(self.settings.admin_token, self.settings.data_dir)
-        if not credential:
-            raise CliError(
-                "no admin credential: set WANDO_ADMIN_TOKEN, or run on the machine where "
-                f"`wando serve` created {self.settings.data_dir / auth.ADMIN_TOKEN_FILE}"
-            )
-        self.metadata = (("authorization", f"Bearer {credential}"),)
-        # WANDO_CORE in any of the forms the gateway takes (one address, a list, dns:///)
-        try:
-            self.channel = channels.sync_channel(
-                self.settings.core_address, channels.client_tls(self.settings)
-            )
-        except tls.TLSFilesError as exc:
-            raise CliError(f"WANDO_CORE_TLS_*: {exc}") from None
-        self.stub = admin_service_pb2_grpc.AdminServiceStub(self.channel)  # type: ignore[no-untyped-call]
-
-    def call(self, method: str, request: Message) -> Any:
-        try:
-            return getattr(self.stub, method)(
-                request, metadata=self.metadata, timeout=TIMEOUT_SECONDS
-            )
-        except grpc.RpcError as exc:
-            raise CliError(explain(exc, self.settings.core_address)) from None
-
-
-def explain(exc: grpc.RpcError, address: str) -> str:
-    code = exc.code()
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        # gRPC's details tell a refused connection from a failed TLS handshake
-        details = " ".join(str(exc.details()).split())
-        return (
-            f"cannot reach the core at {address} ({code.name}: {details}): "
-            "is `wando serve` running, and do WANDO_CORE_TLS_* match its TLS?"
-        )
-    if code == grpc.StatusCode.UNAUTHENTICATED:
-        return "the core refused the admin credential (check WANDO_ADMIN_TOKEN)"
-    return f"{code.name}: {exc.details()}"
-
-
-def _run(action: Callable[[Admin, argparse.Namespace], Any]) -> Callable[[argparse.Namespace], int]:
-    def handler(args: argparse.Namespace) -> int:
-        try:
-            admin = Admin(args)
-            try:
-                result = action(admin, args)
-            finally:
-                admin.channel.close()
-        except CliError as exc:
-            print(f"wando: {exc}", file=sys.stderr)
-            return 1
-        if args.json:
-            print(json.dumps(result["json"], indent=2))
-        else:
-            print(result["text"])
-        return 0
-
-    return handler
-
-
-def _dict(message: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    activity.add_commands(groups)
 
 
 def _org_text(org: Any) -> str:
     return f"{org.slug}\t{org.id}\t{org.display_name}\tcreated {org.create_time.ToJsonString()}"
 
 
-def org_create(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
+def org_create(client: Client, args: argparse.Namespace) -> Result:
     request = pb.CreateOrganizationRequest(slug=args.slug, display_name=args.name)
-    org = admin.call("CreateOrganization", request).organization
+    org = client.call(client.admin.CreateOrganization, request).organization
     return {"json": _dict(org), "text": f"created organisation {org.slug} (id {org.id})"}
 
 
-def org_show(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
-    org = admin.call(
-        "GetOrganization", pb.GetOrganizationRequest(organization=args.org)
+def org_show(client: Client, args: argparse.Namespace) -> Result:
+    org = client.call(
+        client.admin.GetOrganization, pb.GetOrganizationRequest(organization=args.org)
     ).organization
     return {"json": _dict(org), "text": _org_text(org)}
 
 
-def org_list(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
+def _day(ts: Any) -> str:
+    return str(ts.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M UTC"))
+
+
+def _token_status(t: Any) -> list[str]:
+    token = t.token
+    state = "revoked" if token.HasField("revoke_time") else "live"
+    used = _day(token.last_used_time) if token.HasField("last_used_time") else "never"
+    first = (
+        f"  {token.id} {token.display_prefix} {state} {token.description!r}: "
+        f"created {_day(token.create_time)}, last used {used}"
+        + (f", client {t.client}" if t.client else "")
+    )
+    rate = f" ({t.errors_24h / t.requests_24h:.0%})" if t.requests_24h else ""
+    second = (
+        f"    last 24 h: {t.requests_24h} requests, {t.errors_24h} failed{rate}, "
+        f"{t.unauthorized_24h} refused with 401"
+    )
+    lines = [first, second]
+    if t.HasField("last_error"):
+        day = t.last_error.request_time.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d")
+        lines.append(f"    last error: {day} {activity.line(t.last_error)}")
+    return lines
+
+
+def org_status(client: Client, args: argparse.Namespace) -> Result:
+    s = client.call(
+        client.admin.GetOrganizationStatus, pb.GetOrganizationStatusRequest(organization=args.org)
+    )
+    o = s.organization
+    lines = [f"{o.slug} ({o.display_name}, id {o.id})", "", "Tokens"]
+    for t in s.tokens:
+        lines.extend(_token_status(t))
+    if not s.tokens:
+        lines.append("  none issued")
+    lines += [
+        "",
+        "Pushed",
+        f"  users: {s.active_users} active, {s.inactive_users} inactive; groups: {s.groups}",
+        "",
+        "Roles",
+    ]
+    names = roles.NAMES
+    mapped = ", ".join(f"{m.display_name} → {names[m.role]}" for m in s.group_mappings)
+    lines.append(f"  mapped groups: {mapped or 'none'}")
+    if s.role_values:
+        values = ", ".join(
+            f"{v.value!r} → {names[v.role] if v.role else 'not mapped'} ({v.users} users)"
+            for v in s.role_values
+        )
+        lines.append(f"  role values: {values}")
+    if s.unmapped_groups:
+        groups = ", ".join(f"{g.display_name} ({g.members})" for g in s.unmapped_groups)
+        lines.append(f"  groups with members, not mapped: {groups}")
+    lines.append(f"  default role {names[s.default_role]}: {s.default_role_users} active users")
+    lines += ["", "Next steps"]
+    lines += [f"  - {step}" for step in s.next_steps] or ["  none: the connection looks complete"]
+    return {"json": _dict(s), "text": "\n".join(lines)}
+
+
+def org_list(client: Client, args: argparse.Namespace) -> Result:
     orgs, token = [], ""
     while True:
-        page = admin.call(
-            "ListOrganizations", pb.ListOrganizationsRequest(page_size=1000, page_token=token)
+        page = client.call(
+            client.admin.ListOrganizations,
+            pb.ListOrganizationsRequest(page_size=1000, page_token=token),
         )
         orgs.extend(page.organizations)
         token = page.next_page_token
@@ -188,15 +174,15 @@ def _expiry(text: str | None) -> Timestamp | None:
     return ts
 
 
-def token_issue(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
+def token_issue(client: Client, args: argparse.Namespace) -> Result:
     request = pb.IssueScimTokenRequest(
         organization=args.org, description=args.description, expire_time=_expiry(args.expires_in)
     )
-    response = admin.call("IssueScimToken", request)
-    org = admin.call(
-        "GetOrganization", pb.GetOrganizationRequest(organization=args.org)
+    response = client.call(client.admin.IssueScimToken, request)
+    org = client.call(
+        client.admin.GetOrganization, pb.GetOrganizationRequest(organization=args.org)
     ).organization
-    base_url = admin.settings.scim_base_url
+    base_url = client.settings.scim_base_url
     expiry = (
         response.token.expire_time.ToJsonString()
         if response.token.HasField("expire_time")
@@ -239,22 +225,24 @@ def _token_text(token: Any) -> str:
     return f"{token.id}\t{token.display_prefix}\t{state}\t{used}\t{token.description}"
 
 
-def token_list(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
-    tokens = admin.call(
-        "ListScimTokens", pb.ListScimTokensRequest(organization=args.org, show_revoked=args.all)
+def token_list(client: Client, args: argparse.Namespace) -> Result:
+    tokens = client.call(
+        client.admin.ListScimTokens,
+        pb.ListScimTokensRequest(organization=args.org, show_revoked=args.all),
     ).tokens
     text = "\n".join(_token_text(t) for t in tokens) or "no tokens"
     return {"json": [_dict(t) for t in tokens], "text": text}
 
 
-def token_revoke(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
-    token = admin.call(
-        "RevokeScimToken", pb.RevokeScimTokenRequest(organization=args.org, token_id=args.token_id)
+def token_revoke(client: Client, args: argparse.Namespace) -> Result:
+    token = client.call(
+        client.admin.RevokeScimToken,
+        pb.RevokeScimTokenRequest(organization=args.org, token_id=args.token_id),
     ).token
     return {"json": _dict(token), "text": f"revoked token {token.id} ({token.display_prefix})"}
 
 
-def audit_list(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
+def audit_list(client: Client, args: argparse.Namespace) -> Result:
     found: list[Any] = []
     token = ""
     while len(found) < args.limit:
@@ -265,7 +253,7 @@ def audit_list(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
             page_size=min(args.limit - len(found), 1000),
             page_token=token,
         )
-        page = admin.call("ListAuditEvents", request)
+        page = client.call(client.admin.ListAuditEvents, request)
         found.extend(page.events)
         token = page.next_page_token
         if not token:

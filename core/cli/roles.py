@@ -4,16 +4,14 @@ credential), and effective roles (RoleService, service credential)."""
 from __future__ import annotations
 
 import argparse
-import json
+from collections.abc import Iterator
 from typing import Any
 
-import grpc
-
-from core import auth
-from core.cli.admin import Admin, CliError, _dict, _run, explain
+from core.cli.client import SERVICE, Client, CliError, Result, command, streaming
+from core.cli.client import as_dict as _dict
 from wando.provisioning.v1 import admin_service_pb2 as pb
 from wando.provisioning.v1 import role_service_pb2 as rpb
-from wando.provisioning.v1 import role_service_pb2_grpc, roles_pb2
+from wando.provisioning.v1 import roles_pb2
 
 ROLES = {
     "admin": roles_pb2.ROLE_ADMIN,
@@ -50,54 +48,55 @@ def add_commands(topics: Any) -> None:
     cmd = org_command("map", "map a group, or a value of the SCIM roles attribute, to a role")
     what(cmd)
     cmd.add_argument("--role", required=True, choices=sorted(ROLES))
-    cmd.set_defaults(handler=_run(roles_map))
+    cmd.set_defaults(handler=command(roles_map))
     cmd = org_command("unmap", "remove a group's or a role value's mapping")
     what(cmd)
-    cmd.set_defaults(handler=_run(roles_unmap))
+    cmd.set_defaults(handler=command(roles_unmap))
     org_command(
         "list", "list group and role value mappings, role values users carry, the default role"
-    ).set_defaults(handler=_run(roles_list))
+    ).set_defaults(handler=command(roles_list))
     cmd = org_command("default", "set the role of active users in no mapped group")
     cmd.add_argument("--role", required=True, choices=sorted(ROLES))
-    cmd.set_defaults(handler=_run(roles_default))
+    cmd.set_defaults(handler=command(roles_default))
     cmd = org_command("preview", "dry run: whose role would a mapping change change")
     what(cmd)
     cmd.add_argument("--role", required=True, choices=[*sorted(ROLES), "none"])
-    cmd.set_defaults(handler=_run(roles_preview))
+    cmd.set_defaults(handler=command(roles_preview))
     cmd = org_command("show", "a user's effective role and why")
     cmd.add_argument("--user", required=True, help="userName, email, id or externalId")
-    cmd.set_defaults(handler=_run(roles_show))
+    cmd.set_defaults(handler=command(roles_show, SERVICE))
     cmd = org_command("watch", "print every effective-role change as it happens")
     cmd.add_argument("--after", type=int, default=0, help="start after this sequence number")
-    cmd.set_defaults(handler=roles_watch)
+    cmd.set_defaults(handler=streaming(roles_watch, SERVICE))
 
 
-def roles_map(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
+def roles_map(client: Client, args: argparse.Namespace) -> Result:
     role = ROLES[args.role]
     if args.value is not None:
         by_value = pb.SetRoleValueMappingRequest(organization=args.org, value=args.value, role=role)
-        response = admin.call("SetRoleValueMapping", by_value)
+        response = client.call(client.admin.SetRoleValueMapping, by_value)
         text = (
             f"role value {args.value!r} → {args.role} (carried by {response.mapping.users} users;"
             f" {response.changed_users} users' role changed)"
         )
         return {"json": _dict(response), "text": text}
     request = pb.SetGroupRoleRequest(organization=args.org, group=args.group, role=role)
-    response = admin.call("SetGroupRole", request)
+    response = client.call(client.admin.SetGroupRole, request)
     m = response.mapping
     text = f"{m.display_name} → {args.role} ({response.changed_users} users' role changed)"
     return {"json": _dict(response), "text": text}
 
 
-def roles_unmap(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
+def roles_unmap(client: Client, args: argparse.Namespace) -> Result:
     if args.value is not None:
-        response = admin.call(
-            "ClearRoleValueMapping",
+        response = client.call(
+            client.admin.ClearRoleValueMapping,
             pb.ClearRoleValueMappingRequest(organization=args.org, value=args.value),
         )
     else:
-        response = admin.call(
-            "ClearGroupRole", pb.ClearGroupRoleRequest(organization=args.org, group=args.group)
+        response = client.call(
+            client.admin.ClearGroupRole,
+            pb.ClearGroupRoleRequest(organization=args.org, group=args.group),
         )
     return {
         "json": _dict(response),
@@ -105,8 +104,10 @@ def roles_unmap(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def roles_list(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
-    response = admin.call("ListGroupRoles", pb.ListGroupRolesRequest(organization=args.org))
+def roles_list(client: Client, args: argparse.Namespace) -> Result:
+    response = client.call(
+        client.admin.ListGroupRoles, pb.ListGroupRolesRequest(organization=args.org)
+    )
     lines = [f"group {m.display_name}\t{NAMES[m.role]}\t{m.group_id}" for m in response.mappings]
     lines += [
         f"role value {v.value!r}\t{NAMES[v.role] if v.role else 'not mapped'}\t{v.users} users"
@@ -116,16 +117,16 @@ def roles_list(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
     return {"json": _dict(response), "text": "\n".join(lines)}
 
 
-def roles_default(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
+def roles_default(client: Client, args: argparse.Namespace) -> Result:
     request = pb.SetDefaultRoleRequest(organization=args.org, role=ROLES[args.role])
-    response = admin.call("SetDefaultRole", request)
+    response = client.call(client.admin.SetDefaultRole, request)
     return {
         "json": _dict(response),
         "text": f"default role {args.role} ({response.changed_users} users' role changed)",
     }
 
 
-def roles_preview(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
+def roles_preview(client: Client, args: argparse.Namespace) -> Result:
     role = ROLES.get(args.role, roles_pb2.ROLE_UNSPECIFIED)
     proposed = (
         pb.ProposedMapping(role_value=args.value, role=role)
@@ -133,19 +134,9 @@ def roles_preview(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
         else pb.ProposedMapping(group=args.group, role=role)
     )
     request = pb.PreviewRoleChangesRequest(organization=args.org, mappings=[proposed])
-    response = admin.call("PreviewRoleChanges", request)
+    response = client.call(client.admin.PreviewRoleChanges, request)
     lines = [f"{c.user_name}\t{NAMES[c.old_role]} → {NAMES[c.new_role]}" for c in response.changes]
     return {"json": _dict(response), "text": "\n".join(lines) or "no user's role would change"}
-
-
-def _role_stub(admin: Admin) -> tuple[Any, tuple[tuple[str, str]]]:
-    credential = auth.read_credential(
-        admin.settings.service_token, admin.settings.data_dir, auth.SERVICE_TOKEN_FILE
-    )
-    if not credential:
-        raise CliError("no service credential: set WANDO_SERVICE_TOKEN")
-    stub = role_service_pb2_grpc.RoleServiceStub(admin.channel)  # type: ignore[no-untyped-call]
-    return stub, (("authorization", f"Bearer {credential}"),)
 
 
 def _selectors(user: str) -> list[rpb.UserSelector]:
@@ -158,17 +149,13 @@ def _selectors(user: str) -> list[rpb.UserSelector]:
     ]
 
 
-def roles_show(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
-    stub, metadata = _role_stub(admin)
+def roles_show(client: Client, args: argparse.Namespace) -> Result:
     request = rpb.BatchGetEffectiveRolesRequest(
         organization=args.org,
         users=_selectors(args.user),
         consistency=rpb.Consistency(fully_consistent=True),  # staff read what they just did
     )
-    try:
-        response = stub.BatchGetEffectiveRoles(request, metadata=metadata, timeout=10)
-    except grpc.RpcError as exc:
-        raise CliError(explain(exc, admin.settings.core_address)) from None
+    response = client.call(client.roles.BatchGetEffectiveRoles, request)
     found = next((e.role for e in response.entries if e.found), None)
     if found is None:
         raise CliError(f"no user {args.user!r} in {args.org}")
@@ -181,26 +168,14 @@ def roles_show(admin: Admin, args: argparse.Namespace) -> dict[str, Any]:
     return {"json": _dict(found), "text": text}
 
 
-def roles_watch(args: argparse.Namespace) -> int:
-    admin = Admin(args)
-    stub, metadata = _role_stub(admin)
+def roles_watch(client: Client, args: argparse.Namespace) -> Iterator[Result]:
     request = rpb.WatchRoleChangesRequest(organization=args.org, after_sequence=args.after)
-    try:
-        for response in stub.WatchRoleChanges(request, metadata=metadata):
-            if not response.HasField("change"):
-                continue  # an idle checkpoint
-            c = response.change
-            if args.json:
-                print(json.dumps(_dict(c)), flush=True)
-            else:
-                print(
-                    f"{c.sequence}\t{c.change_time.ToJsonString()}\t{c.user_id}\t"
-                    f"{NAMES[c.old_role]} → {NAMES[c.new_role]}\t{c.cause}",
-                    flush=True,
-                )
-    except grpc.RpcError as exc:
-        print(f"wando: {explain(exc, admin.settings.core_address)}")
-        return 1
-    except KeyboardInterrupt:
-        return 0
-    return 0
+    for response in client.stream(client.roles.WatchRoleChanges, request):
+        if not response.HasField("change"):
+            continue  # an idle checkpoint
+        c = response.change
+        text = (
+            f"{c.sequence}\t{c.change_time.ToJsonString()}\t{c.user_id}\t"
+            f"{NAMES[c.old_role]} → {NAMES[c.new_role]}\t{c.cause}"
+        )
+        yield {"json": _dict(c), "text": text}

@@ -24,7 +24,7 @@ from core.cursors import Cursors
 from core.db import SchemaTooNewError
 from core.metrics import serve_metrics, watch_pool
 from core.role_service import RoleOptions
-from core.server import database, start_server, stop_signals
+from core.server import ActivitySettings, database, start_server, stop_signals
 from gateway.app import serving
 
 log = logging.getLogger("wando")
@@ -129,6 +129,7 @@ async def run_core(settings: config.Settings, *, supervised: bool = False) -> No
         certificates = tls.server_certificates(settings)  # or refuses plaintext on the network
         admin_token = auth.load_admin_token(settings.admin_token, settings.data_dir)
         service_token = auth.load_service_token(settings.service_token, settings.data_dir)
+        gateway_token = auth.load_gateway_token(settings.gateway_token, settings.data_dir)
         cursors = Cursors(
             auth.load_cursor_secret(settings.cursor_secret, settings.data_dir),
             settings.cursor_timeout_seconds,
@@ -149,6 +150,10 @@ async def run_core(settings: config.Settings, *, supervised: bool = False) -> No
                         cache_max_entries=settings.role_cache_max_entries,
                         cache_max_bytes=settings.role_cache_max_bytes,
                         watch_max_lag=settings.watch_max_lag,
+                    ),
+                    gateway_token=gateway_token,
+                    activity=ActivitySettings(
+                        settings.activity_retention_days, settings.activity_max_per_org
                     ),
                 )
                 pool_watch = asyncio.create_task(watch_pool(pool))

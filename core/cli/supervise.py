@@ -31,7 +31,7 @@ The supervisor:
 - on SIGTERM or SIGINT, stops the gateways (they drain their requests, which
   still need the cores), then the cores, then PostgreSQL;
 - serves the workers' metrics, added up, on WANDO_METRICS_LISTEN.
-The admin and service credentials and the cursor key are created in the data
+The admin, service and gateway credentials and the cursor key are created in the data
 directory before any worker starts, so every worker reads the same ones. With
 WANDO_GRPC_TLS_* the cores serve TLS, and the gateways reach them over TLS
 (WANDO_CORE_TLS_*, checked here before anything starts).
@@ -262,6 +262,7 @@ async def run(settings: config.Settings) -> int:
             auth.load_admin_token(settings.admin_token, settings.data_dir)
             auth.load_service_token(settings.service_token, settings.data_dir)
             auth.load_cursor_secret(settings.cursor_secret, settings.data_dir)
+            auth.load_gateway_token(settings.gateway_token, settings.data_dir)
             metrics_dir = Path(tempfile.mkdtemp(prefix="wando-metrics-"))
             held.callback(shutil.rmtree, metrics_dir, True)
             pg = None

@@ -18,6 +18,8 @@ end, listing the offending lines, if one holds:
 So that DEBUG and INFO lines are seen too, the project's loggers (core,
 gateway, wando) are set to DEBUG for the session. Registered from
 tests/conftest.py; tests/drills/test_secrets.py proves it catches what it should.
+`scan_text` also reads the activity table (issue #18):
+tests/gateway/test_activity.py::test_no_secret_or_password_is_kept.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from tests import support
 PASSWORDS = ("1mz050nq", "S3cret-Placeholder", "Other-Placeholder", "Third-Placeholder", "hunter22")
 PATTERNS = {
     "SCIM token": re.compile(r"wando_scim_[0-9A-Za-z]{20,}"),
-    "admin/service credential": re.compile(r"wando_(?:admin|svc)_[A-Za-z0-9_-]{20,}"),
+    "admin/service/gateway credential": re.compile(r"wando_(?:admin|svc|gw)_[A-Za-z0-9_-]{20,}"),
     "Authorization header": re.compile(
         r"""(?i)authorization["']?\s*[:=,]\s*["']?\s*(?:bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"""
     ),
@@ -62,6 +64,7 @@ def literal_secrets() -> dict[str, str]:
     """Exact strings that must never appear, by what they are."""
     found = {support.ADMIN_TOKEN: "the test ADMIN credential"}
     found[support.SERVICE_TOKEN] = "the test SERVICE credential"
+    found[support.GATEWAY_TOKEN] = "the test GATEWAY credential"
     for password in PASSWORDS:
         found[password] = "a test password"
     return found

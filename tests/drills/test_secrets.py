@@ -362,7 +362,7 @@ def test_the_log_scan_catches_secrets_in_messages_fields_and_tracebacks() -> Non
             "Bearer token",
             "a test password",
             "the test ADMIN credential",
-            "admin/service credential",
+            "admin/service/gateway credential",
             "private key",
         }
     ), caught

@@ -16,6 +16,7 @@ from multidict import CIMultiDictProxy
 from core import config
 from gateway.app import create_app
 from gateway.protocol import ScimAppRunner
+from tests.support import GATEWAY_TOKEN
 
 PREFIX = "/api/auth/scim/v2"
 PUBLIC_BASE_URL = "https://scim.example.test"
@@ -42,6 +43,7 @@ def gateway_settings(core_address: str, **env: str) -> config.Settings:
             "WANDO_CORE": core_address,
             "WANDO_PUBLIC_BASE_URL": PUBLIC_BASE_URL,
             "WANDO_DATA_DIR": "/nonexistent-wando-test",
+            "WANDO_GATEWAY_TOKEN": GATEWAY_TOKEN,
             **env,
         }
     )

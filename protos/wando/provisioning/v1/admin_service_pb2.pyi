@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from wando.provisioning.v1 import activity_pb2 as _activity_pb2
 from wando.provisioning.v1 import audit_pb2 as _audit_pb2
 from wando.provisioning.v1 import organization_pb2 as _organization_pb2
 from wando.provisioning.v1 import roles_pb2 as _roles_pb2
@@ -922,3 +923,353 @@ class ClearRoleValueMappingResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ClearRoleValueMappingResponse: _TypeAlias = ClearRoleValueMappingResponse  # noqa: Y015
+
+@_typing.final
+class ActivityFilter(_message.Message):
+    """Which entries of an organisation's activity to read."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERRORS_ONLY_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    CLIENT_FIELD_NUMBER: _builtins.int
+    errors_only: _builtins.bool
+    """Only failed requests (status 400 and above)."""
+    status: _builtins.int
+    """Only this HTTP status; 0 for any."""
+    user: _builtins.str
+    """Only requests about this user: a resource id, or a userName (matched in
+    the request's resource, filter and error detail).
+    """
+    client: _builtins.str
+    """Only this client ("okta", "entra", "auth0", "other"); empty for any."""
+    def __init__(
+        self,
+        *,
+        errors_only: _builtins.bool = ...,
+        status: _builtins.int = ...,
+        user: _builtins.str = ...,
+        client: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client", b"client", "errors_only", b"errors_only", "status", b"status", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ActivityFilter: _TypeAlias = ActivityFilter  # noqa: Y015
+
+@_typing.final
+class ListActivityRequest(_message.Message):
+    """Request of ListActivity."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    organization: _builtins.str
+    """The organisation's id or slug."""
+    page_size: _builtins.int
+    """Maximum number of entries to return (default 100, at most 1000)."""
+    page_token: _builtins.str
+    """The next_page_token of a previous response, to continue from there."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Only requests at or after this time."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Only requests before this time."""
+
+    @_builtins.property
+    def filter(self) -> Global___ActivityFilter:
+        """Which entries."""
+
+    def __init__(
+        self,
+        *,
+        organization: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        filter: Global___ActivityFilter | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "filter", b"filter", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "filter", b"filter", "organization", b"organization", "page_size", b"page_size", "page_token", b"page_token", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListActivityRequest: _TypeAlias = ListActivityRequest  # noqa: Y015
+
+@_typing.final
+class ListActivityResponse(_message.Message):
+    """Response of ListActivity."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next (older) page; empty on the last page."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[_activity_pb2.ActivityEntry]:
+        """Entries, newest first."""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[_activity_pb2.ActivityEntry] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListActivityResponse: _TypeAlias = ListActivityResponse  # noqa: Y015
+
+@_typing.final
+class WatchActivityRequest(_message.Message):
+    """Request of WatchActivity."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    organization: _builtins.str
+    """The organisation's id or slug."""
+    @_builtins.property
+    def filter(self) -> Global___ActivityFilter:
+        """Which entries."""
+
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Also stream entries already recorded whose request_time is at or after
+        this (at most 30 seconds back); unset: only entries recorded from now on.
+        """
+
+    def __init__(
+        self,
+        *,
+        organization: _builtins.str = ...,
+        filter: Global___ActivityFilter | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "organization", b"organization", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchActivityRequest: _TypeAlias = WatchActivityRequest  # noqa: Y015
+
+@_typing.final
+class WatchActivityResponse(_message.Message):
+    """Response of WatchActivity: one entry as it is recorded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entry(self) -> _activity_pb2.ActivityEntry:
+        """The entry."""
+
+    def __init__(
+        self,
+        *,
+        entry: _activity_pb2.ActivityEntry | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchActivityResponse: _TypeAlias = WatchActivityResponse  # noqa: Y015
+
+@_typing.final
+class GetOrganizationStatusRequest(_message.Message):
+    """Request of GetOrganizationStatus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_FIELD_NUMBER: _builtins.int
+    organization: _builtins.str
+    """The organisation's id or slug."""
+    def __init__(
+        self,
+        *,
+        organization: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["organization", b"organization"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetOrganizationStatusRequest: _TypeAlias = GetOrganizationStatusRequest  # noqa: Y015
+
+@_typing.final
+class TokenStatus(_message.Message):
+    """One token's use, from the organisation's activity."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    CLIENT_FIELD_NUMBER: _builtins.int
+    REQUESTS_24H_FIELD_NUMBER: _builtins.int
+    ERRORS_24H_FIELD_NUMBER: _builtins.int
+    UNAUTHORIZED_24H_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    client: _builtins.str
+    """The client of its latest request ("okta", "entra", "auth0", "other");
+    empty if it made none that is still kept.
+    """
+    requests_24h: _builtins.int
+    """Requests in the last 24 hours."""
+    errors_24h: _builtins.int
+    """Of those, how many failed (status 400 and above)."""
+    unauthorized_24h: _builtins.int
+    """Of those, how many were refused with 401."""
+    @_builtins.property
+    def token(self) -> _organization_pb2.ScimToken:
+        """The token (metadata only)."""
+
+    @_builtins.property
+    def last_error(self) -> _activity_pb2.ActivityEntry:
+        """Its latest failed request still kept, if any."""
+
+    def __init__(
+        self,
+        *,
+        token: _organization_pb2.ScimToken | None = ...,
+        client: _builtins.str = ...,
+        requests_24h: _builtins.int = ...,
+        errors_24h: _builtins.int = ...,
+        unauthorized_24h: _builtins.int = ...,
+        last_error: _activity_pb2.ActivityEntry | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_error", b"last_error", "token", b"token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client", b"client", "errors_24h", b"errors_24h", "last_error", b"last_error", "requests_24h", b"requests_24h", "token", b"token", "unauthorized_24h", b"unauthorized_24h"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenStatus: _TypeAlias = TokenStatus  # noqa: Y015
+
+@_typing.final
+class UnmappedGroup(_message.Message):
+    """A pushed group with members that no mapping names."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_ID_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    group_id: _builtins.str
+    """The group's id."""
+    display_name: _builtins.str
+    """The group's displayName."""
+    members: _builtins.int
+    """How many members it has."""
+    def __init__(
+        self,
+        *,
+        group_id: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        members: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "group_id", b"group_id", "members", b"members"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnmappedGroup: _TypeAlias = UnmappedGroup  # noqa: Y015
+
+@_typing.final
+class GetOrganizationStatusResponse(_message.Message):
+    """Response of GetOrganizationStatus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    ACTIVE_USERS_FIELD_NUMBER: _builtins.int
+    INACTIVE_USERS_FIELD_NUMBER: _builtins.int
+    GROUPS_FIELD_NUMBER: _builtins.int
+    GROUP_MAPPINGS_FIELD_NUMBER: _builtins.int
+    ROLE_VALUES_FIELD_NUMBER: _builtins.int
+    UNMAPPED_GROUPS_FIELD_NUMBER: _builtins.int
+    DEFAULT_ROLE_FIELD_NUMBER: _builtins.int
+    DEFAULT_ROLE_USERS_FIELD_NUMBER: _builtins.int
+    NEXT_STEPS_FIELD_NUMBER: _builtins.int
+    active_users: _builtins.int
+    """Active users."""
+    inactive_users: _builtins.int
+    """Deactivated users."""
+    groups: _builtins.int
+    """Groups pushed."""
+    default_role: _roles_pb2.Role.ValueType
+    """The organisation's default role."""
+    default_role_users: _builtins.int
+    """Active users whose role is the default (in no mapped group, carrying no
+    mapped value).
+    """
+    @_builtins.property
+    def organization(self) -> _organization_pb2.Organization:
+        """The organisation."""
+
+    @_builtins.property
+    def tokens(self) -> _containers.RepeatedCompositeFieldContainer[Global___TokenStatus]:
+        """Its tokens, revoked ones included, newest first."""
+
+    @_builtins.property
+    def group_mappings(self) -> _containers.RepeatedCompositeFieldContainer[_roles_pb2.GroupRoleMapping]:
+        """Group mappings in force."""
+
+    @_builtins.property
+    def role_values(self) -> _containers.RepeatedCompositeFieldContainer[_roles_pb2.RoleValueMapping]:
+        """Role values mapped or carried by users."""
+
+    @_builtins.property
+    def unmapped_groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnmappedGroup]:
+        """Groups with members that no mapping names, largest first (at most 20)."""
+
+    @_builtins.property
+    def next_steps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What to do next, for people, most pressing first; empty when nothing is
+        missing.
+        """
+
+    def __init__(
+        self,
+        *,
+        organization: _organization_pb2.Organization | None = ...,
+        tokens: _abc.Iterable[Global___TokenStatus] | None = ...,
+        active_users: _builtins.int = ...,
+        inactive_users: _builtins.int = ...,
+        groups: _builtins.int = ...,
+        group_mappings: _abc.Iterable[_roles_pb2.GroupRoleMapping] | None = ...,
+        role_values: _abc.Iterable[_roles_pb2.RoleValueMapping] | None = ...,
+        unmapped_groups: _abc.Iterable[Global___UnmappedGroup] | None = ...,
+        default_role: _roles_pb2.Role.ValueType = ...,
+        default_role_users: _builtins.int = ...,
+        next_steps: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["organization", b"organization"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_users", b"active_users", "default_role", b"default_role", "default_role_users", b"default_role_users", "group_mappings", b"group_mappings", "groups", b"groups", "inactive_users", b"inactive_users", "next_steps", b"next_steps", "organization", b"organization", "role_values", b"role_values", "tokens", b"tokens", "unmapped_groups", b"unmapped_groups"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetOrganizationStatusResponse: _TypeAlias = GetOrganizationStatusResponse  # noqa: Y015

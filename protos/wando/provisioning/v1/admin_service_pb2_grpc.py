@@ -112,6 +112,21 @@ class AdminServiceStub:
                 request_serializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ClearRoleValueMappingRequest.SerializeToString,
                 response_deserializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ClearRoleValueMappingResponse.FromString,
                 _registered_method=True)
+        self.ListActivity = channel.unary_unary(
+                '/wando.provisioning.v1.AdminService/ListActivity',
+                request_serializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ListActivityRequest.SerializeToString,
+                response_deserializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ListActivityResponse.FromString,
+                _registered_method=True)
+        self.WatchActivity = channel.unary_stream(
+                '/wando.provisioning.v1.AdminService/WatchActivity',
+                request_serializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.WatchActivityRequest.SerializeToString,
+                response_deserializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.WatchActivityResponse.FromString,
+                _registered_method=True)
+        self.GetOrganizationStatus = channel.unary_unary(
+                '/wando.provisioning.v1.AdminService/GetOrganizationStatus',
+                request_serializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.GetOrganizationStatusRequest.SerializeToString,
+                response_deserializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.GetOrganizationStatusResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -232,6 +247,29 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListActivity(self, request, context):
+        """Lists the SCIM requests an organisation's tokens made, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchActivity(self, request, context):
+        """Streams an organisation's SCIM requests as they are recorded, until the
+        caller cancels.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOrganizationStatus(self, request, context):
+        """An organisation's connection at a glance, for onboarding: its tokens and
+        their use, what was pushed, what is mapped, and the next step.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -309,6 +347,21 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ClearRoleValueMapping,
                     request_deserializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ClearRoleValueMappingRequest.FromString,
                     response_serializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ClearRoleValueMappingResponse.SerializeToString,
+            ),
+            'ListActivity': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListActivity,
+                    request_deserializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ListActivityRequest.FromString,
+                    response_serializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ListActivityResponse.SerializeToString,
+            ),
+            'WatchActivity': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchActivity,
+                    request_deserializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.WatchActivityRequest.FromString,
+                    response_serializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.WatchActivityResponse.SerializeToString,
+            ),
+            'GetOrganizationStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOrganizationStatus,
+                    request_deserializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.GetOrganizationStatusRequest.FromString,
+                    response_serializer=wando_dot_provisioning_dot_v1_dot_admin__service__pb2.GetOrganizationStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -719,6 +772,87 @@ class AdminService:
             '/wando.provisioning.v1.AdminService/ClearRoleValueMapping',
             wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ClearRoleValueMappingRequest.SerializeToString,
             wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ClearRoleValueMappingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListActivity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wando.provisioning.v1.AdminService/ListActivity',
+            wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ListActivityRequest.SerializeToString,
+            wando_dot_provisioning_dot_v1_dot_admin__service__pb2.ListActivityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchActivity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/wando.provisioning.v1.AdminService/WatchActivity',
+            wando_dot_provisioning_dot_v1_dot_admin__service__pb2.WatchActivityRequest.SerializeToString,
+            wando_dot_provisioning_dot_v1_dot_admin__service__pb2.WatchActivityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOrganizationStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wando.provisioning.v1.AdminService/GetOrganizationStatus',
+            wando_dot_provisioning_dot_v1_dot_admin__service__pb2.GetOrganizationStatusRequest.SerializeToString,
+            wando_dot_provisioning_dot_v1_dot_admin__service__pb2.GetOrganizationStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -80,6 +80,16 @@ class AdminServiceStub:
     """
     ClearRoleValueMapping: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ClearRoleValueMappingRequest, _admin_service_pb2.ClearRoleValueMappingResponse]
     """Remove a role value's mapping."""
+    ListActivity: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListActivityRequest, _admin_service_pb2.ListActivityResponse]
+    """Lists the SCIM requests an organisation's tokens made, newest first."""
+    WatchActivity: _grpc.UnaryStreamMultiCallable[_admin_service_pb2.WatchActivityRequest, _admin_service_pb2.WatchActivityResponse]
+    """Streams an organisation's SCIM requests as they are recorded, until the
+    caller cancels.
+    """
+    GetOrganizationStatus: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetOrganizationStatusRequest, _admin_service_pb2.GetOrganizationStatusResponse]
+    """An organisation's connection at a glance, for onboarding: its tokens and
+    their use, what was pushed, what is mapped, and the next step.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -133,6 +143,16 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """
     ClearRoleValueMapping: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ClearRoleValueMappingRequest, _admin_service_pb2.ClearRoleValueMappingResponse]  # type: ignore[assignment]
     """Remove a role value's mapping."""
+    ListActivity: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListActivityRequest, _admin_service_pb2.ListActivityResponse]  # type: ignore[assignment]
+    """Lists the SCIM requests an organisation's tokens made, newest first."""
+    WatchActivity: _aio.UnaryStreamMultiCallable[_admin_service_pb2.WatchActivityRequest, _admin_service_pb2.WatchActivityResponse]  # type: ignore[assignment]
+    """Streams an organisation's SCIM requests as they are recorded, until the
+    caller cancels.
+    """
+    GetOrganizationStatus: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetOrganizationStatusRequest, _admin_service_pb2.GetOrganizationStatusResponse]  # type: ignore[assignment]
+    """An organisation's connection at a glance, for onboarding: its tokens and
+    their use, what was pushed, what is mapped, and the next step.
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Administration of organisations and their SCIM tokens, for Wando staff.
@@ -273,5 +293,33 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.ClearRoleValueMappingResponse, _abc.Awaitable[_admin_service_pb2.ClearRoleValueMappingResponse]]:
         """Remove a role value's mapping."""
+
+    @_abc_1.abstractmethod
+    def ListActivity(
+        self,
+        request: _admin_service_pb2.ListActivityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ListActivityResponse, _abc.Awaitable[_admin_service_pb2.ListActivityResponse]]:
+        """Lists the SCIM requests an organisation's tokens made, newest first."""
+
+    @_abc_1.abstractmethod
+    def WatchActivity(
+        self,
+        request: _admin_service_pb2.WatchActivityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_admin_service_pb2.WatchActivityResponse], _abc.AsyncIterator[_admin_service_pb2.WatchActivityResponse]]:
+        """Streams an organisation's SCIM requests as they are recorded, until the
+        caller cancels.
+        """
+
+    @_abc_1.abstractmethod
+    def GetOrganizationStatus(
+        self,
+        request: _admin_service_pb2.GetOrganizationStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.GetOrganizationStatusResponse, _abc.Awaitable[_admin_service_pb2.GetOrganizationStatusResponse]]:
+        """An organisation's connection at a glance, for onboarding: its tokens and
+        their use, what was pushed, what is mapped, and the next step.
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,310 @@
+"""Activity: the gateway's record of every SCIM request that presented a bearer
+token, sent to the core in batches off the request path (issue #18).
+
+A request only appends a small tuple to a bounded list (`ActivityWriter.record`);
+a background task turns the list into RecordActivity calls every
+BATCH_SECONDS, or sooner once BATCH_SIZE entries wait. When the list is full
+(the core is slow or away), new entries are dropped and counted in
+wando_activity_dropped_total; a failed batch is dropped and counted too. A SCIM
+request never waits for, or fails because of, its activity entry.
+
+Each entry carries the SHA-256 of the bearer token, not the token: the core
+looks the token up by that hash and attributes the entry to its organisation,
+revoked and expired tokens too. The batches go with the *gateway credential*
+(WANDO_GATEWAY_TOKEN, or <data dir>/gateway-token that the core generates),
+which ActivityService alone accepts: a gateway that can record activity can
+read nothing and change nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+from aiohttp import web
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client import Counter
+
+from core import credentials
+from core.config import Settings
+from gateway.corechannel import CoreChannel
+from gateway.keys import (
+    ACTIVITY,
+    CORE,
+    FAILURE,
+    REQUEST_ID,
+    RESOURCE_ID,
+    SEARCH_FILTER,
+    SETTINGS,
+)
+from wando.provisioning.v1 import activity_pb2, activity_pb2_grpc
+
+log = logging.getLogger("gateway.activity")
+
+BATCH_SIZE = 500
+BATCH_SECONDS = 0.25
+MAX_PENDING = 20_000
+SEND_TIMEOUT_SECONDS = 5.0
+USER_AGENT_LENGTH = 200
+FILTER_LENGTH = 1000
+
+DROPPED = Counter(
+    "wando_activity_dropped_total",
+    "Activity entries the gateway dropped instead of sending to the core",
+    ["reason"],  # queue_full, send_failed, no_credential
+)
+SENT = Counter("wando_activity_sent_total", "Activity entries the gateway sent to the core")
+
+
+_CLIENTS = (
+    ("okta", re.compile(r"\bokta\b", re.IGNORECASE)),
+    ("entra", re.compile(r"\b(?:microsoft|azure|entra|aad)\b", re.IGNORECASE)),
+    ("auth0", re.compile(r"\bauth0\b", re.IGNORECASE)),
+)
+
+
+def client_from_user_agent(user_agent: str) -> str:
+    """okta, entra, auth0 or other. Okta sends "Okta SCIM Client 1.0.0" or
+    "OKTA SCIM Integration" (shared/reference/idp-scim-traffic.md §1); Entra's
+    and Auth0's are unpublished, so any mention of their names counts."""
+    for client, names in _CLIENTS:
+        if names.search(user_agent):
+            return client
+    return "other"
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """One request's entry as the hot path leaves it: no protobuf, no hashing."""
+
+    token: str
+    wall_time: float
+    request_id: str
+    user_agent: str
+    method: str
+    route: str
+    resource_id: str
+    filter: str
+    status: int
+    scim_type: str
+    detail: str
+    latency_seconds: float
+
+    def to_proto(self, token_sha256: bytes) -> activity_pb2.RecordedRequest:
+        try:
+            return self._to_proto(token_sha256)
+        except (ValueError, UnicodeError):  # a lone surrogate, from a %-escape
+            return dataclasses.replace(
+                self,
+                request_id=_utf8(self.request_id),
+                user_agent=_utf8(self.user_agent),
+                method=_utf8(self.method),
+                route=_utf8(self.route),
+                resource_id=_utf8(self.resource_id),
+                filter=_utf8(self.filter),
+                scim_type=_utf8(self.scim_type),
+                detail=_utf8(self.detail),
+            )._to_proto(token_sha256)
+
+    def _to_proto(self, token_sha256: bytes) -> activity_pb2.RecordedRequest:
+        when = Timestamp()
+        when.FromNanoseconds(int(self.wall_time * 1e9))
+        latency = Duration()
+        latency.FromMicroseconds(int(self.latency_seconds * 1e6))
+        return activity_pb2.RecordedRequest(
+            token_sha256=token_sha256,
+            entry=activity_pb2.ActivityEntry(
+                request_time=when,
+                request_id=self.request_id,
+                client=client_from_user_agent(self.user_agent),
+                user_agent=self.user_agent[:USER_AGENT_LENGTH],
+                method=self.method,
+                route=self.route,
+                resource_id=self.resource_id,
+                filter=self.filter[:FILTER_LENGTH],
+                status=self.status,
+                scim_type=self.scim_type,
+                detail=self.detail,
+                latency=latency,
+            ),
+        )
+
+
+def _utf8(text: str) -> str:
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+class ActivityWriter:
+    def __init__(self, core: CoreChannel, settings: Settings) -> None:
+        self._core = core
+        self._channel: grpc.aio.Channel | None = None
+        self._stub_now: activity_pb2_grpc.ActivityServiceAsyncStub | None = None
+        self._settings = settings
+        self._pending: list[Pending] = []
+        self._full = asyncio.Event()
+        self._sending = asyncio.Lock()
+        self._metadata: tuple[tuple[str, str], ...] | None = None
+        self._warned = False
+        self._hashes: dict[str, bytes] = {}
+        self._task = asyncio.create_task(self._run())
+
+    def record(self, entry: Pending) -> None:
+        """Keep an entry for the next batch (never blocks, never raises)."""
+        if len(self._pending) >= MAX_PENDING:
+            DROPPED.labels("queue_full").inc()
+            return
+        self._pending.append(entry)
+        if len(self._pending) >= BATCH_SIZE:
+            self._full.set()
+
+    async def flush(self) -> None:
+        """Send everything kept so far, and what arrives meanwhile (shutdown; tests)."""
+        while self._pending:
+            await self._send_kept()
+
+    async def _send_kept(self) -> None:
+        """Send the entries kept when called; those that arrive meanwhile wait for
+        the next tick, so that batches stay large under load (sending again at
+        once would send a round trip's worth each time)."""
+        async with self._sending:
+            kept, self._pending = self._pending, []
+            start = 0
+            try:
+                for start in range(0, len(kept), BATCH_SIZE):
+                    await self._send(kept[start : start + BATCH_SIZE])
+            except asyncio.CancelledError:
+                self._pending[:0] = kept[start:]  # close() sends them
+                raise
+
+    async def close(self) -> None:
+        """Stop ticking, then send what is kept, for at most SEND_TIMEOUT_SECONDS
+        (a shutdown does not wait on a core that does not answer)."""
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        try:
+            await asyncio.wait_for(self.flush(), SEND_TIMEOUT_SECONDS)
+        except TimeoutError:
+            DROPPED.labels("send_failed").inc(len(self._pending))
+            self._pending = []
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._full.wait(), BATCH_SECONDS)
+            self._full.clear()
+            await self._send_kept()
+
+    def _sha256(self, token: str) -> bytes:
+        """A token's SHA-256, computed once per token while it is in use."""
+        digest = self._hashes.get(token)
+        if digest is None:
+            if len(self._hashes) >= 10_000:
+                self._hashes.clear()
+            digest = self._hashes[token] = hashlib.sha256(token.encode()).digest()
+        return digest
+
+    def _credential(self) -> tuple[tuple[str, str], ...] | None:
+        if self._metadata is None:
+            secret = credentials.read_credential(
+                self._settings.gateway_token,
+                self._settings.data_dir,
+                credentials.GATEWAY_TOKEN_FILE,
+            )
+            if secret:
+                self._metadata = (("authorization", f"Bearer {secret}"),)
+        return self._metadata
+
+    async def _send(self, batch: list[Pending]) -> None:
+        metadata = self._credential()
+        if metadata is None:
+            DROPPED.labels("no_credential").inc(len(batch))
+            self._warn_once("no gateway credential: set WANDO_GATEWAY_TOKEN")
+            return
+        try:
+            request = activity_pb2.RecordActivityRequest(
+                requests=[p.to_proto(self._sha256(p.token)) for p in batch]
+            )
+            await self._stub.RecordActivity(
+                request, metadata=metadata, timeout=SEND_TIMEOUT_SECONDS
+            )
+        except grpc.aio.AioRpcError as exc:
+            DROPPED.labels("send_failed").inc(len(batch))
+            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                self._metadata = None  # read it again next time
+            self._warn_once(f"the core did not take a batch: {exc.code().name}")
+            return
+        except Exception:
+            DROPPED.labels("send_failed").inc(len(batch))
+            log.exception("activity batch not sent")
+            return
+        SENT.inc(len(batch))
+        self._warned = False
+
+    @property
+    def _stub(self) -> activity_pb2_grpc.ActivityServiceAsyncStub:
+        """The stub on the core channel's current channel (a new one after a
+        TLS rotation: gateway.corechannel)."""
+        if self._stub_now is None or self._channel is not self._core.channel:
+            self._channel = self._core.channel
+            self._stub_now = activity_pb2_grpc.ActivityServiceStub(self._channel)
+        return self._stub_now
+
+    def _warn_once(self, why: str) -> None:
+        if not self._warned:
+            log.warning("activity entries dropped (%s); SCIM requests are unaffected", why)
+            self._warned = True
+
+
+async def activity_writer(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: the writer on the core channel; on the way out it sends
+    what it still holds (before the channel closes)."""
+    settings = app[SETTINGS]
+    if not settings.activity:
+        yield
+        return
+    writer = ActivityWriter(app[CORE], settings)
+    app[ACTIVITY] = writer
+    try:
+        yield
+    finally:
+        await writer.close()
+
+
+def entry(
+    request: web.Request,
+    token: str,
+    wall_time: float,
+    started: float,
+    status: int,
+    prefix: str,
+) -> Pending:
+    """What the middleware keeps of a finished request."""
+    failure = request.get(FAILURE)
+    resource = request.match_info.route.resource
+    route = resource.canonical.removeprefix(prefix) if resource is not None else ""
+    if route.startswith("//"):  # the routes repeated after a trailing slash (gateway.app)
+        route = route[1:]
+    return Pending(
+        token=token,
+        wall_time=wall_time,
+        request_id=request.get(REQUEST_ID, ""),
+        user_agent=request.headers.get("User-Agent", ""),
+        method=request.method,
+        route=route,
+        resource_id=request.get(RESOURCE_ID) or request.match_info.get("id", ""),
+        filter=request.get(SEARCH_FILTER) or request.query.get("filter", ""),
+        status=status,
+        scim_type=(failure.scim_type or "") if failure is not None else "",
+        detail=(failure.detail or "") if failure is not None else "",
+        latency_seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,501 @@
+"""Activity (issue #18): what the identity providers' requests leave behind, as
+support reads it with `wando admin activity` — through the real gateway, core,
+PostgreSQL and CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+import pytest
+from aiohttp.test_utils import TestClient
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from core import activity, tokens
+from core.server import CoreServer
+from gateway import activity as gateway_activity
+from gateway.activity import DROPPED, ActivityWriter, Pending, client_from_user_agent
+from gateway.keys import ACTIVITY
+from tests.drills import logscan
+from tests.gateway import test_auth0, test_entra, test_okta
+from tests.gateway.support import GROUP_URN, ScimHttp, gateway, gateway_settings, okta_user
+from tests.support import (
+    ADMIN,
+    ADMIN_TOKEN,
+    GATEWAY,
+    SERVICE,
+    bearer,
+    free_port,
+    run_wando,
+)
+from wando.provisioning.v1 import activity_pb2, activity_pb2_grpc
+from wando.provisioning.v1 import admin_service_pb2 as apb
+from wando.provisioning.v1 import admin_service_pb2_grpc as agrpc
+
+
+def env_for(core: CoreServer) -> dict[str, str]:
+    return {"WANDO_CORE": f"127.0.0.1:{core.port}", "WANDO_ADMIN_TOKEN": ADMIN_TOKEN}
+
+
+async def shown(client: TestClient[Any, Any], core: CoreServer, *args: str) -> list[str]:
+    """`wando admin activity ARGS` once the gateway has sent what it holds."""
+    await client.app[ACTIVITY].flush()
+    code, out, err = await run_wando("admin", "activity", *args, env=env_for(core))
+    assert code == 0, err
+    return out.splitlines()
+
+
+async def shown_json(client: TestClient[Any, Any], core: CoreServer, *args: str) -> list[Any]:
+    await client.app[ACTIVITY].flush()
+    code, out, err = await run_wando("admin", "--json", "activity", *args, env=env_for(core))
+    assert code == 0, err
+    return [json.loads(line) for line in out.splitlines()]
+
+
+async def test_a_failed_okta_push_as_support_sees_it(
+    client: TestClient[Any, Any],
+    core: CoreServer,
+    scim: ScimHttp,
+    admin_stub: agrpc.AdminServiceStub,
+) -> None:
+    ada = "ada@initech.example"
+    (await scim.get(f'/Users?filter=userName eq "{ada}"')).assert_list()
+    created = await scim.post("/Users", okta_user(ada))
+    assert created.status == 201
+    uid = created.body["id"]
+    (await scim.post("/Users", okta_user(ada))).assert_error(409, "uniqueness")
+    bad_json = await scim.request("POST", "/Users", data=b"{not json", headers={})
+    bad_json.assert_error(400, "invalidSyntax")
+    missing = str(uuid.uuid4())
+    (await scim.get(f"/Users/{missing}")).assert_error(404)
+    group = await scim.post("/Groups", {"schemas": [GROUP_URN], "displayName": "Staff"})
+    gid = group.body["id"]
+    nobody = str(uuid.uuid4())
+    patch = await scim.patch(
+        f"/Groups/{gid}", {"op": "add", "path": "members", "value": [{"value": nobody}]}
+    )
+    detail = patch.assert_error(400, "invalidValue")
+    listed = await admin_stub.ListScimTokens(
+        apb.ListScimTokensRequest(organization="initech"), metadata=ADMIN
+    )
+    token_id = listed.tokens[0].id
+    await admin_stub.RevokeScimToken(
+        apb.RevokeScimTokenRequest(organization="initech", token_id=token_id), metadata=ADMIN
+    )
+    await asyncio.sleep(tokens.AUTH_CACHE_SECONDS + 0.1)  # the gateway's core forgets it
+    (await scim.get("/Users")).assert_error(401)
+
+    lines = await shown(client, core, "--org", "initech")
+    assert len(lines) == 8, "\n".join(lines)
+    okta = [line.split(" ", 1)[1] for line in lines]  # without the time
+    assert okta[0].startswith(f'okta GET /Users 200 filter: userName eq "{ada}" (')
+    assert okta[1].startswith(f"okta POST /Users {uid[:3]}… 201 (")
+    assert okta[2].startswith('okta POST /Users 409 uniqueness "')
+    assert okta[3].startswith('okta POST /Users 400 invalidSyntax "')
+    assert okta[4].startswith(f"okta GET /Users/{{id}} {missing[:3]}… 404 ")
+    assert okta[6].startswith(f'okta PATCH /Groups/{{id}} {gid[:3]}… 400 invalidValue "{detail}"')
+    assert okta[7].startswith('okta GET /Users 401 "')  # the revoked token, still initech's
+
+    entries = await shown_json(client, core, "--org", "initech", "--errors")
+    assert [e["status"] for e in entries] == [409, 400, 404, 400, 401]
+    assert {e["token_id"] for e in entries} == {token_id}
+    assert all(
+        e["client"] == "okta" and e["user_agent"] == "Okta SCIM Client 1.0.0" for e in entries
+    )
+    about_ada = await shown_json(client, core, "--org", "initech", "--user", ada)
+    # her lookup, her creation, and the conflict whose detail names her
+    assert [(e["method"], e["status"]) for e in about_ada] == [
+        ("GET", 200),
+        ("POST", 201),
+        ("POST", 409),
+    ]
+    by_id = await shown_json(client, core, "--org", "initech", "--user", uid)
+    assert [(e["method"], e["status"]) for e in by_id] == [("POST", 201)]
+    assert len(await shown(client, core, "--org", "initech", "--status", "404")) == 1
+    assert len(await shown(client, core, "--org", "initech", "--limit", "2")) == 2
+    assert len(await shown(client, core, "--org", "initech", "--since", "1h")) == 8
+
+
+async def test_the_replays_leave_activity(
+    client: TestClient[Any, Any], core: CoreServer, scim: ScimHttp
+) -> None:
+    """Okta's SPEC test, Entra's validator checks and Auth0's lifecycle, one
+    after another on one organisation: every request with a bearer token is
+    there, named by client, with its failures."""
+    await test_okta.test_okta_spec_test(scim)
+    entries = await shown_json(client, core, "--org", "initech", "--limit", "1000")
+    # 12 requests carried the token (step 11 sends "non-token", no Bearer)
+    assert len(entries) == 12
+    assert [e["status"] for e in entries if e["status"] >= 400] == [404, 409, 404]
+    assert {e.get("client") for e in entries} == {"okta", "other"}  # step 6 sends no UA
+    conflict = next(e for e in entries if e["status"] == 409)
+    assert conflict["scim_type"] == "uniqueness" and conflict["route"] == "/Users"
+
+    await test_entra.test_validator_checks(scim)
+    await test_auth0.test_auth0_user_lifecycle(scim)
+    after = await shown_json(client, core, "--org", "initech", "--limit", "1000")
+    assert len(after) > len(entries)
+    assert all(e["route"] in ("/Users", "/Users/{id}", "/Groups", "/Groups/{id}") for e in after)
+    filters = [e["filter"] for e in after if e.get("filter")]
+    assert any(f.startswith("externalId eq ") for f in filters)  # Auth0's correlation
+
+
+async def test_one_organisation_never_sees_another(
+    client: TestClient[Any, Any],
+    core: CoreServer,
+    scim: ScimHttp,
+    other: ScimHttp,
+    channel: grpc.aio.Channel,
+) -> None:
+    await scim.get("/Users")
+    await other.get("/Groups")
+    await other.get("/Groups")
+    mine = await shown_json(client, core, "--org", "initech")
+    theirs = await shown_json(client, core, "--org", "umbrella")
+    assert [e["route"] for e in mine] == ["/Users"]
+    assert [e["route"] for e in theirs] == ["/Groups", "/Groups"]
+    assert {e["organization_id"] for e in mine}.isdisjoint(e["organization_id"] for e in theirs)
+
+    # only the admin credential reads activity; only the gateway's records it
+    admin = agrpc.AdminServiceStub(channel)
+    request = apb.ListActivityRequest(organization="initech")
+    for credential in (bearer(scim.token or ""), SERVICE, GATEWAY):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await admin.ListActivity(request, metadata=credential)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    record = activity_pb2_grpc.ActivityServiceStub(channel)
+    for credential in (bearer(scim.token or ""), SERVICE, ADMIN):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await record.RecordActivity(activity_pb2.RecordActivityRequest(), metadata=credential)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_unknown_tokens_and_no_token_leave_nothing(
+    client: TestClient[Any, Any], core: CoreServer, scim: ScimHttp, pool: asyncpg.Pool
+) -> None:
+    (await scim.as_token(tokens.new_secret()).get("/Users")).assert_error(401)
+    (await scim.as_token(None).get("/Users")).assert_error(401)
+    await scim.get("/ServiceProviderConfig")  # discovery: no organisation's request
+    await client.app[ACTIVITY].flush()
+    assert await pool.fetchval("SELECT count(*) FROM activity") == 0
+
+
+async def test_no_secret_or_password_is_kept(
+    client: TestClient[Any, Any], core: CoreServer, scim: ScimHttp, pool: asyncpg.Pool
+) -> None:
+    """Bodies (with Okta's password) are never kept; a token pasted into a
+    filter or a User-Agent, or a filter naming password, is withheld."""
+    await scim.post("/Users", okta_user("bob@initech.example"))
+    await scim.get(f'/Users?filter=userName eq "{scim.token}"')
+    await scim.get('/Users?filter=password eq "1mz050nq"')
+    await scim.get("/Users", headers={"User-Agent": f"curl Bearer {scim.token}"})
+    await scim.request("POST", "/Users", data=b'{"password": "hunter22", oops', headers={})
+    await client.app[ACTIVITY].flush()
+    rows = await pool.fetch("SELECT row_to_json(a)::text AS j FROM activity a")
+    assert len(rows) == 5
+    text = "\n".join(r["j"] for r in rows)
+    assert logscan.scan_text(text, "the activity table") == []
+    assert (scim.token or "-") not in text and activity.WITHHELD in text
+
+
+def entry_at(when: datetime, secret: str, status: int = 200) -> activity_pb2.RecordedRequest:
+    stamp = Timestamp()
+    stamp.FromDatetime(when)
+    return activity_pb2.RecordedRequest(
+        token_sha256=tokens.hash_secret(secret),
+        entry=activity_pb2.ActivityEntry(
+            request_time=stamp, method="GET", route="/Users", status=status, client="okta"
+        ),
+    )
+
+
+async def test_retention_and_the_per_organisation_cap(
+    core: CoreServer,
+    channel: grpc.aio.Channel,
+    admin_stub: agrpc.AdminServiceStub,
+    pool: asyncpg.Pool,
+) -> None:
+    issued = {}
+    for slug in ("initech", "umbrella"):
+        await admin_stub.CreateOrganization(
+            apb.CreateOrganizationRequest(slug=slug), metadata=ADMIN
+        )
+        issued[slug] = (
+            await admin_stub.IssueScimToken(
+                apb.IssueScimTokenRequest(organization=slug), metadata=ADMIN
+            )
+        ).secret
+    record = activity_pb2_grpc.ActivityServiceStub(channel)
+    now = datetime.now(UTC)
+    old = [entry_at(now - timedelta(days=20, minutes=i), issued["initech"]) for i in range(30)]
+    new = [entry_at(now - timedelta(minutes=i), issued["initech"]) for i in range(30)]
+    theirs = [entry_at(now - timedelta(minutes=i), issued["umbrella"]) for i in range(5)]
+    answer = await record.RecordActivity(
+        activity_pb2.RecordActivityRequest(requests=old + new + theirs), metadata=GATEWAY
+    )
+    assert answer.recorded == 65
+
+    deleted = await activity.prune(pool, timedelta(days=14), max_per_org=1000, batch=7)
+    assert deleted == 30  # the 20-day-old ones, seven at a time
+    deleted = await activity.prune(pool, timedelta(days=14), max_per_org=10, batch=7)
+    assert deleted == 20  # initech's oldest beyond its cap; umbrella is under it
+    page = await admin_stub.ListActivity(
+        apb.ListActivityRequest(organization="initech", page_size=100), metadata=ADMIN
+    )
+    kept = [e.request_time.ToDatetime(tzinfo=UTC) for e in page.entries]
+    assert len(kept) == 10 and kept == sorted(kept, reverse=True)
+    assert min(kept) > now - timedelta(minutes=10, seconds=1)  # the newest ten remain
+    count = await pool.fetchval("SELECT count(*) FROM activity")
+    assert count == 15
+
+
+async def test_paging_newest_first(
+    core: CoreServer,
+    channel: grpc.aio.Channel,
+    admin_stub: agrpc.AdminServiceStub,
+) -> None:
+    await admin_stub.CreateOrganization(
+        apb.CreateOrganizationRequest(slug="initech"), metadata=ADMIN
+    )
+    secret = (
+        await admin_stub.IssueScimToken(
+            apb.IssueScimTokenRequest(organization="initech"), metadata=ADMIN
+        )
+    ).secret
+    now = datetime.now(UTC)
+    batch = [entry_at(now - timedelta(seconds=i), secret, 200 + i % 2 * 200) for i in range(25)]
+    await activity_pb2_grpc.ActivityServiceStub(channel).RecordActivity(
+        activity_pb2.RecordActivityRequest(requests=batch), metadata=GATEWAY
+    )
+    seen: list[datetime] = []
+    token = ""
+    while True:
+        page = await admin_stub.ListActivity(
+            apb.ListActivityRequest(organization="initech", page_size=10, page_token=token),
+            metadata=ADMIN,
+        )
+        seen.extend(e.request_time.ToDatetime(tzinfo=UTC) for e in page.entries)
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(seen) == 25 and seen == sorted(seen, reverse=True)
+    errors = await admin_stub.ListActivity(
+        apb.ListActivityRequest(
+            organization="initech", filter=apb.ActivityFilter(errors_only=True), page_size=100
+        ),
+        metadata=ADMIN,
+    )
+    assert len(errors.entries) == 12 and {e.status for e in errors.entries} == {400}
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await admin_stub.ListActivity(
+            apb.ListActivityRequest(organization="initech", page_token="garbage"), metadata=ADMIN
+        )
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_watch_streams_new_requests(
+    client: TestClient[Any, Any],
+    core: CoreServer,
+    scim: ScimHttp,
+    admin_stub: agrpc.AdminServiceStub,
+) -> None:
+    stream = admin_stub.WatchActivity(
+        apb.WatchActivityRequest(
+            organization="initech", filter=apb.ActivityFilter(errors_only=True)
+        ),
+        metadata=ADMIN,
+    )
+    try:
+        await asyncio.sleep(activity.WATCH_POLL_SECONDS)  # the stream is set up
+        await scim.get("/Users")
+        (await scim.get(f"/Users/{uuid.uuid4()}")).assert_error(404)
+        await client.app[ACTIVITY].flush()
+        first = await asyncio.wait_for(stream.read(), timeout=60)
+        assert first.entry.status == 404 and first.entry.route == "/Users/{id}"
+    finally:
+        stream.cancel()
+
+
+async def test_the_writer_drops_rather_than_waits(
+    core: CoreServer, scim: ScimHttp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the core away, requests go on; entries beyond the bound are dropped
+    and counted."""
+    monkeypatch.setattr(gateway_activity, "MAX_PENDING", 10)
+    settings = gateway_settings(f"127.0.0.1:{free_port()}")
+    async with grpc.aio.insecure_channel(settings.core_address) as channel:
+        writer = ActivityWriter(channel, settings)
+        full = DROPPED.labels("queue_full")._value.get()
+        failed = DROPPED.labels("send_failed")._value.get()
+        pending = Pending("t", 0.0, "r", "", "GET", "/Users", "", "", 200, "", "", 0.001)
+        for _ in range(13):
+            writer.record(pending)
+        assert DROPPED.labels("queue_full")._value.get() - full == 3
+        await writer.close()  # the core is unreachable: the batch is dropped, and counted
+        assert DROPPED.labels("send_failed")._value.get() - failed == 10
+    # and a gateway whose core refuses its activity still answers SCIM requests
+    refused = gateway_settings(f"127.0.0.1:{core.port}", WANDO_GATEWAY_TOKEN="wrong")
+    async with gateway(refused) as other_client:
+        reply = await ScimHttp(other_client, scim.token).get("/Users")
+        assert reply.status == 200
+        await other_client.app[ACTIVITY].flush()
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "client"),
+    [
+        ("Okta SCIM Client 1.0.0", "okta"),
+        ("OKTA SCIM Integration", "okta"),
+        ("Microsoft.Identity.Provisioning", "entra"),
+        ("Azure AD SCIM client", "entra"),
+        ("Auth0-Action/1.0", "auth0"),
+        ("node-fetch/1.0", "other"),
+        ("Mozilla/5.0 (Saadiyat) Oktaeder", "other"),
+        ("", "other"),
+    ],
+)
+def test_clients_named_from_user_agent(user_agent: str, client: str) -> None:
+    assert client_from_user_agent(user_agent) == client
+
+
+async def test_follow_lists_then_streams_each_request_once(
+    client: TestClient[Any, Any], core: CoreServer, scim: ScimHttp
+) -> None:
+    await scim.get("/Users")
+    await client.app[ACTIVITY].flush()
+    follow = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "wando"),
+        *("admin", "--json", "activity", "--org", "initech", "--follow"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **env_for(core)},
+    )
+    assert follow.stdout is not None
+    try:
+        listed = json.loads(await asyncio.wait_for(follow.stdout.readline(), timeout=60))
+        assert listed["route"] == "/Users"
+        await scim.get("/Groups")
+        await client.app[ACTIVITY].flush()
+        streamed = json.loads(await asyncio.wait_for(follow.stdout.readline(), timeout=60))
+        assert streamed["route"] == "/Groups" and streamed["id"] != listed["id"]
+    finally:
+        follow.send_signal(signal.SIGINT)
+        rest, err = await asyncio.wait_for(follow.communicate(), timeout=60)
+    assert follow.returncode == 0, err.decode()
+    assert rest == b""  # nothing twice
+
+
+async def test_batches_stay_large_while_requests_keep_coming(
+    core: CoreServer, scim: ScimHttp, pool: asyncpg.Pool
+) -> None:
+    """Entries that arrive while a batch is on its way wait for the next tick
+    (or a full batch): under load, one call carries many entries, not a round
+    trip's worth."""
+    from core.instrumentation import RPC_COUNT
+
+    calls = RPC_COUNT.labels("/wando.provisioning.v1.ActivityService/RecordActivity", "OK")
+    settings = gateway_settings(f"127.0.0.1:{core.port}")
+    async with grpc.aio.insecure_channel(settings.core_address) as channel:
+        writer = ActivityWriter(channel, settings)
+        before = calls._value.get()
+        started = time.monotonic()
+        entries = 3000
+        for n in range(entries):
+            writer.record(
+                Pending(
+                    scim.token or "",
+                    time.time(),
+                    f"r{n}",
+                    "",
+                    "GET",
+                    "/Users",
+                    "",
+                    "",
+                    200,
+                    "",
+                    "",
+                    0.001,
+                )
+            )
+            if n % 10 == 0:
+                await asyncio.sleep(0.001)  # requests keep coming while batches are sent
+        await writer.close()
+        ticks = (time.monotonic() - started) / gateway_activity.BATCH_SECONDS
+    sent = calls._value.get() - before
+    assert sent <= entries / gateway_activity.BATCH_SIZE + ticks + 2, (sent, ticks)
+    assert await pool.fetchval("SELECT count(*) FROM activity") == entries
+
+
+async def test_requests_refused_before_the_core_are_the_organisations_too(
+    core: CoreServer, scim: ScimHttp, pool: asyncpg.Pool
+) -> None:
+    """413 and 429 answer before the core is asked; the entry still names the
+    organisation, through the token's hash."""
+    settings = gateway_settings(
+        f"127.0.0.1:{core.port}",
+        WANDO_MAX_BODY_BYTES="1024",
+        WANDO_RATE_LIMIT_BURST="1",
+        WANDO_RATE_LIMIT_PER_SECOND="0.01",
+    )
+    async with gateway(settings) as limited:
+        http = ScimHttp(limited, scim.token)
+        (await http.post("/Users", okta_user("x@initech.example", title="x" * 2000))).assert_error(
+            413
+        )
+        await http.get("/Users")
+        (await http.get("/Users")).assert_error(429)
+        await limited.app[ACTIVITY].flush()
+    rows = await pool.fetch(
+        "SELECT a.status, o.slug FROM activity a JOIN organizations o USING (org_id)"
+        " ORDER BY request_time"
+    )
+    assert [(r["status"], r["slug"]) for r in rows][-3:] == [
+        (413, "initech"),
+        (200, "initech"),
+        (429, "initech"),
+    ]
+
+
+async def test_a_wrong_base_url_shows_as_no_route(
+    client: TestClient[Any, Any], core: CoreServer, scim: ScimHttp
+) -> None:
+    """A customer who pasted a wrong base URL: the 404s are theirs to see."""
+    (await scim.get("/v2/Users")).assert_error(404)
+    lines = await shown(client, core, "--org", "initech")
+    assert len(lines) == 1
+    assert (
+        lines[0]
+        .split(" ", 1)[1]
+        .startswith('okta GET (no route) 404 "no SCIM endpoint at /api/auth/scim/v2/v2/Users"')
+    )
+
+
+async def test_hostile_text_in_one_request_loses_no_other_entry(
+    client: TestClient[Any, Any], core: CoreServer, scim: ScimHttp, pool: asyncpg.Pool
+) -> None:
+    """A NUL (which PostgreSQL text refuses) or a lone surrogate (which protobuf
+    refuses) in a filter or an id must not cost the batch it travels in."""
+    await scim.get("/Users")
+    await scim.get("/Users?filter=userName%20eq%20%22a%00b%22")
+    await scim.get("/Users?filter=userName%20eq%20%22%ED%A0%80%22")
+    await scim.get("/Users/a%00b")
+    await scim.get("/Groups")
+    await client.app[ACTIVITY].flush()
+    rows = await pool.fetch("SELECT route, filter FROM activity ORDER BY request_time")
+    assert [r["route"] for r in rows] == ["/Users", "/Users", "/Users", "/Users/{id}", "/Groups"]
+    assert all("\x00" not in r["filter"] for r in rows)
+
+
+def test_an_entry_with_a_lone_surrogate_is_still_sent() -> None:
+    pending = Pending("t", 0.0, "r", "", "GET", "/Users", "", 'id eq "\ud800"', 200, "", "", 0.0)
+    assert pending.to_proto(b"h" * 32).entry.filter == 'id eq "?"'
