@@ -25,7 +25,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import grpc
@@ -36,7 +36,6 @@ from prometheus_client import Counter
 
 from core import credentials
 from core.config import Settings
-from gateway.corechannel import CoreChannel
 from gateway.keys import (
     ACTIVITY,
     CORE,
@@ -144,8 +143,8 @@ def _utf8(text: str) -> str:
 
 
 class ActivityWriter:
-    def __init__(self, core: CoreChannel, settings: Settings) -> None:
-        self._core = core
+    def __init__(self, channel: Callable[[], grpc.aio.Channel], settings: Settings) -> None:
+        self._current = channel  # the core channel now (gateway.corechannel renews it)
         self._channel: grpc.aio.Channel | None = None
         self._stub_now: activity_pb2_grpc.ActivityServiceAsyncStub | None = None
         self._settings = settings
@@ -254,8 +253,9 @@ class ActivityWriter:
     def _stub(self) -> activity_pb2_grpc.ActivityServiceAsyncStub:
         """The stub on the core channel's current channel (a new one after a
         TLS rotation: gateway.corechannel)."""
-        if self._stub_now is None or self._channel is not self._core.channel:
-            self._channel = self._core.channel
+        channel = self._current()
+        if self._stub_now is None or self._channel is not channel:
+            self._channel = channel
             self._stub_now = activity_pb2_grpc.ActivityServiceStub(self._channel)
         return self._stub_now
 
@@ -272,7 +272,8 @@ async def activity_writer(app: web.Application) -> AsyncIterator[None]:
     if not settings.activity:
         yield
         return
-    writer = ActivityWriter(app[CORE], settings)
+    core = app[CORE]
+    writer = ActivityWriter(lambda: core.channel, settings)
     app[ACTIVITY] = writer
     try:
         yield

@@ -334,7 +334,7 @@ async def test_the_writer_drops_rather_than_waits(
     monkeypatch.setattr(gateway_activity, "MAX_PENDING", 10)
     settings = gateway_settings(f"127.0.0.1:{free_port()}")
     async with grpc.aio.insecure_channel(settings.core_address) as channel:
-        writer = ActivityWriter(channel, settings)
+        writer = ActivityWriter(lambda: channel, settings)
         full = DROPPED.labels("queue_full")._value.get()
         failed = DROPPED.labels("send_failed")._value.get()
         pending = Pending("t", 0.0, "r", "", "GET", "/Users", "", "", 200, "", "", 0.001)
@@ -406,7 +406,7 @@ async def test_batches_stay_large_while_requests_keep_coming(
     calls = RPC_COUNT.labels("/wando.provisioning.v1.ActivityService/RecordActivity", "OK")
     settings = gateway_settings(f"127.0.0.1:{core.port}")
     async with grpc.aio.insecure_channel(settings.core_address) as channel:
-        writer = ActivityWriter(channel, settings)
+        writer = ActivityWriter(lambda: channel, settings)
         before = calls._value.get()
         started = time.monotonic()
         entries = 3000
