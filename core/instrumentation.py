@@ -88,6 +88,7 @@ def instrument(servicer: Any, service: ServiceDescriptor) -> Any:
 
 def _unary(method: str, inner: Any) -> Callable[[Any, Ctx], Awaitable[Any]]:
     latency = RPC_LATENCY.labels(method)  # bound once, not looked up per call
+    counts: dict[str, Any] = {}  # by code, each looked up once
 
     async def unary(request: Any, context: Ctx) -> Any:
         token = logs.request_id.set(_request_id(context))
@@ -104,7 +105,10 @@ def _unary(method: str, inner: Any) -> Callable[[Any, Ctx], Awaitable[Any]]:
             raise  # unreachable: abort raises
         finally:
             latency.observe(time.perf_counter() - started)
-            RPC_COUNT.labels(method, code).inc()
+            count = counts.get(code)
+            if count is None:
+                count = counts[code] = RPC_COUNT.labels(method, code)
+            count.inc()
             logs.request_id.reset(token)
 
     return unary
