@@ -14,8 +14,8 @@ Statements the tests send themselves (seeding, checks) are not the core's and
 are not recorded: the nearest caller outside asyncpg must be in core/.
 Migrations are deploy steps that run before a database is distributed, and
 may touch every organisation at once (a backfill); they are not recorded
-either. `EXCEPTIONS` lists the few runtime statements that are justified in
-touching several organisations, each with its reason.
+either. `orgscope.EXCEPTIONS` lists the few runtime statements that are
+justified in touching several organisations, each with its reason.
 
 Registered from tests/conftest.py; tests/test_org_scoping.py proves it catches
 what it should.
@@ -37,9 +37,6 @@ CORE = str(Path(__file__).resolve().parents[2] / "core") + "/"
 ASYNCPG = str(Path(asyncpg.connection.__file__).resolve().parent) + "/"
 MIGRATIONS = (CORE + "db.py", "migrate")
 MAX_SHOWN = 20
-
-# statements the core sends on purpose across organisations: fragment -> reason
-EXCEPTIONS: dict[str, str] = {}
 
 _seen: dict[str, str] = {}  # statement text -> the core function that sent it
 _originals: dict[str, Any] = {}
@@ -99,8 +96,6 @@ def findings() -> list[tuple[str, orgscope.Finding]]:
     """(sender, finding) for every recorded statement not scoped to one org."""
     found = []
     for query, sender in _seen.items():
-        if any(fragment in query for fragment in EXCEPTIONS):
-            continue
         found.extend((sender, f) for f in orgscope.check(query))
     return found
 
