@@ -47,19 +47,30 @@ def route_of(request: web.Request) -> str:
     return resource.canonical.replace("//", "/")
 
 
+def method_of(request: web.Request) -> str:
+    """The request's method, or "OTHER" for one HTTP does not define."""
+    return request.method if request.method in _METHODS else "OTHER"
+
+
 def observe_request(request: web.Request, status: int, seconds: float) -> None:
-    method = request.method if request.method in _METHODS else "OTHER"
+    method = method_of(request)
     route = route_of(request)
     SCIM_REQUESTS.labels(method, route, str(status)).inc()
     SCIM_DURATION.labels(method, route).observe(seconds)
 
 
-def observe_core_call(method: Any, code: str, seconds: float) -> None:
-    """`method`: the stub's multicallable; its RPC name is read once."""
+def rpc_name(method: Any) -> str:
+    """The RPC ("/package.Service/Method") of a stub's multicallable, read once."""
     rpc = _rpc_names.get(method)
     if rpc is None:
         raw = getattr(method, "_method", b"")
         rpc = raw.decode() if isinstance(raw, bytes) else str(raw or "unknown")
         _rpc_names[method] = rpc
+    return rpc
+
+
+def observe_core_call(method: Any, code: str, seconds: float) -> None:
+    """`method`: the stub's multicallable."""
+    rpc = rpc_name(method)
     CORE_CALLS.labels(rpc, code).inc()
     CORE_CALL_DURATION.labels(rpc).observe(seconds)
