@@ -36,6 +36,8 @@ from tests import orgscope
 CORE = str(Path(__file__).resolve().parents[2] / "core") + "/"
 ASYNCPG = str(Path(asyncpg.connection.__file__).resolve().parent) + "/"
 MIGRATIONS = (CORE + "db.py", "migrate")
+# frames between asyncpg and the code that sent the statement
+PASS_THROUGH = ("/contextlib.py", "/core/tracing.py")
 MAX_SHOWN = 20
 
 _seen: dict[str, str] = {}  # statement text -> the core function that sent it
@@ -47,7 +49,7 @@ def _sender(frame: FrameType | None) -> str | None:
     the sender is not the core (a test) or is the migration runner."""
     while frame is not None:
         path = frame.f_code.co_filename
-        if not path.startswith(ASYNCPG) and "/contextlib.py" not in path:
+        if not path.startswith(ASYNCPG) and not path.endswith(PASS_THROUGH):
             break
         frame = frame.f_back
     if frame is None or not frame.f_code.co_filename.startswith(CORE):
