@@ -95,7 +95,9 @@ async def pool(database_dsn: str) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture
 async def core(pool: asyncpg.Pool) -> AsyncIterator[CoreServer]:
-    server = await start_server(pool, ADMIN_TOKEN, "127.0.0.1:0", SERVICE_TOKEN, GATEWAY_TOKEN)
+    server = await start_server(
+        pool, ADMIN_TOKEN, "127.0.0.1:0", SERVICE_TOKEN, gateway_token=GATEWAY_TOKEN
+    )
     yield server
     await server.stop(0)
 

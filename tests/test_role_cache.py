@@ -70,7 +70,9 @@ async def replicas(database_dsn: str) -> AsyncIterator[list[Replica]]:
         for _ in range(2):
             pool = await db.create_pool(database_dsn, min_size=1, max_size=6)
             pools.append(pool)
-            core = await start_server(pool, ADMIN_TOKEN, "127.0.0.1:0", SERVICE_TOKEN, FAST)
+            core = await start_server(
+                pool, ADMIN_TOKEN, "127.0.0.1:0", SERVICE_TOKEN, role_options=FAST
+            )
             channel = grpc.aio.insecure_channel(f"127.0.0.1:{core.port}")
             out.append(Replica(core, channel))
         yield out
@@ -325,7 +327,7 @@ async def test_an_outbox_pruned_past_the_cache_drops_it(
 async def test_the_cache_is_bounded_and_evicts(database_dsn: str) -> None:
     pool = await db.create_pool(database_dsn, min_size=1, max_size=4)
     small = RoleOptions(cache_max_entries=3, cache_max_bytes=10**9, poll_seconds=0.2)
-    core = await start_server(pool, ADMIN_TOKEN, "127.0.0.1:0", SERVICE_TOKEN, small)
+    core = await start_server(pool, ADMIN_TOKEN, "127.0.0.1:0", SERVICE_TOKEN, role_options=small)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{core.port}") as channel:
             replica = Replica(core, channel)
@@ -465,7 +467,7 @@ async def test_hits_misses_and_size_are_metrics(replicas: list[Replica], scim: S
 async def test_a_pool_of_one_connection_reads_the_database(database_dsn: str) -> None:
     """No LISTEN connection to starve the calls: the cache stays off, answers are exact."""
     pool = await db.create_pool(database_dsn, min_size=1, max_size=1)
-    core = await start_server(pool, ADMIN_TOKEN, "127.0.0.1:0", SERVICE_TOKEN, FAST)
+    core = await start_server(pool, ADMIN_TOKEN, "127.0.0.1:0", SERVICE_TOKEN, role_options=FAST)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{core.port}") as channel:
             replica = Replica(core, channel)

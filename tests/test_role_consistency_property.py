@@ -62,7 +62,9 @@ async def pair(database_dsn: str) -> AsyncIterator[list[Replica]]:
         for _ in range(2):
             pool = await db.create_pool(database_dsn, min_size=1, max_size=8)
             pools.append(pool)
-            core = await start_server(pool, ADMIN_TOKEN, "127.0.0.1:0", SERVICE_TOKEN, FAST)
+            core = await start_server(
+                pool, ADMIN_TOKEN, "127.0.0.1:0", SERVICE_TOKEN, role_options=FAST
+            )
             out.append(Replica(core, grpc.aio.insecure_channel(f"127.0.0.1:{core.port}")))
         yield out
     finally:
