@@ -326,6 +326,13 @@ async def test_watch_streams_new_requests(
         stream.cancel()
 
 
+class OneChannel:
+    """What ActivityWriter reads of gateway.corechannel.CoreChannel: the current channel."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.channel = channel
+
+
 async def test_the_writer_drops_rather_than_waits(
     core: CoreServer, scim: ScimHttp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -334,7 +341,7 @@ async def test_the_writer_drops_rather_than_waits(
     monkeypatch.setattr(gateway_activity, "MAX_PENDING", 10)
     settings = gateway_settings(f"127.0.0.1:{free_port()}")
     async with grpc.aio.insecure_channel(settings.core_address) as channel:
-        writer = ActivityWriter(channel, settings)
+        writer = ActivityWriter(OneChannel(channel), settings)  # type: ignore[arg-type]
         full = DROPPED.labels("queue_full")._value.get()
         failed = DROPPED.labels("send_failed")._value.get()
         pending = Pending("t", 0.0, "r", "", "GET", "/Users", "", "", 200, "", "", 0.001)
@@ -406,7 +413,7 @@ async def test_batches_stay_large_while_requests_keep_coming(
     calls = RPC_COUNT.labels("/wando.provisioning.v1.ActivityService/RecordActivity", "OK")
     settings = gateway_settings(f"127.0.0.1:{core.port}")
     async with grpc.aio.insecure_channel(settings.core_address) as channel:
-        writer = ActivityWriter(channel, settings)
+        writer = ActivityWriter(OneChannel(channel), settings)  # type: ignore[arg-type]
         before = calls._value.get()
         started = time.monotonic()
         entries = 3000
