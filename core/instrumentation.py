@@ -1,5 +1,6 @@
 """Cross-cutting work on every RPC of our services: a request id for the logs,
-Prometheus metrics by method and status, and the rendering of errors
+Prometheus metrics by method and status, a trace span when traces are
+exported (core.tracing), and the rendering of errors
 (CoreError through errors.WIRE; lost database connections as UNAVAILABLE;
 anything else as INTERNAL with the request id, the traceback only in the log).
 
@@ -22,7 +23,7 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from prometheus_client import Counter, Histogram
 
-from core import errors, logs
+from core import errors, logs, tracing
 from core.rpc import Ctx
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,14 @@ def _unary(method: str, inner: Any) -> Callable[[Any, Ctx], Awaitable[Any]]:
     counts: dict[str, Any] = {}  # by code, each looked up once
 
     async def unary(request: Any, context: Ctx) -> Any:
-        token = logs.request_id.set(_request_id(context))
+        request_id = _request_id(context)
+        token = logs.request_id.set(request_id)
+        tracer = tracing.tracer  # None unless traces are exported
+        traced = (
+            None
+            if tracer is None
+            else tracing.start_rpc(tracer, method, context.invocation_metadata(), request_id)
+        )
         started = time.perf_counter()
         code = "OK"
         try:
@@ -109,12 +117,15 @@ def _unary(method: str, inner: Any) -> Callable[[Any, Ctx], Awaitable[Any]]:
             if count is None:
                 count = counts[code] = RPC_COUNT.labels(method, code)
             count.inc()
+            if traced is not None:
+                tracing.end_rpc(*traced, code)
             logs.request_id.reset(token)
 
     return unary
 
 
 def _stream(method: str, inner: Any) -> Callable[[Any, Ctx], AsyncIterator[Any]]:
+    # not traced: a stream (WatchRoleChanges) lives for hours, not one request
     async def stream(request: Any, context: Ctx) -> AsyncIterator[Any]:
         token = logs.request_id.set(_request_id(context))
         code = "OK"

@@ -94,6 +94,10 @@ class RoleNotifier:
         for subscriber in self._subscribers:
             subscriber.notified(org)
 
+    def wake_all(self) -> None:
+        """Wake every waiter now, as if each organisation had a change."""
+        self._wake_all()
+
     def _wake_all(self) -> None:
         events, self._events = self._events, {}
         for event in events.values():

@@ -19,6 +19,7 @@ from core.errors import (
     NotFound,
     OutOfRange,
     TooMany,
+    Unavailable,
     VersionMismatch,
 )
 from core.notifier import PING_SECONDS, POLL_SECONDS, RoleNotifier
@@ -123,6 +124,7 @@ class RoleService(role_service_pb2_grpc.RoleServiceServicer):
         self._notifier = notifier
         self._options = options
         self._orgs: dict[str, uuid.UUID] = {}  # id or slug -> id; neither ever changes
+        self._ending = False
         self.cache = RoleCache(
             pool,
             notifier,
@@ -130,6 +132,14 @@ class RoleService(role_service_pb2_grpc.RoleServiceServicer):
             max_bytes=options.cache_max_bytes,
             poll_seconds=options.poll_seconds,
         )
+
+    def end_watches(self) -> None:
+        """End every WatchRoleChanges stream with UNAVAILABLE, at the start of
+        a shutdown: a stream would otherwise hold the drain for its whole
+        grace period, and its watcher resumes on another core from the last
+        sequence it received."""
+        self._ending = True
+        self._notifier.wake_all()
 
     async def _org(self, ref: str) -> uuid.UUID:
         found = self._orgs.get(ref)
@@ -307,6 +317,11 @@ class RoleService(role_service_pb2_grpc.RoleServiceServicer):
             )
         self._check_lag(latest, last)
         while True:
+            if self._ending:
+                raise Unavailable(
+                    "this core is shutting down; watch on another with after_sequence"
+                    " = the last sequence received"
+                )
             wake = await self._notifier.event(org_id)
             async with self._pool.acquire() as conn:
                 rows = await conn.fetch(SELECT_CHANGES, org_id, last, WATCH_BATCH)

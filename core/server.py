@@ -82,6 +82,7 @@ class CoreServer:
         """Stop accepting calls, let in-flight ones finish within `grace` seconds."""
         for name in (*SERVICE_NAMES, ""):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.roles.end_watches()  # streams never finish by themselves
         await self.server.stop(grace)
         await self.roles.cache.close()
         await self.pruner.close()

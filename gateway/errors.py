@@ -126,6 +126,9 @@ TABLE: dict[tuple[grpc.StatusCode, int | None], type[SCIMException]] = {
     (C.PERMISSION_DENIED, None): ForbiddenException,  # 403
     (C.UNAVAILABLE, None): ServiceUnavailable,  # 503, also: core unreachable
     (C.DEADLINE_EXCEEDED, None): ServiceUnavailable,  # 503, core too slow
+    # 503: the core gave the call up, e.g. one that reached it as it began to
+    # shut down (gRPC cancels calls still queued at shutdown); another core answers
+    (C.CANCELLED, None): ServiceUnavailable,
     (C.RESOURCE_EXHAUSTED, R.ERROR_REASON_RATE_LIMITED): TooManyRequests,  # 429
 }
 

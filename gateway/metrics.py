@@ -54,8 +54,13 @@ def route_of(request: web.Request) -> str:
     return resource.canonical.replace("//", "/")
 
 
+def method_of(request: web.Request) -> str:
+    """The request's method, or "OTHER" for one HTTP does not define."""
+    return request.method if request.method in _METHODS else "OTHER"
+
+
 def observe_request(request: web.Request, status: int, seconds: float) -> None:
-    method = request.method if request.method in _METHODS else "OTHER"
+    method = method_of(request)
     route = route_of(request)
     key = (method, route, status)
     children = _request_children.get(key)
@@ -68,15 +73,21 @@ def observe_request(request: web.Request, status: int, seconds: float) -> None:
     children[1].observe(seconds)
 
 
+def rpc_name(method: Any) -> str:
+    """The RPC ("/package.Service/Method") of a stub's multicallable, read once."""
+    rpc = _rpc_names.get(method)
+    if rpc is None:
+        raw = getattr(method, "_method", b"")
+        rpc = raw.decode() if isinstance(raw, bytes) else str(raw or "unknown")
+        _rpc_names[method] = rpc
+    return rpc
+
+
 def observe_core_call(method: Any, code: str, seconds: float) -> None:
-    """`method`: the stub's multicallable; its RPC name is read once."""
+    """`method`: the stub's multicallable."""
     children = _core_children.get((method, code))
     if children is None:
-        rpc = _rpc_names.get(method)
-        if rpc is None:
-            raw = getattr(method, "_method", b"")
-            rpc = raw.decode() if isinstance(raw, bytes) else str(raw or "unknown")
-            _rpc_names[method] = rpc
+        rpc = rpc_name(method)
         children = _core_children[(method, code)] = (
             CORE_CALLS.labels(rpc, code),
             CORE_CALL_DURATION.labels(rpc),

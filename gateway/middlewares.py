@@ -1,7 +1,8 @@
 """Cross-cutting work on every HTTP request, outermost first:
 
 - request_context (root app): a request id (X-Request-Id if the caller sent a
-  sane one) for the logs, the core call and the response; one access-log line.
+  sane one) for the logs, the core call and the response; one access-log line;
+  the request's trace span when traces are exported (gateway.traces).
 - record_activity (root app): for a request that presented a bearer token,
   an activity entry (gateway.activity) once it is answered, errors included.
 - render_errors (root app): SCIM exceptions, failed core calls (through
@@ -31,8 +32,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from scim2_models import Error, NotFoundException, SCIMException, UnauthorizedException
 
-from core import logs
-from gateway import activity, authlimit, errors, metrics
+from core import logs, tracing
+from gateway import activity, authlimit, errors, metrics, traces
 from gateway.body import too_large
 from gateway.keys import ACTIVITY, AUTH_FAILURES, FAILURE, REQUEST_ID, SETTINGS, TOKEN
 
@@ -66,8 +67,12 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     context = logs.request_id.set(request_id)
     started = time.perf_counter()
     status = 500
+    tracer = tracing.tracer  # None unless traces are exported
     try:
-        response = await handler(request)
+        if tracer is None:
+            response = await handler(request)
+        else:
+            response = await traces.serve(tracer, request, lambda: handler(request))
         status = response.status
         response.headers["X-Request-Id"] = request_id
         return response

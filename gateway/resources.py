@@ -18,7 +18,8 @@ from urllib.parse import quote
 import grpc
 from aiohttp import web
 
-from gateway import body, mapping, metrics
+from core import tracing
+from gateway import body, mapping, metrics, traces
 from gateway.keys import (
     AUTH_FAILURES,
     CALL_METADATA,
@@ -56,16 +57,23 @@ class Call:
     async def invoke(
         self, method: grpc.aio.UnaryUnaryMultiCallable[Req, Resp], request: Req
     ) -> Resp:
-        """One call to the core (a stub's method), timed by RPC (gateway.metrics)."""
+        """One call to the core (a stub's method), timed by RPC (gateway.metrics),
+        traced when traces are exported (gateway.traces)."""
+        metadata, span = self.metadata, None
+        tracer = tracing.tracer
+        if tracer is not None:
+            span, metadata = traces.start_core_call(tracer, method, metadata)
         started = time.perf_counter()
         code = "OK"
         try:
-            response = await method(request, metadata=self.metadata, timeout=self.timeout)
+            response = await method(request, metadata=metadata, timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
             code = exc.code().name
             raise
         finally:
             metrics.observe_core_call(method, code, time.perf_counter() - started)
+            if span is not None:
+                traces.end_core_call(span, code)
         if self.on_accepted is not None:
             self.on_accepted(self.token)
         return response

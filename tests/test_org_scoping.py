@@ -71,6 +71,13 @@ UNSCOPED = {
 }
 
 
+def test_every_exception_names_a_statement_the_core_has() -> None:
+    """An exception outlives its statement only as a hole in the check."""
+    constants = _sql_constants().values()
+    for fragment in orgscope.EXCEPTIONS:
+        assert any(fragment in sql for sql in constants), fragment
+
+
 @pytest.mark.parametrize("sql", SCOPED)
 def test_statements_that_pin_one_organisation_pass(sql: str) -> None:
     assert orgscope.check(sql) == []

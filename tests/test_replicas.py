@@ -109,3 +109,32 @@ async def test_both_replicas_serve_one_organisation_as_one(
     )
     assert patched["active"] is False
     assert (await acme.get_user(user["id"]))["active"] is False
+
+
+async def test_a_core_shutting_down_ends_its_watch_streams_for_the_watcher_to_resume_elsewhere(
+    acme: Scim, database_dsn: str
+) -> None:
+    """A watch stream never ends by itself: left alone it would hold the
+    core's drain for the whole grace period, and then end as CANCELLED. The
+    core ends it at once with UNAVAILABLE, which tells the watcher to resume
+    on another core (tests/drills/test_fleet.py does, under load)."""
+    await acme.create_user({"userName": "first@acme.example"})
+    pool = await db.create_pool(database_dsn, min_size=1, max_size=5)
+    server = await start_server(pool, ADMIN_TOKEN, "127.0.0.1:0", SERVICE_TOKEN)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = role_service_pb2_grpc.RoleServiceStub(channel)
+            call = stub.WatchRoleChanges(
+                rpb.WatchRoleChangesRequest(organization="acme", after_sequence=0),
+                metadata=SERVICE,
+            )
+            stream = call.__aiter__()
+            assert (await anext(stream)).change.sequence == 1
+            stopping = asyncio.create_task(server.stop(grace=600))
+            with pytest.raises(grpc.aio.AioRpcError) as cut:
+                await anext(stream)
+            await stopping
+    finally:
+        await pool.close()
+    assert cut.value.code() == grpc.StatusCode.UNAVAILABLE, cut.value
+    assert "shutting down" in (cut.value.details() or "")

@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from core import auth, config, db, embedded, eventloop, logs, tls
+from core import auth, config, db, embedded, eventloop, logs, tls, tracing
 from core.cursors import Cursors
 from core.db import SchemaTooNewError
 from core.metrics import serve_metrics, watch_pool
@@ -124,7 +124,8 @@ def _say_ready() -> None:
 
 
 async def run_core(settings: config.Settings, *, supervised: bool = False) -> None:
-    with stop_signals(supervised=supervised) as stop:
+    # each process its own exporter (a worker of `wando serve` too), from OTEL_* (core.tracing)
+    with stop_signals(supervised=supervised) as stop, tracing.exporting("wando-core"):
         log.info("configuration: %s", {**settings.redacted(), "event_loop": _loop_name()})
         certificates = tls.server_certificates(settings)  # or refuses plaintext on the network
         admin_token = auth.load_admin_token(settings.admin_token, settings.data_dir)
@@ -179,7 +180,7 @@ async def run_core(settings: config.Settings, *, supervised: bool = False) -> No
 
 
 async def run_gateway(settings: config.Settings, *, supervised: bool = False) -> None:
-    with stop_signals(supervised=supervised) as stop:
+    with stop_signals(supervised=supervised) as stop, tracing.exporting("wando-gateway"):
         log.info("configuration: %s", {**settings.redacted(), "event_loop": _loop_name()})
         async with serving(settings, reuse_port=supervised):
             if not supervised:

@@ -14,8 +14,8 @@ Statements the tests send themselves (seeding, checks) are not the core's and
 are not recorded: the nearest caller outside asyncpg must be in core/.
 Migrations are deploy steps that run before a database is distributed, and
 may touch every organisation at once (a backfill); they are not recorded
-either. `EXCEPTIONS` lists the few runtime statements that are justified in
-touching several organisations, each with its reason.
+either. `orgscope.EXCEPTIONS` lists the few runtime statements that are
+justified in touching several organisations, each with its reason.
 
 Registered from tests/conftest.py; tests/test_org_scoping.py proves it catches
 what it should.
@@ -36,10 +36,9 @@ from tests import orgscope
 CORE = str(Path(__file__).resolve().parents[2] / "core") + "/"
 ASYNCPG = str(Path(asyncpg.connection.__file__).resolve().parent) + "/"
 MIGRATIONS = (CORE + "db.py", "migrate")
+# frames between asyncpg and the code that sent the statement
+PASS_THROUGH = ("/contextlib.py", "/core/tracing.py")
 MAX_SHOWN = 20
-
-# statements the core sends on purpose across organisations: fragment -> reason
-EXCEPTIONS: dict[str, str] = {}
 
 _seen: dict[str, str] = {}  # statement text -> the core function that sent it
 _originals: dict[str, Any] = {}
@@ -50,7 +49,7 @@ def _sender(frame: FrameType | None) -> str | None:
     the sender is not the core (a test) or is the migration runner."""
     while frame is not None:
         path = frame.f_code.co_filename
-        if not path.startswith(ASYNCPG) and "/contextlib.py" not in path:
+        if not path.startswith(ASYNCPG) and not path.endswith(PASS_THROUGH):
             break
         frame = frame.f_back
     if frame is None or not frame.f_code.co_filename.startswith(CORE):
@@ -99,8 +98,6 @@ def findings() -> list[tuple[str, orgscope.Finding]]:
     """(sender, finding) for every recorded statement not scoped to one org."""
     found = []
     for query, sender in _seen.items():
-        if any(fragment in query for fragment in EXCEPTIONS):
-            continue
         found.extend((sender, f) for f in orgscope.check(query))
     return found
 

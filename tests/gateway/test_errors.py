@@ -68,7 +68,7 @@ def test_core_errors_keep_their_message(
 def test_every_row_of_the_table_is_tested() -> None:
     tested = {(code, reason) for code, reason, _, _ in ROWS}
     tested |= {(code, None) for code, _, _, _ in ROWS}
-    tested |= {(C.UNAVAILABLE, None), (C.DEADLINE_EXCEEDED, None)}
+    tested |= {(C.UNAVAILABLE, None), (C.DEADLINE_EXCEEDED, None), (C.CANCELLED, None)}
     tested |= {(C.RESOURCE_EXHAUSTED, R.ERROR_REASON_RATE_LIMITED)}
     assert set(errors.TABLE) <= tested
 
@@ -93,6 +93,7 @@ def test_the_organisations_rate_limit_is_429_with_the_cores_delay(
         (C.UNAVAILABLE, R.ERROR_REASON_UNAVAILABLE),  # the core's database is away
         (C.UNAVAILABLE, None),  # the core is unreachable
         (C.DEADLINE_EXCEEDED, None),  # the core is too slow
+        (C.CANCELLED, None),  # the core shut down with the call queued (tests/drills/test_fleet.py)
     ],
 )
 def test_unavailable_is_503_with_retry_after_and_no_internals(
