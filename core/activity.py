@@ -158,6 +158,8 @@ WITHHELD = "[withheld]"
 def _clip(name: str, value: str) -> str:
     """A field as stored: no credential-shaped text, no NUL (PostgreSQL's text
     refuses it, and with it the whole batch), at most LIMITS[name] long."""
+    if not value:  # most entries have no filter, error or resource id
+        return value
     value = _SECRET.sub(WITHHELD, value).replace("\x00", "\ufffd")
     if name == "filter" and "password" in value.lower():
         return WITHHELD  # a filter naming password may hold one

@@ -89,6 +89,7 @@ def instrument(servicer: Any, service: ServiceDescriptor) -> Any:
 
 def _unary(method: str, inner: Any) -> Callable[[Any, Ctx], Awaitable[Any]]:
     latency = RPC_LATENCY.labels(method)  # bound once, not looked up per call
+    counts: dict[str, Any] = {}  # by code, each looked up once
 
     async def unary(request: Any, context: Ctx) -> Any:
         request_id = _request_id(context)
@@ -112,7 +113,10 @@ def _unary(method: str, inner: Any) -> Callable[[Any, Ctx], Awaitable[Any]]:
             raise  # unreachable: abort raises
         finally:
             latency.observe(time.perf_counter() - started)
-            RPC_COUNT.labels(method, code).inc()
+            count = counts.get(code)
+            if count is None:
+                count = counts[code] = RPC_COUNT.labels(method, code)
+            count.inc()
             if traced is not None:
                 tracing.end_rpc(*traced, code)
             logs.request_id.reset(token)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import logging
 import re
@@ -30,8 +31,6 @@ from dataclasses import dataclass
 
 import grpc
 from aiohttp import web
-from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter
 
 from core import credentials
@@ -71,6 +70,7 @@ _CLIENTS = (
 )
 
 
+@functools.lru_cache(maxsize=256)  # a client sends the same User-Agent every time
 def client_from_user_agent(user_agent: str) -> str:
     """okta, entra, auth0 or other. Okta sends "Okta SCIM Client 1.0.0" or
     "OKTA SCIM Integration" (shared/reference/idp-scim-traffic.md §1); Entra's
@@ -115,27 +115,23 @@ class Pending:
             )._to_proto(token_sha256)
 
     def _to_proto(self, token_sha256: bytes) -> activity_pb2.RecordedRequest:
-        when = Timestamp()
-        when.FromNanoseconds(int(self.wall_time * 1e9))
-        latency = Duration()
-        latency.FromMicroseconds(int(self.latency_seconds * 1e6))
-        return activity_pb2.RecordedRequest(
-            token_sha256=token_sha256,
-            entry=activity_pb2.ActivityEntry(
-                request_time=when,
-                request_id=self.request_id,
-                client=client_from_user_agent(self.user_agent),
-                user_agent=self.user_agent[:USER_AGENT_LENGTH],
-                method=self.method,
-                route=self.route,
-                resource_id=self.resource_id,
-                filter=self.filter[:FILTER_LENGTH],
-                status=self.status,
-                scim_type=self.scim_type,
-                detail=self.detail,
-                latency=latency,
-            ),
-        )
+        # fields set in place: building the message from keyword arguments and
+        # separate Timestamp and Duration objects cost about twice as much
+        request = activity_pb2.RecordedRequest(token_sha256=token_sha256)
+        entry = request.entry
+        entry.request_time.FromNanoseconds(int(self.wall_time * 1e9))
+        entry.request_id = self.request_id
+        entry.client = client_from_user_agent(self.user_agent)
+        entry.user_agent = self.user_agent[:USER_AGENT_LENGTH]
+        entry.method = self.method
+        entry.route = self.route
+        entry.resource_id = self.resource_id
+        entry.filter = self.filter[:FILTER_LENGTH]
+        entry.status = self.status
+        entry.scim_type = self.scim_type
+        entry.detail = self.detail
+        entry.latency.FromMicroseconds(int(self.latency_seconds * 1e6))
+        return request
 
 
 def _utf8(text: str) -> str:

@@ -37,6 +37,13 @@ RATE_LIMIT, AUTH_FAILURES, UNAUTHENTICATED = "rate_limit", "auth_failures", "una
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 _rpc_names: dict[Any, str] = {}
 
+# The labelled children each request updates, looked up once per label set:
+# prometheus_client's labels() converts every value to str and takes a lock on
+# each call. Label sets are few (methods by route templates by statuses), and the
+# metrics keep every child they made anyway.
+_request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+_core_children: dict[tuple[Any, str], tuple[Any, Any]] = {}
+
 
 def route_of(request: web.Request) -> str:
     """The route template a request matched, or "unmatched"."""
@@ -55,8 +62,15 @@ def method_of(request: web.Request) -> str:
 def observe_request(request: web.Request, status: int, seconds: float) -> None:
     method = method_of(request)
     route = route_of(request)
-    SCIM_REQUESTS.labels(method, route, str(status)).inc()
-    SCIM_DURATION.labels(method, route).observe(seconds)
+    key = (method, route, status)
+    children = _request_children.get(key)
+    if children is None:
+        children = _request_children[key] = (
+            SCIM_REQUESTS.labels(method, route, str(status)),
+            SCIM_DURATION.labels(method, route),
+        )
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def rpc_name(method: Any) -> str:
@@ -71,6 +85,12 @@ def rpc_name(method: Any) -> str:
 
 def observe_core_call(method: Any, code: str, seconds: float) -> None:
     """`method`: the stub's multicallable."""
-    rpc = rpc_name(method)
-    CORE_CALLS.labels(rpc, code).inc()
-    CORE_CALL_DURATION.labels(rpc).observe(seconds)
+    children = _core_children.get((method, code))
+    if children is None:
+        rpc = rpc_name(method)
+        children = _core_children[(method, code)] = (
+            CORE_CALLS.labels(rpc, code),
+            CORE_CALL_DURATION.labels(rpc),
+        )
+    children[0].inc()
+    children[1].observe(seconds)
