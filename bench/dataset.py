@@ -15,7 +15,7 @@ from bench import seed
 from bench.seed import SeededUser
 from bench.service import ADMIN, Service, core_tls
 from bench.sizes import Sizes
-from core import channels
+from common import channels
 from wando.provisioning.v1 import admin_service_pb2 as apb
 from wando.provisioning.v1 import admin_service_pb2_grpc, roles_pb2
 

@@ -47,7 +47,7 @@ from bench.context import Context
 from bench.jobs import JOBS
 from bench.processes import PYTHON, ROOT, tree_cpu_seconds
 from bench.service import core_tls
-from core import channels
+from common import channels
 
 LOOPBACK = "127.0.0.1"
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.processes import WANDO, Child, free_port, start
-from core import channels, config
+from common import channels, config
 
 MODES = ("serve", "split")
 SERVE = [WANDO, "serve"]

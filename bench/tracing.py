@@ -1,6 +1,6 @@
 """What traces cost on the hot paths, off and on: `python -m bench.tracing`.
 
-The three places a request meets core.tracing, each driven in process
+The three places a request meets common.tracing, each driven in process
 without I/O (a trivial handler, RPC and core answer): the gateway's
 request_context middleware, its Call.invoke to the core, and the core's RPC
 wrapper. For each, with no provider (what a process without
@@ -30,7 +30,8 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 
-from core import instrumentation, tracing
+from common import tracing
+from core import instrumentation
 from gateway import middlewares, resources
 
 Call = Callable[[], Coroutine[Any, Any, Any]]

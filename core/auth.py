@@ -15,7 +15,7 @@ import os
 import secrets
 from pathlib import Path
 
-from core.credentials import ADMIN_TOKEN_FILE, GATEWAY_TOKEN_FILE, SERVICE_TOKEN_FILE
+from common.credentials import ADMIN_TOKEN_FILE, GATEWAY_TOKEN_FILE, SERVICE_TOKEN_FILE
 from core.errors import Unauthenticated
 from core.ratelimit import RateLimits, requested_limit
 from core.rpc import Ctx

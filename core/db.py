@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import asyncpg.pool
 
-from core import tracing, wirejson
+from common import tracing, wirejson
 
 if TYPE_CHECKING:
     # a connection, whether taken from a pool or not
@@ -117,7 +117,7 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asy
         init=_init_connection,
         reset=_keep_session,
         command_timeout=30,
-        # a span per statement only while traces are exported (core.tracing)
+        # a span per statement only while traces are exported (common.tracing)
         connection_class=tracing.connection_class(),
     )
     return pool

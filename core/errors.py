@@ -29,11 +29,10 @@ from __future__ import annotations
 
 import grpc
 
+from common.wire import ERROR_INFO_METADATA_KEY
 from wando.provisioning.v1 import error_pb2
 
 R = error_pb2.ErrorReason
-
-ERROR_INFO_METADATA_KEY = "wando-error-bin"
 
 
 class CoreError(Exception):

@@ -50,8 +50,9 @@ from scim2_models.path import (
     ValuePath,
 )
 
+from common.wire import USER_URN
 from core.errors import InvalidArgument, InvalidFilter
-from core.schema import USER_URN, Attr, ResourceSchema
+from core.schema import Attr, ResourceSchema
 
 MAX_FILTER_LENGTH = 4096
 

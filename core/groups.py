@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from core import audit, counts, documents, listing, locking, patch, roles, wirejson
+from core import audit, counts, documents, fields, listing, locking, patch, roles
 from core.auth import Guard
 from core.cursors import Cursors
 from core.errors import AlreadyExists, InvalidArgument, TooMany
@@ -326,7 +326,7 @@ class GroupService(group_service_pb2_grpc.GroupServiceServicer):
         self, request: pb.CreateGroupRequest, context: Ctx
     ) -> pb.CreateGroupResponse:
         principal = await self._guard.scim(context)
-        body = wirejson.loads_object(request.group_json, "group_json")
+        body = fields.loads_object(request.group_json, "group_json")
         document = documents.normalize(TABLE.schema, body)
         wanted = documents.member_ids(body) or []
         new_id = uuid.uuid4()
@@ -396,7 +396,7 @@ class GroupService(group_service_pb2_grpc.GroupServiceServicer):
         self, request: pb.ReplaceGroupRequest, context: Ctx
     ) -> pb.ReplaceGroupResponse:
         principal = await self._guard.scim(context)
-        body = wirejson.loads_object(request.group_json, "group_json")
+        body = fields.loads_object(request.group_json, "group_json")
         document = documents.normalize(TABLE.schema, body)
         wanted = documents.member_ids(body)
         changes = patch.MemberChanges(replace=wanted)  # None: members stay as they are

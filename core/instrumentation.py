@@ -1,6 +1,6 @@
 """Cross-cutting work on every RPC of our services: a request id for the logs,
 Prometheus metrics by method and status, a trace span when traces are
-exported (core.tracing), and the rendering of errors
+exported (common.tracing), and the rendering of errors
 (CoreError through errors.WIRE; lost database connections as UNAVAILABLE;
 anything else as INTERNAL with the request id, the traceback only in the log).
 
@@ -23,7 +23,8 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from prometheus_client import Counter, Histogram
 
-from core import errors, logs, tracing
+from common import logs, tracing
+from core import errors
 from core.rpc import Ctx
 
 log = logging.getLogger(__name__)

@@ -30,8 +30,7 @@ from wando.provisioning.v1 import scim_pb2
 if TYPE_CHECKING:
     from core.db import Conn
 
-DEFAULT_COUNT = 100
-MAX_COUNT = 1000
+from common.wire import DEFAULT_COUNT, MAX_COUNT
 
 # the total for a filter: counted
 COUNT_SQL = "SELECT count(*) AS n FROM {table} r WHERE {where}"

@@ -16,7 +16,7 @@ from pathlib import Path
 import asyncpg
 from prometheus_client import CollectorRegistry, Gauge, multiprocess, start_http_server
 
-from core.config import HostPort
+from common.config import HostPort
 
 log = logging.getLogger(__name__)
 

@@ -31,12 +31,13 @@ import uuid
 import asyncpg
 from prometheus_client import Counter
 
+from common.wire import RATE_LIMIT_METADATA_KEY as METADATA_KEY
 from core.errors import InvalidArgument, RateLimited
 from core.rpc import Ctx
 
 log = logging.getLogger(__name__)
 
-METADATA_KEY = "wando-rate-limit"
+
 CHARGE_TIMEOUT_SECONDS = 0.5
 WARN_EVERY_SECONDS = 10.0
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from core import wirejson
+from common import wirejson
 from core.organizations import timestamp
 from core.schema import ResourceSchema, group_schema, user_schema
 from wando.provisioning.v1 import scim_pb2

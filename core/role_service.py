@@ -92,7 +92,7 @@ def selector(message: pb.UserSelector) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class RoleOptions:
-    """The RoleService's cache and stream settings (core.config: WANDO_ROLE_CACHE_*,
+    """The RoleService's cache and stream settings (common.config: WANDO_ROLE_CACHE_*,
     WANDO_WATCH_MAX_LAG); the intervals are core.notifier's."""
 
     cache_max_entries: int = 100_000

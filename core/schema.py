@@ -14,8 +14,8 @@ from typing import Any
 
 from scim2_models import EnterpriseUser, Group, User
 
-USER_URN = "urn:ietf:params:scim:schemas:core:2.0:User"
-GROUP_URN = "urn:ietf:params:scim:schemas:core:2.0:Group"
+from common.wire import GROUP_URN, USER_URN
+
 ENTERPRISE_URN = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 
 

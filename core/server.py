@@ -18,11 +18,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from common.config import Settings
+from common.tls import ServerCertificates
 from core import db, embedded
 from core.activity import ActivityService, Pruner
 from core.admin_service import AdminService
 from core.auth import Guard
-from core.config import Settings
 from core.cursors import Cursors
 from core.groups import GroupService
 from core.instrumentation import instrument
@@ -30,7 +31,6 @@ from core.notifier import RoleNotifier
 from core.ratelimit import RateLimits
 from core.role_service import RoleOptions, RoleService
 from core.search import SearchService
-from core.tls import ServerCertificates
 from core.tokens import Authenticator
 from core.users import UserService
 from wando.provisioning.v1 import (

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from core import audit, counts, documents, listing, locking, patch, roles, wirejson
+from core import audit, counts, documents, fields, listing, locking, patch, roles
 from core.auth import Guard
 from core.cursors import Cursors
 from core.errors import AlreadyExists, InvalidArgument, InvalidPath, Unavailable
@@ -328,7 +328,7 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
     ) -> pb.CreateUserResponse:
         principal = await self._guard.scim(context)
         document = documents.normalize(
-            TABLE.schema, wirejson.loads_object(request.user_json, "user_json")
+            TABLE.schema, fields.loads_object(request.user_json, "user_json")
         )
         document.setdefault("active", True)
         new_id = uuid.uuid4()
@@ -384,7 +384,7 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
     ) -> pb.ReplaceUserResponse:
         principal = await self._guard.scim(context)
         document = documents.normalize(
-            TABLE.schema, wirejson.loads_object(request.user_json, "user_json")
+            TABLE.schema, fields.loads_object(request.user_json, "user_json")
         )
         row, updated = await self._store(
             principal, request.id, request.etag, lambda row: replacement(row, document), "replace"
@@ -505,6 +505,6 @@ def operation(message: Any) -> patch.Operation:
     return patch.Operation(
         op=message.op,
         path=message.path,
-        value=wirejson.loads(message.value_json, "value_json") if has_value else None,
+        value=fields.loads(message.value_json, "value_json") if has_value else None,
         has_value=has_value,
     )

@@ -33,8 +33,8 @@ import grpc
 from aiohttp import web
 from prometheus_client import Counter
 
-from core import credentials
-from core.config import Settings
+from common import credentials
+from common.config import Settings
 from gateway.keys import (
     ACTIVITY,
     CORE,

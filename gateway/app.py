@@ -18,7 +18,8 @@ from collections.abc import AsyncIterator
 import grpc
 from aiohttp import web
 
-from core.config import Settings
+from common.config import Settings
+from common.wire import RATE_LIMIT_METADATA_KEY
 from gateway import bulk, discovery, health, middlewares, search
 from gateway.activity import activity_writer
 from gateway.authlimit import AuthFailures
@@ -31,7 +32,6 @@ from gateway.users import Users
 
 log = logging.getLogger("gateway")
 
-RATE_LIMIT_METADATA_KEY = "wando-rate-limit"  # read by core.ratelimit
 
 RESOURCE_TYPES: tuple[type[ResourceCalls], ...] = (Users, Groups)
 

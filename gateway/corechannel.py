@@ -1,8 +1,8 @@
 """The gateway's channel to the core: where it points, how it balances, what
 it retries, and its renewal when its TLS files change. Every channel the
-gateway opens to the core is made here (core.channels builds it).
+gateway opens to the core is made here (common.channels builds it).
 
-WANDO_CORE takes (core.channels.target):
+WANDO_CORE takes (common.channels.target):
 - HOST:PORT: one address (what `wando serve` and a single core use);
 - a comma-separated list HOST:PORT,HOST:PORT,…: resolved once at start-up into
   a static list of addresses;
@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from core import channels, tls
-from core.config import ConfigError, Settings
+from common import channels, tls
+from common.config import ConfigError, Settings
 
 if TYPE_CHECKING:
     from gateway.resources import ResourceCalls

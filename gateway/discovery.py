@@ -38,12 +38,11 @@ from scim2_models import (
     User,
 )
 
-from core.config import Settings
-from core.listing import DEFAULT_COUNT
+from common.config import Settings
+from common.wire import DEFAULT_COUNT, MAX_COUNT
 from gateway.keys import SETTINGS
 from gateway.mapping import list_response
 from gateway.middlewares import public
-from gateway.query import MAX_COUNT
 from gateway.responses import scim_response
 
 CTX = Context.RESOURCE_QUERY_RESPONSE

@@ -50,10 +50,10 @@ from scim2_models import (
     UniquenessException,
 )
 
+from common.wire import ERROR_INFO_METADATA_KEY
 from gateway.responses import scim_response
 from wando.provisioning.v1 import error_pb2
 
-ERROR_INFO_METADATA_KEY = "wando-error-bin"
 WWW_AUTHENTICATE = 'Bearer realm="wando-scim"'
 RETRY_AFTER_UNAVAILABLE_SECONDS = 5
 

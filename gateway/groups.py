@@ -10,12 +10,11 @@ from collections.abc import Sequence
 
 import grpc
 
+from common.wire import GROUP_URN
 from gateway.mapping import Listing
 from gateway.resources import Call
 from wando.provisioning.v1 import group_service_pb2 as pb
 from wando.provisioning.v1 import group_service_pb2_grpc, scim_pb2
-
-GROUP_URN = "urn:ietf:params:scim:schemas:core:2.0:Group"
 
 
 class Groups:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from core.config import Settings
+from common.config import Settings
 
 if TYPE_CHECKING:
     from scim2_models import SCIMException

@@ -1,7 +1,7 @@
 """SCIM JSON ⇄ the core's protos: the one mapping at the gateway's boundary,
 each function named by its direction.
 
-The JSON text inside the protos is core.wirejson's, shared with the core.
+The JSON text inside the protos is common.wirejson's, shared with the core.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from scim2_models import InvalidSyntaxException
 
-from core import wirejson
+from common import wirejson
 from gateway.projection import project
 from gateway.query import ListQuery, Projection
 from wando.provisioning.v1 import scim_pb2
@@ -40,8 +40,12 @@ def resource_json_from_scim(body: dict[str, Any]) -> str:
 
 
 def scim_from_resource_json(text: str) -> dict[str, Any]:
-    """A core resource's SCIM JSON (its resource_json)."""
-    return wirejson.loads_object(text, "resource_json")
+    """A core resource's SCIM JSON (its resource_json: an object, as the core
+    writes it)."""
+    value = wirejson.parse(text)
+    if not isinstance(value, dict):
+        raise ValueError("the core sent a resource_json that is not a JSON object")
+    return value
 
 
 _SORT_ORDERS = {

@@ -32,7 +32,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from scim2_models import Error, NotFoundException, SCIMException, UnauthorizedException
 
-from core import logs, tracing
+from common import logs, tracing
 from gateway import activity, authlimit, errors, metrics, traces
 from gateway.body import too_large
 from gateway.keys import ACTIVITY, AUTH_FAILURES, FAILURE, REQUEST_ID, SETTINGS, TOKEN

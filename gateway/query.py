@@ -22,7 +22,8 @@ from scim2_models import (
     TooManyException,
 )
 
-MAX_COUNT = 1000  # also advertised as filter.maxResults in /ServiceProviderConfig
+from common.wire import MAX_COUNT
+
 MAX_INT32 = 2**31 - 1
 # attributes / excludedAttributes: every listed resource is projected through
 # every path, so their number and size bound the work of one request (a User

@@ -18,7 +18,7 @@ from urllib.parse import quote
 import grpc
 from aiohttp import web
 
-from core import tracing
+from common import tracing
 from gateway import body, mapping, metrics, traces
 from gateway.keys import (
     AUTH_FAILURES,

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from core import wirejson
+from common import wirejson
 
 SCIM_CONTENT_TYPE = "application/scim+json; charset=utf-8"
 
@@ -16,7 +16,7 @@ def scim_response(
     body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> web.Response:
     return web.Response(
-        # built from the core's documents and our own values: no NaN (core.wirejson)
+        # built from the core's documents and our own values: no NaN (common.wirejson)
         body=wirejson.dumps_stored_bytes(body),
         status=status,
         headers={"Content-Type": SCIM_CONTENT_TYPE, **(headers or {})},

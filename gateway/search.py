@@ -13,9 +13,10 @@ from collections.abc import Sequence
 import grpc
 from aiohttp import web
 
+from common.wire import GROUP_URN
 from gateway import mapping
 from gateway.corechannel import CoreChannel
-from gateway.groups import GROUP_URN, Groups
+from gateway.groups import Groups
 from gateway.keys import SEARCH, SEARCH_FILTER
 from gateway.query import list_query_from_search_request
 from gateway.resources import Call, ResourceEndpoints, core_call, request_body

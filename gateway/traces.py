@@ -1,7 +1,7 @@
-"""The gateway's trace spans (core.tracing): one per SCIM request, named by
+"""The gateway's trace spans (common.tracing): one per SCIM request, named by
 its route template, and one per call to the core, whose traceparent goes in
 the call's metadata so that the core's spans join the request's trace.
-Called only while traces are exported (core.tracing.tracer is set)."""
+Called only while traces are exported (common.tracing.tracer is set)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from aiohttp import web
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
-from core import tracing
+from common import tracing
 from gateway import metrics
 from gateway.keys import REQUEST_ID
 

@@ -6,12 +6,11 @@ from collections.abc import Sequence
 
 import grpc
 
+from common.wire import USER_URN
 from gateway.mapping import Listing
 from gateway.resources import Call
 from wando.provisioning.v1 import scim_pb2, user_service_pb2_grpc
 from wando.provisioning.v1 import user_service_pb2 as pb
-
-USER_URN = "urn:ietf:params:scim:schemas:core:2.0:User"
 
 
 class Users:

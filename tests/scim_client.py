@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 import pytest
 
-from core.wirejson import dumps
+from common.wirejson import dumps
 from tests.support import bearer
 from wando.provisioning.v1 import error_pb2, scim_pb2
 from wando.provisioning.v1 import group_service_pb2 as gpb

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from core.cli.main import build_parser, main
+from cli.main import build_parser, main
 from core.server import CoreServer
 from tests.support import ADMIN_TOKEN, SERVICE_TOKEN, free_port, run_wando
 

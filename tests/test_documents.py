@@ -12,9 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from common.wire import GROUP_URN, USER_URN
 from core import documents
 from core.errors import CoreError, InvalidArgument, InvalidSyntax, TooMany
-from core.schema import ENTERPRISE_URN, GROUP_URN, USER_URN, group_schema, user_schema
+from core.schema import ENTERPRISE_URN, group_schema, user_schema
 
 SAMPLES = Path(__file__).parent / "samples"
 USER = user_schema()

@@ -33,8 +33,9 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from scim2_models import EnterpriseUser, ScimFilter, User
 
+from common.wire import USER_URN
 from core.filters import Params, compile_filter
-from core.schema import ENTERPRISE_URN, USER_URN, user_schema
+from core.schema import ENTERPRISE_URN, user_schema
 
 Model = User[EnterpriseUser]
 

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from common.wire import USER_URN
 from core import documents, patch
 from core.errors import (
     CoreError,
@@ -23,7 +24,7 @@ from core.errors import (
     TooMany,
 )
 from core.patch import MemberChanges, Operation, PatchResult
-from core.schema import ENTERPRISE_URN, USER_URN, group_schema, user_schema
+from core.schema import ENTERPRISE_URN, group_schema, user_schema
 
 SAMPLES = Path(__file__).parent / "samples"
 USER = user_schema()

@@ -21,7 +21,8 @@ import grpc
 import pytest
 from prometheus_client import REGISTRY
 
-from core import config, db
+from common import config
+from core import db
 from core.role_service import RoleOptions
 from core.server import CoreServer, start_server
 from tests.scim_client import Scim, okta_user, ops

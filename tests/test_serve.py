@@ -46,7 +46,7 @@ async def test_serve_keeps_data_across_restarts(tmp_path: Path) -> None:
     async with serving(data_dir, env) as lines:
         config_line = json.loads(lines[0])
         assert config_line["message"].startswith("configuration")
-        assert "'event_loop': 'uvloop'" in config_line["message"]  # core/eventloop.py
+        assert "'event_loop': 'uvloop'" in config_line["message"]  # common/eventloop.py
         token_file = data_dir / "admin-token"
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
         assert token_file.read_text().strip() not in "".join(lines)

@@ -14,10 +14,10 @@ import pytest
 import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from core import channels
-from core.channels import ClientTLS
+from common import channels
+from common.channels import ClientTLS
+from common.tls import ServerCertificates
 from core.server import CoreServer
-from core.tls import ServerCertificates
 from tests.support import ADMIN
 from tests.tls_support import Leaf, Pki, client, tls_server, write_atomically
 from wando.provisioning.v1 import admin_service_pb2 as admin_pb
@@ -155,10 +155,10 @@ async def test_a_half_rotated_pair_keeps_the_old_certificate(
     new_ca, new_ca_file = pki.ca("next")
     fresh = pki.leaf(new_ca, "fresh")
     write_atomically(server_leaf.cert, fresh.cert.read_bytes())
-    with caplog.at_level(logging.WARNING, logger="core.tls"):
+    with caplog.at_level(logging.WARNING, logger="common.tls"):
         await health(tls_core.port, client(server_ca[1]))  # still the old pair
         await health(tls_core.port, client(server_ca[1]))
-    warnings = [r.getMessage() for r in caplog.records if r.name == "core.tls"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "common.tls"]
     assert len(warnings) == 1 and "keeping the current certificate" in warnings[0]
     assert "do not make a pair" in warnings[0]
     write_atomically(server_leaf.key, fresh.key.read_bytes())
@@ -167,7 +167,7 @@ async def test_a_half_rotated_pair_keeps_the_old_certificate(
 
 
 def test_reread_makes_the_next_connection_read_the_files_again(server_leaf: Leaf) -> None:
-    """What SIGHUP does (core.tls.reread_on_sighup): files that look unchanged are read again."""
+    """What SIGHUP does (common.tls.reread_on_sighup): files that look unchanged are read again."""
     certificates = ServerCertificates(server_leaf.cert, server_leaf.key)
     assert certificates.fetch() is None
     certificates.reread()

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 import trustme
 
-from core import config
+from common import config
 from tests.support import free_port, run_wando, running
 from tests.test_grpcurl import grpcurl
 from tests.tls_support import Leaf, Pki

@@ -1,4 +1,4 @@
-"""core.wirejson: orjson where it answers as json does, json everywhere else."""
+"""common.wirejson: orjson where it answers as json does, json everywhere else."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core import wirejson
+from common import wirejson
+from core import fields
 from core.errors import InvalidArgument
 
 # JSON texts on which orjson and json disagree, or one of them refuses
@@ -38,12 +39,12 @@ def test_parse_answers_as_json_does(text: str) -> None:
 @pytest.mark.parametrize("text", ["NaN", "[Infinity]", '{"a": -Infinity}', "{", "[1,]", ""])
 def test_what_is_not_json_is_refused_naming_the_field(text: str) -> None:
     with pytest.raises(InvalidArgument, match="user_json is not valid JSON"):
-        wirejson.loads(text, "user_json")
+        fields.loads(text, "user_json")
 
 
 def test_deep_nesting_is_refused_not_crashed() -> None:
     with pytest.raises(InvalidArgument):
-        wirejson.loads("[" * 100_000 + "]" * 100_000, "value_json")
+        fields.loads("[" * 100_000 + "]" * 100_000, "value_json")
 
 
 def test_stored_documents_are_written_as_json_reads_them() -> None:

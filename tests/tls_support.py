@@ -10,9 +10,9 @@ from pathlib import Path
 import asyncpg
 import trustme
 
-from core.channels import ClientTLS
+from common.channels import ClientTLS
+from common.tls import ServerCertificates
 from core.server import CoreServer, start_server
-from core.tls import ServerCertificates
 from tests.support import ADMIN_TOKEN, SERVICE_TOKEN
 
 SERVER_NAMES = ("localhost", "127.0.0.1")

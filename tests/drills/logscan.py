@@ -46,7 +46,7 @@ PATTERNS = {
     "Bearer token": re.compile(r"(?i)\bbearer\s+(?!realm\b)[A-Za-z0-9._~+/-]{16,}"),
     "private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
 }
-WATCHED_LOGGERS = ("core", "gateway", "wando")
+WATCHED_LOGGERS = ("common", "cli", "core", "gateway", "wando")
 MAX_SHOWN = 20
 
 
@@ -148,7 +148,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Re-attach if something (core.logs.configure) replaced the root's handlers."""
+    """Re-attach if something (common.logs.configure) replaced the root's handlers."""
     if _scanner is not None:
         _attach(_scanner)
 

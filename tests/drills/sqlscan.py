@@ -37,7 +37,7 @@ CORE = str(Path(__file__).resolve().parents[2] / "core") + "/"
 ASYNCPG = str(Path(asyncpg.connection.__file__).resolve().parent) + "/"
 MIGRATIONS = (CORE + "db.py", "migrate")
 # frames between asyncpg and the code that sent the statement
-PASS_THROUGH = ("/contextlib.py", "/core/tracing.py")
+PASS_THROUGH = ("/contextlib.py", "/common/tracing.py")
 MAX_SHOWN = 20
 
 _seen: dict[str, str] = {}  # statement text -> the core function that sent it

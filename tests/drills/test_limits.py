@@ -19,6 +19,7 @@ from urllib.parse import quote
 import asyncpg
 import pytest
 
+from common.wire import MAX_COUNT
 from core.documents import MAX_DEPTH as MAX_UNKNOWN_DEPTH
 from core.documents import MAX_STRING_LENGTH, MAX_VALUES
 from core.errors import MAX_MESSAGE_LENGTH
@@ -27,7 +28,7 @@ from core.groups import MAX_MEMBERS_PER_REQUEST
 from core.patch import MAX_OP_LENGTH, MAX_OPERATIONS, MAX_PATH_LENGTH
 from core.server import CoreServer
 from gateway.body import MAX_DEPTH
-from gateway.query import MAX_ATTRIBUTE_PATH_LENGTH, MAX_ATTRIBUTE_PATHS, MAX_COUNT, MAX_INT32
+from gateway.query import MAX_ATTRIBUTE_PATH_LENGTH, MAX_ATTRIBUTE_PATHS, MAX_INT32
 from tests.drills.hostile_support import Figures, Hostile, drill_gateway, expect, snapshot
 from tests.drills.report import heavy
 from tests.gateway.support import GROUP_URN, PATCH_URN, okta_user

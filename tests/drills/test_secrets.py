@@ -35,9 +35,10 @@ from aiohttp.test_utils import TestClient
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import REGISTRY
 
-from core import config, tokens
+from common import config
+from common.wirejson import dumps
+from core import tokens
 from core.server import CoreServer
-from core.wirejson import dumps
 from gateway.authlimit import AuthFailures
 from tests.drills import logscan, snapshot
 from tests.drills.report import heavy, report
@@ -352,7 +353,7 @@ def test_the_log_scan_catches_secrets_in_messages_fields_and_tracebacks() -> Non
         except ValueError:
             logging.getLogger("core.instrumentation").exception("unexpected error")
         logging.getLogger("wando").warning("configured with %s", ADMIN_TOKEN)
-        logging.getLogger("core.tls").info("read -----BEGIN EC PRIVATE KEY-----\nMHcCAQEE")
+        logging.getLogger("common.tls").info("read -----BEGIN EC PRIVATE KEY-----\nMHcCAQEE")
     kinds = sorted({finding.what for finding in caught})
     report("secrets.logscan_selftest", caught=len(caught), kinds=kinds)
     assert kinds == sorted(

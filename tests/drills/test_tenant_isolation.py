@@ -30,8 +30,8 @@ from typing import Any
 import asyncpg
 import grpc
 
+from common.wirejson import dumps
 from core.server import CoreServer
-from core.wirejson import dumps
 from tests.drills import snapshot
 from tests.drills.report import heavy, report
 from tests.gateway.support import Reply, ScimHttp, gateway, gateway_settings

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.web_runner import BaseRunner
 from multidict import CIMultiDictProxy
 
-from core import config
+from common import config
 from gateway.app import create_app
 from gateway.protocol import ScimAppRunner
 from tests.support import GATEWAY_TOKEN

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core import config
+from common import config
 
 
 def test_defaults() -> None:

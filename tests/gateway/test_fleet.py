@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client import REGISTRY
 
-from core import channels
+from common import channels
 from core.server import CoreServer, start_server
 from gateway.keys import LIFECYCLE
 from tests.gateway.support import ScimHttp, gateway, gateway_settings, okta_user

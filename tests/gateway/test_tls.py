@@ -13,7 +13,7 @@ import grpc
 import pytest
 import trustme
 
-from core import channels
+from common import channels
 from core.server import CoreServer
 from gateway import corechannel
 from gateway.app import CHANNEL_OPTIONS, resource_calls

@@ -1,4 +1,4 @@
-"""Traces (core.tracing): one SCIM request through the real gateway and the
+"""Traces (common.tracing): one SCIM request through the real gateway and the
 real core is one trace, from the HTTP request to the database statements,
 with identifiers only in its attributes; without an OTLP endpoint nothing is
 installed."""
@@ -17,7 +17,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from core import db, tracing
+from common import tracing
+from core import db
 from core.server import CoreServer, start_server
 from tests.gateway.support import USER_URN, ScimHttp, gateway, gateway_settings
 from tests.support import ADMIN_TOKEN, GATEWAY_TOKEN, SERVICE_TOKEN, new_org_with_token
@@ -163,7 +164,7 @@ def _in_a_fresh_process(code: str, **env: str) -> str:
 PROBE = """
 import sys
 from opentelemetry import trace
-from core import tracing
+from common import tracing
 provider = tracing.setup("wando-core")
 print(provider is not None and trace.get_tracer_provider() is provider)
 print(tracing.connection_class().__name__)

@@ -21,7 +21,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from core import channels, config, credentials, tls
+from common import channels, config, credentials, tls
 from wando.provisioning.v1 import admin_service_pb2_grpc, role_service_pb2_grpc
 
 TIMEOUT_SECONDS = 10.0

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import grpc
 
-from core.config import ConfigError, Settings
+from common.config import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 

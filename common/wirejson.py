@@ -4,7 +4,7 @@
 JSON text, not google.protobuf.Struct: both ends hold the document as Python
 dicts, and json is about five times cheaper than building or reading a
 Struct (which also turns every number into a double). Text from the wire is
-checked to be JSON of the expected shape; anything else is InvalidArgument,
+checked to be JSON of the expected shape (core.fields); anything else is InvalidArgument,
 never an exception the caller did not expect.
 
 orjson does the common cases, several times faster than json (a page of 100
@@ -26,8 +26,6 @@ import re
 from typing import Any
 
 import orjson
-
-from core.errors import InvalidArgument
 
 # a run of 19 digits; spelt so, it is searched about twice as fast as [0-9]{19}
 _LONG_DIGITS = re.compile(r"[0-9][0-9]{18}")
@@ -63,22 +61,5 @@ def parse(text: str) -> Any:
     return json.loads(text, parse_constant=_no_constant)
 
 
-def loads(text: str, field: str) -> Any:
-    """The JSON value of a text field; InvalidArgument naming `field` if it is
-    not JSON (or nests too deeply to parse)."""
-    try:
-        return parse(text)
-    except (ValueError, RecursionError):
-        raise InvalidArgument(f"{field} is not valid JSON", field=field) from None
-
-
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
-
-
-def loads_object(text: str, field: str) -> dict[str, Any]:
-    """The JSON object of a text field (a resource); InvalidArgument otherwise."""
-    value = loads(text, field)
-    if not isinstance(value, dict):
-        raise InvalidArgument(f"{field} must be a JSON object", field=field)
-    return value

@@ -9,9 +9,9 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from core.cli import activity, roles
-from core.cli.client import Client, CliError, Result, command
-from core.cli.client import as_dict as _dict
+from cli import activity, roles
+from cli.client import Client, CliError, Result, command
+from cli.client import as_dict as _dict
 from wando.provisioning.v1 import admin_service_pb2 as pb
 
 

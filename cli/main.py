@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.cli import admin, run
-from core.config import ConfigError
+from cli import admin, run
+from common.config import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""`wando serve` (a supervisor and its worker processes, core/cli/supervise.py),
+"""`wando serve` (a supervisor and its worker processes, cli/supervise.py),
 `wando core` (gRPC only), `wando gateway` (the SCIM HTTP gateway only, against
 WANDO_CORE) and `wando migrate` (apply migrations and exit).
 
@@ -19,7 +19,9 @@ from typing import Any
 
 import asyncpg
 
-from core import auth, config, db, embedded, eventloop, logs, tls, tracing
+from cli.worker import READY
+from common import config, eventloop, logs, tls, tracing
+from core import auth, db, embedded
 from core.cursors import Cursors
 from core.db import SchemaTooNewError
 from core.metrics import serve_metrics, watch_pool
@@ -28,8 +30,6 @@ from core.server import ActivitySettings, database, start_server, stop_signals
 from gateway.app import serving
 
 log = logging.getLogger("wando")
-
-READY = "ready"  # what a supervised worker writes on its stdout once it serves
 
 
 def add_commands(commands: Any) -> None:
@@ -73,7 +73,7 @@ def _listen_arguments(cmd: argparse.ArgumentParser) -> None:
 
 
 def _serve_handler(args: argparse.Namespace) -> int:
-    from core.cli import supervise  # the supervisor's own imports stay out of the workers
+    from cli import supervise  # the supervisor's own imports stay out of the workers
 
     settings = config.load(
         data_dir=args.data_dir,
@@ -124,7 +124,7 @@ def _say_ready() -> None:
 
 
 async def run_core(settings: config.Settings, *, supervised: bool = False) -> None:
-    # each process its own exporter (a worker of `wando serve` too), from OTEL_* (core.tracing)
+    # each process its own exporter (a worker of `wando serve` too), from OTEL_* (common.tracing)
     with stop_signals(supervised=supervised) as stop, tracing.exporting("wando-core"):
         log.info("configuration: %s", {**settings.redacted(), "event_loop": _loop_name()})
         certificates = tls.server_certificates(settings)  # or refuses plaintext on the network

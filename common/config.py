@@ -65,7 +65,7 @@ class Settings:
     cursor_timeout_seconds: int
     bulk_max_operations: int
     bulk_max_payload_bytes: int
-    # TLS (core.tls, core.channels): PEM file paths, never their contents
+    # TLS (common.tls, common.channels): PEM file paths, never their contents
     grpc_tls_cert: Path | None
     grpc_tls_key: Path | None
     grpc_tls_client_ca: Path | None

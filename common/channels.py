@@ -29,8 +29,8 @@ from typing import Any
 
 import grpc
 
-from core import tls
-from core.config import ConfigError, Settings
+from common import tls
+from common.config import ConfigError, Settings
 
 Options = Sequence[tuple[str, Any]]
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from core.cli.client import ADMIN, Client, CliError, Result, streaming
-from core.cli.client import as_dict as _dict
+from cli.client import ADMIN, Client, CliError, Result, streaming
+from cli.client import as_dict as _dict
 from wando.provisioning.v1 import admin_service_pb2 as pb
 
 _SINCE = re.compile(r"^(\d+)([dhms])$")

@@ -55,8 +55,9 @@ from pathlib import Path
 import asyncpg
 from prometheus_client import multiprocess
 
-from core import auth, channels, config, db, embedded, tls
-from core.cli.run import READY
+from cli.worker import READY
+from common import channels, config, tls
+from core import auth, db, embedded
 from core.metrics import serve_metrics
 from core.server import stop_signals
 
@@ -154,7 +155,7 @@ class Supervisor:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "core.cli.main",
+            "cli.main",
             slot.kind,
             "--supervised",
             f"{slot.kind}-{slot.index}",  # named on each line it logs
@@ -298,7 +299,7 @@ async def run(settings: config.Settings) -> int:
 def _worker_environment(settings: config.Settings) -> dict[str, str]:
     """The supervisor's environment, for its workers. The gateways reach the
     cores on loopback over TLS exactly when the cores serve TLS
-    (core.channels.in_process): without WANDO_GRPC_TLS_*, client TLS settings
+    (common.channels.in_process): without WANDO_GRPC_TLS_*, client TLS settings
     meant for another core are dropped."""
     env = dict(os.environ)
     if settings.grpc_tls_cert is None:

@@ -7,8 +7,8 @@ import argparse
 from collections.abc import Iterator
 from typing import Any
 
-from core.cli.client import SERVICE, Client, CliError, Result, command, streaming
-from core.cli.client import as_dict as _dict
+from cli.client import SERVICE, Client, CliError, Result, command, streaming
+from cli.client import as_dict as _dict
 from wando.provisioning.v1 import admin_service_pb2 as pb
 from wando.provisioning.v1 import role_service_pb2 as rpb
 from wando.provisioning.v1 import roles_pb2
