@@ -17,16 +17,14 @@ import logging
 import sys
 from typing import Any
 
-import asyncpg
-
 from cli.worker import READY
 from common import config, eventloop, logs, tls, tracing
-from core import auth, db, embedded
+from core import auth, db
 from core.cursors import Cursors
 from core.db import SchemaTooNewError
 from core.metrics import serve_metrics, watch_pool
 from core.role_service import RoleOptions
-from core.server import ActivitySettings, database, start_server, stop_signals
+from core.server import ActivitySettings, database, postgres, start_server, stop_signals
 from gateway.app import serving
 
 log = logging.getLogger("wando")
@@ -199,20 +197,8 @@ async def run_gateway(settings: config.Settings, *, supervised: bool = False) ->
 async def migrate(settings: config.Settings) -> None:
     """Apply the pending migrations (on the embedded server if no
     WANDO_DATABASE_URL is set) and exit."""
-    pg = None
-    dsn = settings.database_url
-    if dsn is None:
-        pg = await embedded.start(settings.data_dir)
-        dsn = pg.dsn
-    try:
-        conn = await asyncpg.connect(dsn)
-        try:
-            done = await db.migrate(conn)
-        finally:
-            await conn.close()
-    finally:
-        if pg is not None:
-            await pg.stop()
+    async with postgres(settings) as dsn:
+        done = await db.migrate_at(dsn)
     if done:
         log.info("applied migrations %s", ", ".join(f"{v:04d}" for v in done))
     else:

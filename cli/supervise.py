@@ -52,14 +52,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import asyncpg
 from prometheus_client import multiprocess
 
 from cli.worker import READY
 from common import channels, config, tls
-from core import auth, db, embedded
+from core import auth, db
 from core.metrics import serve_metrics
-from core.server import stop_signals
+from core.server import postgres, stop_signals
 
 log = logging.getLogger("wando.supervisor")
 
@@ -266,13 +265,8 @@ async def run(settings: config.Settings) -> int:
             auth.load_gateway_token(settings.gateway_token, settings.data_dir)
             metrics_dir = Path(tempfile.mkdtemp(prefix="wando-metrics-"))
             held.callback(shutil.rmtree, metrics_dir, True)
-            pg = None
-            dsn = settings.database_url
-            if dsn is None:
-                pg = await embedded.start(settings.data_dir)
-                dsn = pg.dsn
-            try:
-                await _migrate(dsn)
+            async with postgres(settings) as dsn:
+                await db.migrate_at(dsn)
                 env = {
                     **_worker_environment(settings),
                     "WANDO_DATA_DIR": str(settings.data_dir),
@@ -289,9 +283,6 @@ async def run(settings: config.Settings) -> int:
                     await _supervise(supervisor, settings, stop, metrics_dir)
                 finally:
                     await supervisor.close()
-            finally:
-                if pg is not None:
-                    await pg.stop()
     log.info("stopped")
     return 1 if supervisor.gave_up.is_set() else 0
 
@@ -336,14 +327,6 @@ async def _supervise(
     )
     await supervisor.stop(GATEWAY)  # first: their requests still need the cores
     await supervisor.stop(CORE)
-
-
-async def _migrate(dsn: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await db.migrate(conn)
-    finally:
-        await conn.close()
 
 
 def _loop_name() -> str:

@@ -92,6 +92,15 @@ async def migrate(conn: Conn) -> list[int]:
         return done
 
 
+async def migrate_at(dsn: str) -> list[int]:
+    """migrate() on one connection of its own to `dsn`."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
+
+
 async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     for type_name in ("json", "jsonb"):
         await conn.set_type_codec(

@@ -184,16 +184,24 @@ async def start_server(
 
 
 @contextlib.asynccontextmanager
-async def database(settings: Settings, *, migrate: bool = True) -> AsyncIterator[asyncpg.Pool]:
-    """The migrated pool: on WANDO_DATABASE_URL, else on the embedded server,
-    which is stopped again on the way out. `migrate=False`: the schema is
-    already current (a worker of `wando serve`, whose supervisor migrated)."""
-    pg = None
-    dsn = settings.database_url
-    if dsn is None:
-        pg = await embedded.start(settings.data_dir)
-        dsn = pg.dsn
+async def postgres(settings: Settings) -> AsyncIterator[str]:
+    """The DSN of WANDO_DATABASE_URL, else of the embedded server in the data
+    directory, started for the block and stopped again on the way out."""
+    if settings.database_url is not None:
+        yield settings.database_url
+        return
+    pg = await embedded.start(settings.data_dir)
     try:
+        yield pg.dsn
+    finally:
+        await pg.stop()
+
+
+@contextlib.asynccontextmanager
+async def database(settings: Settings, *, migrate: bool = True) -> AsyncIterator[asyncpg.Pool]:
+    """The migrated pool, on postgres(settings). `migrate=False`: the schema is
+    already current (a worker of `wando serve`, whose supervisor migrated)."""
+    async with postgres(settings) as dsn:
         sizes = {"min_size": settings.db_pool_min, "max_size": settings.db_pool_max}
         if migrate:
             pool = await db.connect_and_migrate(dsn, **sizes)
@@ -203,9 +211,6 @@ async def database(settings: Settings, *, migrate: bool = True) -> AsyncIterator
             yield pool
         finally:
             await pool.close()
-    finally:
-        if pg is not None:
-            await pg.stop()
 
 
 @contextlib.contextmanager
