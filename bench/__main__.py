@@ -62,9 +62,22 @@ def main() -> int:
         "(with --service split): each SCIM workload also through a second gateway "
         "without it, right after, and its cost in the same run",
     )
+    parser.add_argument(
+        "--against-workers",
+        type=int,
+        metavar="N",
+        help="with --service serve: a second `wando serve` with N workers of each tier on "
+        "the same database; each SCIM workload also runs on it, alternating with the "
+        "first, and their ratio is printed (which worker count to deploy, in one run)",
+    )
     args = parser.parse_args()
     if args.activity == "both" and args.service != "split":
         parser.error("--activity both compares one gateway with another: use --service split")
+    if args.against_workers is not None:
+        if args.service != "serve":
+            parser.error("--against-workers compares two `wando serve`: use --service serve")
+        if args.against_workers < 1:
+            parser.error("--against-workers takes a worker count of 1 or more")
     missing = [m for m in ("scim2_server", "uvicorn") if importlib.util.find_spec(m) is None]
     if missing and suite.wants_peer(set(args.only or NAMES)):
         print(
@@ -83,6 +96,7 @@ def main() -> int:
         args.workers,
         args.rate_limit,
         args.activity,
+        args.against_workers,
     )
 
 

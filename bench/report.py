@@ -196,6 +196,12 @@ def _row_lines(row: dict[str, Any]) -> list[str]:
             f"{'':4}activity costs {row['activity_cost']:.1%} of the req/s without it "
             "(the next rows, off, on, off: on vs. the mean of off; target ≤ 5 %)"
         )
+    if "workers_ratio" in row:
+        lines.append(
+            f"{'':4}{row['workers_other']} + {row['workers_other']} workers: "
+            f"{row['workers_ratio']:.2f}x the req/s of this service's own workers "
+            "(the next rows, other, this, other: the mean of other ÷ this)"
+        )
     if "floor_ratio" in row:
         lines.append(f"{'':4}{row['floor_ratio']:.2f} of baseline {row['floor']}")
     if "first_page_ms" in row:

@@ -62,6 +62,8 @@ class Run:
         self.phase_seconds: dict[str, float] = {}
         # measure each SCIM workload again through a gateway without activity
         self.compare_activity = False
+        # a second `wando serve` with another worker count (bench.service.Service)
+        self.against: Any = None
         self._clock = started
 
     def lap(self, phase: str) -> None:

@@ -59,6 +59,8 @@ class Service:
     # upsert in PostgreSQL, core.ratelimit) at a limit never reached: its cost
     rate_limit: bool = False
     activity: bool = True  # the gateway records each SCIM request (issue #18)
+    # a second service in the same run (`--against-workers`) names its logs apart
+    label: str = ""
 
     @property
     def grpc_address(self) -> str:
@@ -80,7 +82,7 @@ class Service:
     def env(self) -> dict[str, str]:
         return {
             "WANDO_DATABASE_URL": self.dsn,
-            "WANDO_DATA_DIR": str(self.work / "data"),
+            "WANDO_DATA_DIR": str(self.work / f"data{self.label}"),
             "WANDO_GRPC_LISTEN": self.grpc_address,
             "WANDO_HTTP_LISTEN": f"127.0.0.1:{self.http_port}",
             "WANDO_CORE": self.grpc_address,
@@ -118,7 +120,7 @@ class Service:
                     log_dir=self.work,
                     env=env,
                     ready=ready,
-                    log_name=f"{name}-{self.starts}",
+                    log_name=f"{name}{self.label}-{self.starts}",
                 )
                 for name, argv, ready in self._commands()
             ),

@@ -148,11 +148,13 @@ async def run_throughput(
     peer: Peer | None,
     peers: Dataset | None,
     compare: bool = False,
+    against: Service | None = None,
 ) -> None:
     """Each workload on ours, then (if it has one) at once on the peer. With
     `compare` (split service only), each SCIM one three times more, alternating
     with a second gateway that records no activity (issue #18: its cost, in one
-    run)."""
+    run). With `against` (a second `wando serve` with another worker count, on
+    the same database), each SCIM one three times more, alternating with it."""
     quiet = await _quiet_gateway(service) if compare else None
     try:
         for w in THROUGHPUT:
@@ -167,6 +169,8 @@ async def run_throughput(
             await run.measure(w.name, w.title, spec, service)
             if quiet is not None and w.target != "core":
                 await _activity_cost(run, service, data, w, quiet)
+            if against is not None and w.target != "core":
+                await _workers_ratio(run, service, data, w, against)
             if w.peer and peer is not None and peers is not None:
                 spec = run.throughput_spec(w.job, _params(w, peers), http=peer.scim_base)
                 await run.measure(f"peer:{w.name}", w.title, spec, peer, "peer")
@@ -204,6 +208,28 @@ async def _activity_cost(
         rates.append(measured["requests_per_second"])
     if rates[0] + rates[2]:
         row["activity_cost"] = round(1 - rates[1] / ((rates[0] + rates[2]) / 2), 3)
+
+
+async def _workers_ratio(
+    run: Run, service: Service, data: Dataset, w: Workload, against: Service
+) -> None:
+    """After the usual pass: the other worker count, the default, the other
+    again; the ratio is the other's mean req/s ÷ the default's second pass."""
+    row = run.rows[-1]
+    other = f"{against.serve_workers} + {against.serve_workers} workers"
+    rates = []
+    for n, server in enumerate((against, service, against)):
+        label = other if server is against else "default workers"
+        measured = await run.measure(
+            f"{w.name}-workers-{n}",
+            f"{w.title} ({label})",
+            run.throughput_spec(w.job, _params_again(w, data, f"w{n}"), http=server.scim_base),
+            server,
+        )
+        rates.append(measured["requests_per_second"])
+    if rates[1]:
+        row["workers_ratio"] = round((rates[0] + rates[2]) / 2 / rates[1], 3)
+        row["workers_other"] = against.serve_workers
 
 
 def _params_again(w: Workload, data: Dataset, suffix: str) -> dict[str, Any]:
@@ -262,7 +288,7 @@ async def run_service_workloads(
         if peer is not None and peers is not None:
             await peer_import(run, peer, peers)
         run.lap("imports")
-    await run_throughput(run, service, data, peer, peers, run.compare_activity)
+    await run_throughput(run, service, data, peer, peers, run.compare_activity, run.against)
     run.lap("throughput workloads")
     if run.wants("group-replace"):
         await run_group_replace(run, service, data, pool)
@@ -298,6 +324,7 @@ async def run_suite(
     serve_workers: int | None = None,
     rate_limit: bool = False,
     activity: str = "on",
+    against_workers: int | None = None,
 ) -> dict[str, Any]:
     """Run the chosen workloads; every process's log is copied into `logs`."""
     selected = set(only or NAMES)
@@ -323,8 +350,24 @@ async def run_suite(
                 activity=activity != "off",
             )
             peer = Peer(work) if wants_peer(selected) else None
+            against = (
+                None
+                if against_workers is None
+                else Service(
+                    pg.dsn,
+                    work,
+                    postmaster,
+                    "serve",
+                    serve_workers=against_workers,
+                    activity=activity != "off",
+                    label="-other",
+                )
+            )
             try:
                 await service.start()
+                if against is not None:
+                    await against.start()
+                    run.against = against
                 if peer is not None:
                     await peer.start()
                 pool = await db.create_pool(pg.dsn, min_size=1, max_size=4)
@@ -333,11 +376,14 @@ async def run_suite(
                 finally:
                     await pool.close()
             except BaseException:
-                for child in [*service.children, *(peer.children if peer else [])]:
+                others = [*(peer.children if peer else []), *(against.children if against else [])]
+                for child in [*service.children, *others]:
                     print(f"--- {child.name} log\n{child.tail()}", flush=True)
                 raise
             finally:
                 await service.stop()
+                if against is not None:
+                    await against.stop()
                 if peer is not None:
                     await peer.stop()
         finally:
@@ -354,6 +400,7 @@ async def run_suite(
             "workers": serve_workers if mode == "serve" else None,
             "rate_limit": rate_limit,
             "activity": activity,
+            "against_workers": against_workers,
         },
         "rows": run.rows,
         "checks": run.checks,
@@ -379,10 +426,19 @@ def main(
     serve_workers: int | None = None,
     rate_limit: bool = False,
     activity: str = "on",
+    against_workers: int | None = None,
 ) -> int:
     results = loop.run(
         run_suite(
-            sizes, only, quick, mode, out.parent / "logs", serve_workers, rate_limit, activity
+            sizes,
+            only,
+            quick,
+            mode,
+            out.parent / "logs",
+            serve_workers,
+            rate_limit,
+            activity,
+            against_workers,
         )
     )
     report.write(results, out)

@@ -117,11 +117,32 @@ def table(results: list[dict[str, Any]]) -> str:
             f"| {_over(runs, name, lambda r: r.get('ratio'), 2)} "
             f"| {first[name].get('target') or '—'} | {_met(runs, name, 'met')} |"
         )
+    lines += _side_by_side(runs)
     failed = [f for r in results for f in r["failures"]]
     peer_failed = [f"{k}: {v}" for r in results for k, v in r.get("peer_failures", {}).items()]
     lines += ["", f"failed requests to the service: {len(failed)}"]
     lines += [f"the peer could not do {f}" for f in peer_failed]
     return "\n".join(lines)
+
+
+# same-run comparisons a run may carry on its peer rows: (key, heading)
+COMPARISONS = (
+    ("activity_cost", "activity's cost (1 - on ÷ mean of off; target ≤ 5 %)"),
+    ("workers_ratio", "the other worker count's req/s ÷ the default's (`--against-workers`)"),
+)
+
+
+def _side_by_side(runs: list[dict[str, Row]]) -> list[str]:
+    lines: list[str] = []
+    for key, heading in COMPARISONS:
+        names = [n for n in _peer_names(runs) if any(key in rows.get(n, {}) for rows in runs)]
+        if not names:
+            continue
+        lines += ["", f"| workload | {heading} |", "|---|---|"]
+        for name in names:
+            title = next(rows[name]["title"] for rows in runs if name in rows)
+            lines.append(f"| {title} | {_over(runs, name, lambda r, k=key: r.get(k), 3)} |")
+    return lines
 
 
 def main() -> int:

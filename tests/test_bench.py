@@ -295,3 +295,26 @@ def test_the_split_service_runs_too(tmp_path: Path) -> None:
     assert set(rows["get-user"]["peak_rss_mib"]) == {"core", "gateway"}
     assert rows["get-user"]["vs_peer"] > 0 and rows["peer:get-user"]["requests"] > 0
     assert results["meta"]["service"]["mode"] == "split"
+
+
+def test_a_second_worker_count_runs_beside_the_default_in_the_same_run(tmp_path: Path) -> None:
+    """`--against-workers 1`: each SCIM workload also on a second `wando serve`
+    with one worker of each tier, alternating; the ratio is of this run's
+    figures, and the summary prints it."""
+    out = tmp_path / "results.json"
+    results = run_bench(out, "--quick", "--against-workers", "1", "--only", "get-user")
+    rows = {row["name"]: row for row in results["rows"]}
+    passes = [rows[f"get-user-workers-{n}"] for n in range(3)]
+    assert all(p["requests"] > 0 for p in passes)
+    assert "1 + 1 workers" in passes[0]["title"] and "default" in passes[1]["title"]
+    mean_other = (passes[0]["requests_per_second"] + passes[2]["requests_per_second"]) / 2
+    expected = mean_other / passes[1]["requests_per_second"]
+    assert rows["get-user"]["workers_ratio"] == pytest.approx(expected, abs=0.001)
+    assert results["meta"]["against_workers"] == 1
+    # each service's supervisor kept its own log
+    assert {p.name for p in (tmp_path / "logs").glob("serve*.log")} >= {
+        "serve-1.log",
+        "serve-other-1.log",
+    }
+    printed = summary.table([results])
+    assert "`--against-workers`" in printed and "| GET /Users/{id} |" in printed
