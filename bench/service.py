@@ -61,6 +61,8 @@ class Service:
     activity: bool = True  # the gateway records each SCIM request (issue #18)
     # a second service in the same run (`--against-workers`) names its logs apart
     label: str = ""
+    # run the sources exported there (bench.ab: another revision), not the installed ones
+    source: Path | None = None
 
     @property
     def grpc_address(self) -> str:
@@ -96,6 +98,7 @@ class Service:
             "WANDO_RATE_LIMIT_BURST": "1000000",
             "WANDO_SHUTDOWN_GRACE_SECONDS": "2",
             **({"WANDO_WORKERS": str(self.serve_workers)} if self.serve_workers else {}),
+            **({"PYTHONPATH": f"{self.source}:{self.source / 'protos'}"} if self.source else {}),
         }
 
     def _commands(self) -> list[tuple[str, list[str], str]]:

@@ -12,6 +12,17 @@ import time
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 
+def _skip_unused_record_fields() -> None:
+    """No line shows the caller's file and line, the thread or the process, so
+    LogRecord need not find them: the logging HOWTO's "Optimization" switches.
+    Without them every record walks the stack (findCaller) and asks the kernel
+    for the pid, on every access-log line of the gateway."""
+    logging._srcfile = None  # type: ignore[attr-defined]  # documented switch
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+
+
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
@@ -45,6 +56,7 @@ class JsonFormatter(logging.Formatter):
 def configure(level: str = "info", fmt: str = "text", worker: str | None = None) -> None:
     """`worker`: which worker of `wando serve` this process is ("core-1"), shown
     on each line, as the workers share the supervisor's stderr."""
+    _skip_unused_record_fields()
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_RequestIdFilter())
     if fmt == "json":

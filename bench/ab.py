@@ -1,0 +1,224 @@
+"""python -m bench.ab REV [REV …]: CPU per request of several revisions of the
+service, measured side by side on a shared machine.
+
+On a machine that other work shares, CPU per request taken one run after
+another moves by ±10 % with the load of the moment (a busier process batches
+more events per wake-up); a change worth 2 % cannot be seen. Here every
+revision runs at once as its own `wando core` + `wando gateway` on one
+embedded PostgreSQL, and each workload loads them all at the same moment
+(one load process each), so they share the same neighbours: two stacks of
+the same revision agreed within 2-4 % (3 rounds of 4 s, 2 cores shared with
+other benchmarks).
+
+REV is a git revision, exported with `git archive` into a scratch directory
+and run from there (its core, gateway, common, cli and generated protos on
+PYTHONPATH), or `.` for the working tree as it is. The same revision twice
+shows the noise left (REV#1, REV#2). Printed: the gateway's and the core's
+CPU (user + system, /proc) ÷ requests, per round and as the mean of the
+rounds. PostgreSQL's CPU is left out: the stacks share one server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from io import BytesIO
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+from bench import dataset, loop, processes
+from bench.dataset import Dataset
+from bench.load import LoadClient
+from bench.run import cpu_per_request
+from bench.service import Service
+from bench.sizes import QUICK
+from bench.workloads import THROUGHPUT
+from core import db, embedded
+
+# the SCIM workloads a gateway serves (not the role lookups, which skip it;
+# not the 10,000-member group, which its sizes here do not build)
+WORKLOADS = {
+    w.name: w.job for w in THROUGHPUT if w.target == "gateway" and w.name != "patch-big-member"
+}
+SOURCES = ("core", "gateway", "common", "cli", "protos")
+WORKING_TREE = "."
+
+
+@dataclass
+class Stack:
+    """One revision's `wando core` + `wando gateway`."""
+
+    rev: str  # as given; REV#2 for a second stack of the same revision
+    service: Service
+    load: LoadClient
+
+    def pids(self, name: str) -> list[int]:
+        return [c.pid for c in self.service.processes if c.name == name]
+
+
+def export(rev: str, into: Path) -> Path | None:
+    """The sources of `rev` under `into`; None for the working tree."""
+    if rev == WORKING_TREE:
+        return None
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", rev, *SOURCES],
+        cwd=processes.ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def params(job: str, data: Dataset, index: int, stacks: int) -> dict[str, Any]:
+    """What `job` needs, with the users a stack writes to its own (every
+    `stacks`-th), so that concurrent PUTs of two stacks do not meet."""
+    own = data.sample[index::stacks]
+    return {
+        "token": data.main.token,
+        "user_ids": [u.id for u in data.sample],
+        "user_names": [u.user_name for u in data.sample],
+        "users": [[u.id, u.user_name] for u in own],
+        "groups": data.patch_groups[index::stacks] or data.patch_groups,
+        "run": f"ab{index}-{int(time.time() * 1000)}",
+    }
+
+
+async def measure(
+    stacks: list[Stack], data: Dataset, job: str, seconds: float, in_flight: int
+) -> list[dict[str, Any]]:
+    """One round of `job` on every stack at once; a row per stack."""
+    specs = [
+        {
+            "job": job,
+            "params": params(job, data, n, len(stacks)),
+            "http": s.service.scim_base,
+            "in_flight": in_flight,
+            "seconds": seconds,
+            "warmup_seconds": 1.0,
+            "cpu": {"gateway": s.pids("gateway"), "core": s.pids("core")},
+        }
+        for n, s in enumerate(stacks)
+    ]
+    runs = (s.load.run(spec) for s, spec in zip(stacks, specs, strict=True))
+    results = await asyncio.gather(*runs)
+    rows = []
+    for stack, result in zip(stacks, results, strict=True):
+        cpu = cpu_per_request(result["cpu_s"], result["requests"])
+        rows.append(
+            {
+                "rev": stack.rev,
+                "requests": result["requests"],
+                "errors": result["errors"],
+                "error_samples": result["error_samples"],
+                "gateway_ms": cpu.get("gateway", 0.0),
+                "core_ms": cpu.get("core", 0.0),
+            }
+        )
+    return rows
+
+
+async def run(
+    revs: list[str], workloads: list[str], rounds: int, seconds: float, in_flight: int, users: int
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="wando-ab-") as tmp:
+        work = Path(tmp)
+        pg = await embedded.start(work / "pg")
+        postmaster = processes.postmaster_pid(work / "pg" / "postgres")
+        stacks: list[Stack] = []
+        try:
+            for n, rev in enumerate(revs):
+                home = work / f"stack{n}"
+                home.mkdir()
+                source = export(rev, home / "src")
+                service = Service(pg.dsn, home, postmaster, "split", source=source)
+                await service.start()  # the first one migrates
+                label = rev if revs.count(rev) == 1 else f"{rev}#{revs[:n].count(rev) + 1}"
+                stacks.append(Stack(label, service, await LoadClient.start(home / "load.log")))
+            pool = await db.create_pool(pg.dsn, min_size=1, max_size=4)
+            try:
+                sizes = replace(QUICK, users=users, small_import_users=10)
+                data = await dataset.build(stacks[0].service, pool, sizes)
+            finally:
+                await pool.close()
+            rows = []
+            for r in range(rounds):
+                for name in workloads:
+                    for row in await measure(stacks, data, WORKLOADS[name], seconds, in_flight):
+                        rows.append({"workload": name, "round": r, **row})
+                        print(_line(rows[-1]), flush=True)
+        finally:
+            for stack in stacks:
+                await stack.service.stop()
+                await stack.load.stop()
+            await pg.stop()
+    return {"revs": [s.rev for s in stacks], "rows": rows, "means": means(rows)}
+
+
+def means(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per workload and revision: the mean of the rounds."""
+    out = []
+    for key in dict.fromkeys((r["workload"], r["rev"]) for r in rows):
+        mine = [r for r in rows if (r["workload"], r["rev"]) == key]
+        gateway, core = mean(r["gateway_ms"] for r in mine), mean(r["core_ms"] for r in mine)
+        out.append(
+            {
+                "workload": key[0],
+                "rev": key[1],
+                "gateway_ms": round(gateway, 3),
+                "core_ms": round(core, 3),
+                "both_ms": round(gateway + core, 3),
+                "rounds": [round(r["gateway_ms"] + r["core_ms"], 3) for r in mine],
+                "errors": sum(r["errors"] for r in mine),
+            }
+        )
+    return out
+
+
+def _line(row: dict[str, Any]) -> str:
+    both = row["gateway_ms"] + row["core_ms"]
+    return (
+        f"round {row['round']} {row['workload']:<10} {row['rev']:<12} "
+        f"{row['requests']:>6} req  gateway {row['gateway_ms']:.3f}  core {row['core_ms']:.3f}"
+        f"  both {both:.3f} ms/req  errors {row['errors']}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.splitlines()[0])
+    parser.add_argument("revs", nargs="+", metavar="REV", help="git revisions, or . (working tree)")
+    parser.add_argument("--only", nargs="+", choices=WORKLOADS, default=["get-user"])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=4.0, help="per workload and round")
+    parser.add_argument("--in-flight", type=int, default=8, help="per stack")
+    parser.add_argument("--users", type=int, default=5_000)
+    parser.add_argument("--out", type=Path, help="JSON results")
+    args = parser.parse_args()
+    results = loop.run(
+        run(args.revs, args.only, args.rounds, args.seconds, args.in_flight, args.users)
+    )
+    print("\nmean of the rounds (CPU ms per request):")
+    for m in results["means"]:
+        print(
+            f"  {m['workload']:<10} {m['rev']:<12} gateway {m['gateway_ms']:.3f}  "
+            f"core {m['core_ms']:.3f}  both {m['both_ms']:.3f}  rounds {m['rounds']}"
+        )
+    if args.out is not None:
+        args.out.write_text(json.dumps(results, indent=1))
+    failed = [m for m in results["means"] if m["errors"]]
+    for m in failed:
+        print(f"FAILED: {m['workload']} on {m['rev']}: {m['errors']} requests", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
