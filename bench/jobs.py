@@ -117,7 +117,9 @@ async def deactivation(ctx: Context, i: int) -> None:
     """Deactivation propagation: a user's deactivation by SCIM PATCH through
     the gateway (core replica A), timed from its 200 to the moment replica B's
     minimize_latency answer says "no role" (polling B back to back); then the
-    user is activated again (untimed). B holds the user's answer beforehand."""
+    user is activated again. Only that interval is recorded: the requests
+    themselves are not timed (timed=False each, since concurrent jobs share
+    the context). B holds the user's answer beforehand."""
     user_id = ctx.params["user_ids"][i % len(ctx.params["user_ids"])]
     roles, metadata = _roles(ctx), _service_metadata(ctx)
     request = rpb.GetEffectiveRoleRequest(
@@ -126,44 +128,37 @@ async def deactivation(ctx: Context, i: int) -> None:
         consistency=rpb.Consistency(minimize_latency=True),
     )
     path = f"/Users/{user_id}"
-    ctx.timing = False
-    try:
-        held = await ctx.rpc(
-            i,
-            "GetEffectiveRole (B)",
-            roles.GetEffectiveRole(request, timeout=10, metadata=metadata),
-        )
-        if held is None:
+
+    async def ask_b() -> Any:
+        call = roles.GetEffectiveRole(request, timeout=10, metadata=metadata)
+        return await ctx.rpc(i, "GetEffectiveRole (B)", call, timed=False)
+
+    held = await ask_b()
+    if held is None:
+        return
+    ctx.check(held.role.role != 0, "deactivation: no role before", str(held)[:300])
+    off = {
+        "schemas": [PATCH_URN],
+        "Operations": [{"op": "replace", "path": "active", "value": False}],
+    }
+    if await ctx.http(i, "PATCH active false", "PATCH", path, off, timed=False) is None:
+        return
+    done = time.perf_counter()
+    deadline = done + PROPAGATION_LIMIT_SECONDS
+    while True:
+        answer = await ask_b()
+        if answer is not None and answer.role.role == 0:
+            seen = time.perf_counter()
+            break
+        if answer is None or time.perf_counter() > deadline:
+            ctx.check(False, "deactivation: replica B still grants a role", user_id)
             return
-        ctx.check(held.role.role != 0, "deactivation: no role before", str(held)[:300])
-        off = {
-            "schemas": [PATCH_URN],
-            "Operations": [{"op": "replace", "path": "active", "value": False}],
-        }
-        if await ctx.http(i, "PATCH active false", "PATCH", path, off) is None:
-            return
-        done = time.perf_counter()
-        deadline = done + PROPAGATION_LIMIT_SECONDS
-        while True:
-            answer = await ctx.rpc(
-                i,
-                "GetEffectiveRole (B)",
-                roles.GetEffectiveRole(request, timeout=10, metadata=metadata),
-            )
-            if answer is not None and answer.role.role == 0:
-                seen = time.perf_counter()
-                break
-            if answer is None or time.perf_counter() > deadline:
-                ctx.check(False, "deactivation: replica B still grants a role", user_id)
-                return
-        on = {
-            "schemas": [PATCH_URN],
-            "Operations": [{"op": "replace", "path": "active", "value": True}],
-        }
-        await ctx.http(i, "PATCH active true", "PATCH", path, on)
-    finally:
-        ctx.timing = True
     ctx.record_ms(i, (seen - done) * 1000)
+    on = {
+        "schemas": [PATCH_URN],
+        "Operations": [{"op": "replace", "path": "active", "value": True}],
+    }
+    await ctx.http(i, "PATCH active true", "PATCH", path, on, timed=False)
 
 
 # -- SCIM, as Okta sends it ---------------------------------------------------
