@@ -34,7 +34,6 @@ class Context:
     channel: grpc.aio.Channel | None
     rng: random.Random
     recording: bool = True
-    timing: bool = True  # off: requests are not timed (a job that times something else)
     latencies: list[tuple[int, float]] = field(default_factory=list)  # (job index, ms)
     errors: Counter[str] = field(default_factory=Counter)
     samples: list[str] = field(default_factory=list)
@@ -49,8 +48,8 @@ class Context:
         if len(self.samples) < MAX_SAMPLES:
             self.samples.append(f"{kind}: {sample}")
 
-    def _record(self, index: int, started: float) -> None:
-        if self.recording and self.timing:
+    def _record(self, index: int, started: float, timed: bool) -> None:
+        if self.recording and timed:
             self.latencies.append((index, (time.perf_counter() - started) * 1000))
 
     def record_ms(self, index: int, ms: float) -> None:
@@ -66,9 +65,13 @@ class Context:
         path: str,
         body: Any = None,
         expect: Collection[int] = (200,),
+        timed: bool = True,
     ) -> Any:
         """One HTTP request; returns the parsed JSON body (None if empty or
-        unexpected). `label` names the request in error reports."""
+        unexpected). `label` names the request in error reports; `timed`
+        False: its latency is not recorded (a job that times something
+        else). A flag per request, not per context: the context is shared
+        by every concurrent job of the run."""
         headers = dict(OKTA_HEADERS)
         token = self.params.get("token")
         if token:
@@ -85,25 +88,25 @@ class Context:
                 text = await reply.read()
                 status = reply.status
         except (aiohttp.ClientError, TimeoutError) as exc:
-            self._record(index, started)
+            self._record(index, started, timed)
             self.error(f"{label} -> {type(exc).__name__}", str(exc)[:300])
             return None
-        self._record(index, started)
+        self._record(index, started, timed)
         if status not in expect:
             self.error(f"{label} -> {status}", text[:300].decode(errors="replace"))
             return None
         return json.loads(text) if text else None
 
-    async def rpc(self, index: int, label: str, call: Awaitable[Any]) -> Any:
+    async def rpc(self, index: int, label: str, call: Awaitable[Any], timed: bool = True) -> Any:
         """One gRPC call; returns the response (None on a failed call)."""
         started = time.perf_counter()
         try:
             response = await call
         except grpc.aio.AioRpcError as exc:
-            self._record(index, started)
+            self._record(index, started, timed)
             self.error(f"{label} -> {exc.code().name}", str(exc.details())[:300])
             return None
-        self._record(index, started)
+        self._record(index, started, timed)
         return response
 
     def check(self, ok: bool, label: str, sample: str) -> None:

@@ -8,7 +8,8 @@ answers each with one JSON result line on stdout:
              "http": base URL or null, "grpc": HOST:PORT or null,
              "core": true if "grpc" is the core (TLS as WANDO_CORE_TLS_* say),
              "in_flight": 16, "seconds": 4, "max_jobs": 1000000,
-             "warmup_seconds": 0.5, "first_index": 0, "keep_order": false,
+             "warmup_seconds": 0.5, "warmup_jobs": 0, "first_index": 0,
+             "keep_order": false,
              "cpu": {"service": [pid, …], …}}
     result: {"jobs", "requests", "elapsed_s", "requests_per_second",
              "jobs_per_second", "p50_ms", "p99_ms", "max_ms", "errors",
@@ -16,8 +17,9 @@ answers each with one JSON result line on stdout:
 
 Each spec runs `in_flight` workers; each takes the next job index and runs
 that job, until `max_jobs` jobs were run or `seconds` passed (whichever comes
-first), numbering jobs from `first_index`. A warm-up of `warmup_seconds`
-runs first and is not recorded (it takes the first numbers). Only
+first), numbering jobs from `first_index`. A warm-up of `warmup_seconds`,
+and of at least `warmup_jobs` jobs, runs first and is not recorded (it takes
+the first numbers: a job may walk its data in order there, to warm a cache). Only
 127.0.0.1 is ever targeted (the suite starts everything there).
 
 `cpu_s` is the CPU time (user + system) spent during the recorded phase
@@ -113,6 +115,11 @@ async def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
         )
         try:
             next_index = int(spec.get("first_index", 0))
+            warmup_jobs = int(spec.get("warmup_jobs", 0))
+            if warmup_jobs > 0:
+                ctx.recording = False
+                _, _, next_index = await _phase(ctx, next_index, 3600.0, warmup_jobs, in_flight)
+                ctx.recording = True
             if spec.get("warmup_seconds", 0) > 0:
                 ctx.recording = False
                 _, _, next_index = await _phase(

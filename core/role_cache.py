@@ -184,16 +184,25 @@ class RoleCache:
     ) -> tuple[roles_pb2.EffectiveRole, int] | None:
         """A held answer by user_id (a UUID's str) or user_name, with the
         sequence it reflects; None when it must be read."""
+        if kind == "user_name":
+            state = self._orgs.get(org_id)
+            user_id = None if state is None else state.names.get(value.lower())
+        else:
+            user_id = _uuid(value)
+        return self.peek_user(org_id, user_id)
+
+    def peek_user(
+        self, org_id: uuid.UUID, user_id: uuid.UUID | None
+    ) -> tuple[roles_pb2.EffectiveRole, int] | None:
+        """peek() by a parsed user id (None: no such key)."""
         state = self._orgs.get(org_id) if self.serving else None
-        if state is not None and state.failed:
-            state = None  # it knows it missed something: the database answers
-        entry = None
-        if state is not None:
-            user_id = state.names.get(value.lower()) if kind == "user_name" else _uuid(value)
-            if user_id is not None:
-                key = (org_id, user_id)
-                entry = self._entries.get(key)
-        if entry is None or state is None:
+        if state is None or state.failed or user_id is None:
+            # unknown, or it knows it missed something: the database answers
+            MISS.inc()
+            return None
+        key = (org_id, user_id)
+        entry = self._entries.get(key)
+        if entry is None:
             MISS.inc()
             return None
         HIT.inc()
@@ -222,6 +231,17 @@ class RoleCache:
         hit = self.peek(org_id, kind, value)
         if hit is not None:
             return hit
+        return await self.fill(org_id, kind, value, load, at_least)
+
+    async def fill(
+        self,
+        org_id: uuid.UUID,
+        kind: str,
+        value: str,
+        load: Callable[[], Awaitable[tuple[roles_pb2.EffectiveRole, int]]],
+        at_least: int = 0,
+    ) -> tuple[roles_pb2.EffectiveRole, int]:
+        """get() after a peek that missed."""
         flight_key = (org_id, kind, value.lower() if kind == "user_name" else value)
         flight = self._flights.get(flight_key)
         if flight is not None:

@@ -6,19 +6,23 @@ when requests to the service fail, while a peer that fails gets no figure."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from random import Random
 from typing import Any
 
+import aiohttp
 import asyncpg
 import psutil  # type: ignore[import-untyped]
 import pytest
 from aiohttp import web
 
 from bench import loop, report, summary, targets
+from bench.context import Context
 from bench.load import LoadClient
 from bench.processes import free_port, postmaster_pid, tree_cpu_seconds
 from bench.run import Processes, Run
@@ -346,3 +350,38 @@ def test_revisions_are_measured_side_by_side(tmp_path: Path) -> None:
         assert m["errors"] == 0
         assert m["gateway_ms"] > 0 and m["core_ms"] > 0
         assert m["both_ms"] == round(m["gateway_ms"] + m["core_ms"], 3)
+
+
+async def test_untimed_requests_of_concurrent_jobs_are_not_recorded() -> None:
+    """A job that times something else (deactivation propagation) marks its own
+    requests untimed; the jobs running beside it on the same context keep
+    theirs, and none of its requests lands among the latencies."""
+
+    async def ok(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.01)  # the requests overlap
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/echo", ok)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            ctx = Context("chain_echo", {}, session, f"http://127.0.0.1:{port}", None, Random(1))
+
+            async def untimed_job(i: int) -> None:
+                await ctx.http(i, "GET /echo", "GET", "/echo", timed=False)
+                ctx.record_ms(i, 1.0)
+                await ctx.http(i, "GET /echo", "GET", "/echo", timed=False)
+
+            async def timed_job(i: int) -> None:
+                await ctx.http(i, "GET /echo", "GET", "/echo")
+
+            await asyncio.gather(*(untimed_job(i) for i in range(8)), timed_job(8), timed_job(9))
+    finally:
+        await runner.cleanup()
+    assert not ctx.errors
+    assert sorted(i for i, _ in ctx.latencies) == list(range(10))
+    assert [ms for i, ms in ctx.latencies if i < 8] == [1.0] * 8
