@@ -22,8 +22,12 @@ REMOVE_ACTIVE = {"op": "remove", "path": "active"}
 async def role_of(
     roles: role_service_pb2_grpc.RoleServiceStub, user_id: str
 ) -> rpb.GetEffectiveRoleResponse:
+    # the database's answer: right after a write, the default (the replica's
+    # cache) may still be the stream's few milliseconds behind (README, Roles)
     request = rpb.GetEffectiveRoleRequest(
-        organization="initech", user=rpb.UserSelector(user_id=user_id)
+        organization="initech",
+        user=rpb.UserSelector(user_id=user_id),
+        consistency=rpb.Consistency(fully_consistent=True),
     )
     return await roles.GetEffectiveRole(request, metadata=SERVICE)
 
