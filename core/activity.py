@@ -55,31 +55,35 @@ LIMITS = {
     "detail": 1000,
 }
 
-# a batch as columns (record()); each distinct token and User-Agent once, each
-# request naming them by index. Every organisation's rows also leave one
-# activity_batches row, which WatchActivity follows (watch()).
+# a batch as columns (record()). What most requests share — token, User-Agent,
+# method, route, status, error — goes once for each distinct combination (a
+# "shape"; a batch holds a handful), each request naming its shape by index:
+# each value sent costs about as much to encode as to insert. Every
+# organisation's rows also leave one activity_batches row, which WatchActivity
+# follows (watch()).
 INSERT_BATCH = """
 WITH tokens AS (
     SELECT t.org_id, t.token_id, k.n
     FROM unnest($1::bytea[]) WITH ORDINALITY AS k(token_hash, n)
     JOIN scim_tokens t ON t.token_hash = k.token_hash
-), agents AS (
-    SELECT g.n, g.user_agent, g.client
-    FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS g(user_agent, client, n)
+), shapes AS (
+    SELECT s.*
+    FROM unnest($2::integer[], $3::text[], $4::text[], $5::text[], $6::text[], $7::smallint[],
+                $8::text[], $9::text[])
+         WITH ORDINALITY AS s(token, user_agent, client, method, route, status, scim_type,
+                              detail, n)
 ), added AS (
     INSERT INTO activity (org_id, request_time, token_id, request_id, client, user_agent,
                           method, route, resource_id, filter, status, scim_type, detail,
                           latency_us)
     SELECT k.org_id, timestamptz 'epoch' + e.request_time_us * interval '1 microsecond',
-           k.token_id, e.request_id, g.client, g.user_agent, e.method, e.route, e.resource_id,
-           e.filter, e.status, e.scim_type, e.detail, e.latency_us
-    FROM unnest($4::integer[], $5::integer[], $6::bigint[], $7::text[], $8::text[], $9::text[],
-                $10::text[], $11::text[], $12::smallint[], $13::text[], $14::text[],
+           k.token_id, e.request_id, s.client, s.user_agent, s.method, s.route, e.resource_id,
+           e.filter, s.status, s.scim_type, s.detail, e.latency_us
+    FROM unnest($10::integer[], $11::bigint[], $12::text[], $13::text[], $14::text[],
                 $15::integer[])
-         AS e(token, agent, request_time_us, request_id, method, route, resource_id, filter,
-              status, scim_type, detail, latency_us)
-    JOIN tokens k ON k.n = e.token + 1
-    JOIN agents g ON g.n = e.agent + 1
+         AS e(shape, request_time_us, request_id, resource_id, filter, latency_us)
+    JOIN shapes s ON s.n = e.shape + 1
+    JOIN tokens k ON k.n = s.token + 1
     RETURNING org_id, request_time, activity_id
 )
 INSERT INTO activity_batches (org_id, first_time, last_time, first_id, last_id, entries)
@@ -232,9 +236,10 @@ def _clip(name: str, value: str) -> str:
 async def record(conn: Conn, batch: activity_pb2.RecordActivityRequest) -> int:
     """Store a batch (its columns and its one-message-per-request part, which
     older gateways send); returns how many entries matched a token."""
-    columns = activity_pb2.RecordedColumns()
-    columns.CopyFrom(batch.columns)
+    columns = batch.columns
     if batch.requests:
+        columns = activity_pb2.RecordedColumns()
+        columns.CopyFrom(batch.columns)
         _append(columns, batch.requests)
     size = len(columns.request_time_us)
     if size > MAX_BATCH:
@@ -248,24 +253,41 @@ async def record(conn: Conn, batch: activity_pb2.RecordActivityRequest) -> int:
         raise InvalidArgument("clients holds no value for each User-Agent", field="columns")
     _check_index(columns.token, len(columns.token_sha256), "token")
     _check_index(columns.user_agent, len(columns.user_agents), "user_agent")
+    index: dict[tuple[object, ...], int] = {}
+    shape = [
+        index.setdefault(s, len(index))
+        for s in zip(
+            columns.token,
+            columns.user_agent,
+            columns.method,
+            columns.route,
+            columns.status,
+            columns.scim_type,
+            columns.detail,
+            strict=True,
+        )
+    ]
+    token, agent, method, route, status, scim_type, detail = zip(*index, strict=True)
+    user_agents = _texts("user_agent", columns.user_agents)
+    clients = [c if c in CLIENTS else "other" for c in columns.clients]
     async with conn.transaction():
         await conn.execute(LOCK_BATCHES)
         rows = await conn.fetch(
             INSERT_BATCH,
             list(columns.token_sha256),
-            _texts("user_agent", columns.user_agents),
-            [c if c in CLIENTS else "other" for c in columns.clients],
-            list(columns.token),
-            list(columns.user_agent),
+            token,
+            [user_agents[a] for a in agent],
+            [clients[a] for a in agent],
+            _texts("method", method),
+            _texts("route", route),
+            _bounded(status, 0, 999),
+            _texts("scim_type", scim_type),
+            _texts("detail", detail),
+            shape,
             _times(list(columns.request_time_us)),
             _texts("request_id", columns.request_id),
-            _texts("method", columns.method),
-            _texts("route", columns.route),
             _texts("resource_id", columns.resource_id),
             _texts("filter", columns.filter),
-            _bounded(list(columns.status), 0, 999),
-            _texts("scim_type", columns.scim_type),
-            _texts("detail", columns.detail),
             _bounded(list(columns.latency_us), 0, 2**31 - 1),
         )
     return sum(row["entries"] for row in rows)
@@ -340,7 +362,7 @@ def _times(values: list[int]) -> list[int]:
     return [v if EARLIEST_US <= v <= LATEST_US else now for v in values]
 
 
-def _bounded(values: list[int], low: int, high: int) -> list[int]:
+def _bounded(values: Sequence[int], low: int, high: int) -> Sequence[int]:
     if min(values) >= low and max(values) <= high:
         return values
     return [max(low, min(v, high)) for v in values]

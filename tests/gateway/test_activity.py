@@ -405,6 +405,121 @@ async def test_a_watch_continues_a_listing_without_a_gap(
         stream.cancel()
 
 
+async def test_a_batch_in_columns_stores_each_request_as_sent(
+    core: CoreServer,
+    channel: grpc.aio.Channel,
+    admin_stub: agrpc.AdminServiceStub,
+    pool: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the gateway sends: the requests of two organisations, sharing
+    tokens, User-Agents and routes, each stored with its own values; a batch
+    whose columns do not line up is refused whole."""
+    secrets = {slug: await issue_token(admin_stub, slug) for slug in ("initech", "umbrella")}
+    now = time.time()
+    sent = [
+        Pending(
+            secrets[slug], now - n, f"r{n}", agent, method, route, rid, flt, status, st, d, 0.002
+        )
+        for n, (slug, agent, method, route, rid, flt, status, st, d) in enumerate(
+            [
+                (
+                    "initech",
+                    "Okta SCIM Client 1.0.0",
+                    "GET",
+                    "/Users",
+                    "",
+                    'userName eq "a"',
+                    200,
+                    "",
+                    "",
+                ),
+                ("umbrella", "curl/8", "GET", "/Users", "", "", 200, "", ""),
+                (
+                    "initech",
+                    "Okta SCIM Client 1.0.0",
+                    "POST",
+                    "/Users",
+                    "u1",
+                    "",
+                    409,
+                    "uniqueness",
+                    "taken",
+                ),
+                ("initech", "curl/8", "GET", "/Users/{id}", "u2", "", 404, "", "no user"),
+                ("umbrella", "curl/8", "GET", "/Users", "", "", 200, "", ""),
+            ]
+        )
+    ]
+    columns = gateway_activity.columns(sent, tokens.hash_secret)
+    record = activity_pb2_grpc.ActivityServiceStub(channel)
+    answer = await record.RecordActivity(
+        activity_pb2.RecordActivityRequest(columns=columns), metadata=GATEWAY
+    )
+    assert answer.recorded == 5
+    for slug in secrets:
+        page = await admin_stub.ListActivity(
+            apb.ListActivityRequest(organization=slug), metadata=ADMIN
+        )
+        stored = [
+            (
+                e.request_id,
+                e.user_agent,
+                e.client,
+                e.method,
+                e.route,
+                e.resource_id,
+                e.filter,
+                e.status,
+                e.scim_type,
+                e.detail,
+                e.latency.ToMicroseconds(),
+                e.request_time.ToMicroseconds(),
+            )
+            for e in page.entries
+        ]
+        expected = [
+            (
+                p.request_id,
+                p.user_agent,
+                client_from_user_agent(p.user_agent),
+                p.method,
+                p.route,
+                p.resource_id,
+                p.filter,
+                p.status,
+                p.scim_type,
+                p.detail,
+                2000,
+                int(p.wall_time * 1e6),
+            )
+            for p in sent
+            if p.token == secrets[slug]
+        ]
+        assert stored == expected  # newest first, as sent
+
+    bad = activity_pb2.RecordedColumns()
+    bad.CopyFrom(columns)
+    del bad.status[-1]
+    out_of_range = activity_pb2.RecordedColumns()
+    out_of_range.CopyFrom(columns)
+    out_of_range.token[0] = 7
+    for columns in (bad, out_of_range):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await record.RecordActivity(
+                activity_pb2.RecordActivityRequest(columns=columns), metadata=GATEWAY
+            )
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert await pool.fetchval("SELECT count(*) FROM activity") == 5
+
+    # the batches a watch follows are kept for a while, then pruned
+    assert await pool.fetchval("SELECT count(*) FROM activity_batches") == 2
+    monkeypatch.setattr(activity, "BATCHES_KEPT", timedelta(0))
+    await activity.prune(pool, timedelta(days=14), max_per_org=1000)
+    assert await pool.fetchval("SELECT count(*) FROM activity_batches") == 0
+    assert await pool.fetchval("SELECT count(*) FROM activity") == 5
+
+
 async def test_the_writer_drops_rather_than_waits(
     core: CoreServer, scim: ScimHttp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
