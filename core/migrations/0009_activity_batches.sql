@@ -1,7 +1,7 @@
 -- What WatchActivity follows (issue #18): one row for each organisation's part
 -- of each batch the core stores (core.activity.INSERT_BATCH), saying where its
 -- entries sit in activity's primary key. Batches take an advisory lock until
--- they commit (core.activity.LOCK_BATCHES), so batch_id order is commit
+-- they commit (core.activity.START_BATCH), so batch_id order is commit
 -- order: a watch that has read every batch up to N has missed none before it,
 -- however late a gateway's batch arrives after its requests (entries are
 -- timestamped at the request). One row per batch rather than an index on
