@@ -217,6 +217,8 @@ PRUNE_EVERY_SECONDS = 60.0
 # how far back a watch's start may reach
 WATCH_WINDOW = timedelta(seconds=30)
 WATCH_PAGE = 1000
+# batches a watch reads at once (each up to MAX_BATCH entries), when it is behind
+WATCH_BATCHES = 50
 WATCH_POLL_SECONDS = 1.0
 NEVER = datetime(1, 1, 1, tzinfo=UTC)
 FOREVER = datetime(9999, 1, 1, tzinfo=UTC)
@@ -520,7 +522,7 @@ async def watch(
             yield row
     while True:
         async with pool.acquire() as conn:
-            batches = await conn.fetch(SELECT_NEXT_BATCHES, where.org_id, last, WATCH_PAGE)
+            batches = await conn.fetch(SELECT_NEXT_BATCHES, where.org_id, last, WATCH_BATCHES)
             if batches:
                 upto = batches[-1]["batch_id"]
                 rows = await conn.fetch(SELECT_IN_BATCHES, *where.args(), last, upto)
@@ -528,7 +530,7 @@ async def watch(
         if batches:
             for row in rows:
                 yield row
-        if len(batches) < WATCH_PAGE:
+        if len(batches) < WATCH_BATCHES:
             await asyncio.sleep(WATCH_POLL_SECONDS)
 
 
