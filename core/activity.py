@@ -498,26 +498,28 @@ async def last_batch(conn: Conn, org_id: uuid.UUID) -> int:
 async def watch(
     pool: asyncpg.Pool, where: Match, start: datetime | None = None, after: int = 0
 ) -> AsyncIterator[asyncpg.Record]:
-    """Entries as they are recorded from now on (or from `start`, at most
-    WATCH_WINDOW back; or those stored after position `after`, from
-    last_batch()), each once, in the order their batches committed.
+    """Entries as they are stored from now on (also those already stored
+    whose request is at or after `start`, at most WATCH_WINDOW back; or, with
+    `after`, those stored after that position, from last_batch()), each once,
+    in the order their batches committed.
 
     Entries carry their request's time and arrive in batches up to a flush
     interval later (much later from a gateway that was cut off from the core),
     from several gateways in any order; following the request time would miss
-    a late batch. So a watch reads what is stored since its start and the
-    number of the last batch stored, in one snapshot, then follows the batches
+    a late batch. So a watch reads the number of the last batch stored (and
+    what `start` asks for, in the same snapshot), then follows the batches
     after it (activity_batches: numbered in commit order)."""
     last = after
     if not after:
-        now = datetime.now(UTC)
-        where = _from(where, now if start is None else max(start, now - WATCH_WINDOW))
         async with (
             pool.acquire() as conn,
             conn.transaction(isolation="repeatable_read", readonly=True),
         ):
             last = await last_batch(conn, where.org_id)
-            stored = await _since(conn, where)
+            stored = []
+            if start is not None:
+                since = max(start, datetime.now(UTC) - WATCH_WINDOW)
+                stored = await _since(conn, _from(where, max(since, where.since)))
         for row in stored:
             yield row
     while True:

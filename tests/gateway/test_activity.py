@@ -357,12 +357,20 @@ async def test_a_watch_streams_a_batch_that_arrives_late(
         first = await asyncio.wait_for(stream.read(), timeout=60)
         assert first.entry.status == 201
         await asyncio.sleep(2 * activity.WATCH_POLL_SECONDS)  # the watch moved on
-        late = entry_at(now - timedelta(seconds=20), secret, 409)
+        # from before the watch's start too: it was recorded after
+        late = [
+            entry_at(now - timedelta(seconds=20), secret, 409),
+            entry_at(now - timedelta(hours=1), secret, 404),
+        ]
         await record.RecordActivity(
-            activity_pb2.RecordActivityRequest(requests=[late]), metadata=GATEWAY
+            activity_pb2.RecordActivityRequest(requests=late), metadata=GATEWAY
         )
-        second = await asyncio.wait_for(stream.read(), timeout=10 * activity.WATCH_POLL_SECONDS)
-        assert second.entry.status == 409 and second.entry.id != first.entry.id
+        streamed = [
+            await asyncio.wait_for(stream.read(), timeout=10 * activity.WATCH_POLL_SECONDS)
+            for _ in late
+        ]
+        assert sorted(s.entry.status for s in streamed) == [404, 409]
+        assert first.entry.id not in {s.entry.id for s in streamed}
     finally:
         stream.cancel()
 

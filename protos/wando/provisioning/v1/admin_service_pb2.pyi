@@ -1072,7 +1072,8 @@ class WatchActivityRequest(_message.Message):
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """Also stream entries already recorded whose request_time is at or after
-        this (at most 30 seconds back); unset: only entries recorded from now on.
+        this (at most 30 seconds back); unset: only entries recorded from now on
+        (whatever their request_time: a batch arrives after its requests).
         """
 
     def __init__(
