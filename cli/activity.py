@@ -72,6 +72,7 @@ def activity(client: Client, args: argparse.Namespace) -> Iterator[Result]:
     start = since(args.since)
     found: list[Any] = []
     token = ""
+    watch_after = 0
     while len(found) < args.limit:
         request = pb.ListActivityRequest(
             organization=args.org,
@@ -81,6 +82,7 @@ def activity(client: Client, args: argparse.Namespace) -> Iterator[Result]:
             page_token=token,
         )
         page = client.call(client.admin.ListActivity, request)
+        watch_after = watch_after or page.watch_after
         found.extend(page.entries)
         token = page.next_page_token
         if not token:
@@ -91,9 +93,11 @@ def activity(client: Client, args: argparse.Namespace) -> Iterator[Result]:
         yield {"json": None, "text": "no activity"}
     if not args.follow:
         return
+    # from where the listing's first page stood: nothing stored since is missed;
+    # what a later page listed too is skipped
     shown = {e.id for e in found}
-    watch = pb.WatchActivityRequest(organization=args.org, filter=wanted)
-    if found:
+    watch = pb.WatchActivityRequest(organization=args.org, filter=wanted, after=watch_after)
+    if not watch_after and found:  # a core that does not say where its listing stood
         watch.start_time.CopyFrom(found[0].request_time)
     for response in client.stream(client.admin.WatchActivity, watch):
         if response.entry.id not in shown:

@@ -55,18 +55,54 @@ LIMITS = {
     "detail": 1000,
 }
 
+# a batch as columns (record()). What most requests share — token, User-Agent,
+# method, route, status, error — goes once for each distinct combination (a
+# "shape"; a batch holds a handful), each request naming its shape by index:
+# each value sent costs about as much to encode as to insert. Every
+# organisation's rows also leave one activity_batches row, which WatchActivity
+# follows (watch()).
 INSERT_BATCH = """
-INSERT INTO activity (org_id, request_time, token_id, request_id, client, user_agent, method,
-                      route, resource_id, filter, status, scim_type, detail, latency_us)
-SELECT t.org_id, e.request_time, t.token_id, e.request_id, e.client, e.user_agent, e.method,
-       e.route, e.resource_id, e.filter, e.status, e.scim_type, e.detail, e.latency_us
-FROM unnest($1::bytea[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::text[], $8::text[], $9::text[], $10::smallint[], $11::text[], $12::text[],
-            $13::integer[])
-     AS e(token_hash, request_time, request_id, client, user_agent, method, route,
-          resource_id, filter, status, scim_type, detail, latency_us)
-JOIN scim_tokens t ON t.token_hash = e.token_hash
+WITH tokens AS (
+    SELECT t.org_id, t.token_id, k.n
+    FROM unnest($1::bytea[]) WITH ORDINALITY AS k(token_hash, n)
+    JOIN scim_tokens t ON t.token_hash = k.token_hash
+), shapes AS (
+    SELECT s.*
+    FROM unnest($2::integer[], $3::text[], $4::text[], $5::text[], $6::text[], $7::smallint[],
+                $8::text[], $9::text[])
+         WITH ORDINALITY AS s(token, user_agent, client, method, route, status, scim_type,
+                              detail, n)
+), added AS (
+    INSERT INTO activity (org_id, request_time, token_id, request_id, client, user_agent,
+                          method, route, resource_id, filter, status, scim_type, detail,
+                          latency_us)
+    SELECT k.org_id, timestamptz 'epoch' + e.request_time_us * interval '1 microsecond',
+           k.token_id, e.request_id, s.client, s.user_agent, s.method, s.route, e.resource_id,
+           e.filter, s.status, s.scim_type, s.detail, e.latency_us
+    FROM unnest($10::integer[], $11::bigint[], $12::text[], $13::text[], $14::text[],
+                $15::integer[])
+         AS e(shape, request_time_us, request_id, resource_id, filter, latency_us)
+    JOIN shapes s ON s.n = e.shape + 1
+    JOIN tokens k ON k.n = s.token + 1
+    RETURNING org_id, request_time, activity_id
+)
+INSERT INTO activity_batches (org_id, first_time, last_time, first_id, last_id, entries)
+SELECT a.org_id, min(a.request_time), max(a.request_time), min(a.activity_id),
+       max(a.activity_id), count(*)
+FROM added a
+GROUP BY a.org_id
+RETURNING entries
 """
+
+# each batch's transaction first. Its commit does not wait for the WAL to reach
+# disk (about a third of a batch's cost in PostgreSQL): a PostgreSQL crash may
+# lose the last fraction of a second of activity, never half a batch and
+# nothing else; the gateway drops more whenever the core is away. It then
+# holds a lock until it commits, so that activity_batches ids commit in order
+# and a watch that has seen batch N has seen every one before it.
+START_BATCH = (
+    "SET LOCAL synchronous_commit = off; SELECT pg_advisory_xact_lock(7310575402957144899)"
+)
 
 COLUMNS = """a.activity_id, a.org_id, a.request_time, a.token_id, a.request_id, a.client,
        a.user_agent, a.method, a.route, a.resource_id, a.filter, a.status, a.scim_type,
@@ -93,7 +129,7 @@ ORDER BY a.request_time DESC, a.activity_id DESC
 LIMIT $11
 """
 
-# a watch's look: the entries after a position, oldest first (see watch())
+# a watch's start: the entries since its start, oldest first, a page at a time
 SELECT_AFTER = f"""
 SELECT {COLUMNS}
 FROM activity a
@@ -103,6 +139,31 @@ ORDER BY a.request_time, a.activity_id
 LIMIT $11
 """
 
+# the organisation's newest batch (a watch follows the batches after it)
+SELECT_LAST_BATCH = """
+SELECT coalesce(max(batch_id), 0) FROM activity_batches WHERE org_id = $1
+"""
+
+SELECT_NEXT_BATCHES = """
+SELECT batch_id FROM activity_batches
+WHERE org_id = $1 AND batch_id > $2
+ORDER BY batch_id
+LIMIT $3
+"""
+
+# the entries of the batches after $9 up to $10, each where its batch says in
+# activity's key, in batch order
+SELECT_IN_BATCHES = f"""
+SELECT {COLUMNS}
+FROM activity_batches b
+JOIN activity a ON a.org_id = b.org_id
+     AND a.request_time BETWEEN b.first_time AND b.last_time
+     AND a.activity_id BETWEEN b.first_id AND b.last_id
+WHERE b.org_id = $1 AND b.batch_id > $9 AND b.batch_id <= $10
+  AND {MATCHES}
+ORDER BY b.batch_id, a.request_time, a.activity_id
+"""
+
 SELECT_USER_ID = """
 SELECT user_id::text FROM users WHERE org_id = $1 AND lower(user_name) = lower($2)
 """
@@ -110,6 +171,7 @@ SELECT user_id::text FROM users WHERE org_id = $1 AND lower(user_name) = lower($
 SELECT_ORGS_WITH_ACTIVITY = """
 SELECT o.org_id FROM organizations o
 WHERE EXISTS (SELECT 1 FROM activity a WHERE a.org_id = o.org_id)
+   OR EXISTS (SELECT 1 FROM activity_batches b WHERE b.org_id = o.org_id)
 """
 
 DELETE_OLDER = """
@@ -138,13 +200,25 @@ WHERE org_id = $1 AND (request_time, activity_id) IN (
     LIMIT $4)
 """
 
+DELETE_BATCHES_BEFORE = """
+DELETE FROM activity_batches
+WHERE org_id = $1 AND batch_id IN (
+    SELECT batch_id FROM activity_batches
+    WHERE org_id = $1 AND recorded_at < $2
+    ORDER BY batch_id
+    LIMIT $3)
+"""
+
 PRUNE_BATCH = 1000
+# how long a batch's row stays for watches to follow (a watch whose reader
+# stalls longer misses what was pruned meanwhile)
+BATCHES_KEPT = timedelta(hours=1)
 PRUNE_EVERY_SECONDS = 60.0
-# how far back a watch's start may reach; how late after its requests a
-# gateway's batch may commit and still be streamed
+# how far back a watch's start may reach
 WATCH_WINDOW = timedelta(seconds=30)
-WATCH_LAG = timedelta(seconds=10)
 WATCH_PAGE = 1000
+# batches a watch reads at once (each up to MAX_BATCH entries), when it is behind
+WATCH_BATCHES = 50
 WATCH_POLL_SECONDS = 1.0
 NEVER = datetime(1, 1, 1, tzinfo=UTC)
 FOREVER = datetime(9999, 1, 1, tzinfo=UTC)
@@ -167,41 +241,154 @@ def _clip(name: str, value: str) -> str:
     return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
-def _when(stamp: Timestamp) -> datetime:
-    """A request's time; one outside the years 1 to 9999 (no gateway sends it)
-    is taken as now rather than failing the batch."""
-    try:
-        return stamp.ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        return datetime.now(UTC)
-
-
-async def record(conn: Conn, requests: Sequence[activity_pb2.RecordedRequest]) -> int:
-    """Store a batch; returns how many entries matched a token."""
-    if len(requests) > MAX_BATCH:
+async def record(conn: Conn, batch: activity_pb2.RecordActivityRequest) -> int:
+    """Store a batch (its columns and its one-message-per-request part, which
+    older gateways send); returns how many entries matched a token."""
+    columns = batch.columns
+    if batch.requests:
+        columns = activity_pb2.RecordedColumns()
+        columns.CopyFrom(batch.columns)
+        _append(columns, batch.requests)
+    size = len(columns.request_time_us)
+    if size > MAX_BATCH:
         raise InvalidArgument(f"at most {MAX_BATCH} requests a batch", field="requests")
-    columns: list[list[object]] = [[] for _ in range(13)]
+    if not size:
+        return 0
+    for name in COLUMN_NAMES:
+        if len(getattr(columns, name)) != size:
+            raise InvalidArgument(f"{name} holds no value for each request", field="columns")
+    if len(columns.clients) != len(columns.user_agents):
+        raise InvalidArgument("clients holds no value for each User-Agent", field="columns")
+    _check_index(columns.token, len(columns.token_sha256), "token")
+    _check_index(columns.user_agent, len(columns.user_agents), "user_agent")
+    index: dict[tuple[object, ...], int] = {}
+    shape = [
+        index.setdefault(s, len(index))
+        for s in zip(
+            columns.token,
+            columns.user_agent,
+            columns.method,
+            columns.route,
+            columns.status,
+            columns.scim_type,
+            columns.detail,
+            strict=True,
+        )
+    ]
+    token, agent, method, route, status, scim_type, detail = zip(*index, strict=True)
+    user_agents = _texts("user_agent", columns.user_agents)
+    clients = [c if c in CLIENTS else "other" for c in columns.clients]
+    async with conn.transaction():
+        await conn.execute(START_BATCH)
+        rows = await conn.fetch(
+            INSERT_BATCH,
+            list(columns.token_sha256),
+            token,
+            [user_agents[a] for a in agent],
+            [clients[a] for a in agent],
+            _texts("method", method),
+            _texts("route", route),
+            _bounded(status, 0, 999),
+            _texts("scim_type", scim_type),
+            _texts("detail", detail),
+            shape,
+            _times(list(columns.request_time_us)),
+            _texts("request_id", columns.request_id),
+            _texts("resource_id", columns.resource_id),
+            _texts("filter", columns.filter),
+            _bounded(list(columns.latency_us), 0, 2**31 - 1),
+        )
+    return sum(row["entries"] for row in rows)
+
+
+# the columns with one value for each request
+COLUMN_NAMES = (
+    "token",
+    "user_agent",
+    "request_time_us",
+    "latency_us",
+    "request_id",
+    "method",
+    "route",
+    "resource_id",
+    "filter",
+    "status",
+    "scim_type",
+    "detail",
+)
+
+
+def _append(
+    columns: activity_pb2.RecordedColumns, requests: Sequence[activity_pb2.RecordedRequest]
+) -> None:
+    """Requests sent one message each, added to the columns."""
+    tokens = {h: n for n, h in enumerate(columns.token_sha256)}
+    agents = {a: n for n, a in enumerate(columns.user_agents)}
     for r in requests:
         e = r.entry
-        row = (
-            r.token_sha256,
-            _when(e.request_time),
-            _clip("request_id", e.request_id),
-            e.client if e.client in CLIENTS else "other",
-            _clip("user_agent", e.user_agent),
-            _clip("method", e.method),
-            _clip("route", e.route),
-            _clip("resource_id", e.resource_id),
-            _clip("filter", e.filter),
-            max(0, min(e.status, 999)),
-            _clip("scim_type", e.scim_type),
-            _clip("detail", e.detail),
-            max(0, min(e.latency.ToMicroseconds(), 2**31 - 1)),
-        )
-        for column, value in zip(columns, row, strict=True):
-            column.append(value)
-    status = await conn.execute(INSERT_BATCH, *columns)
-    return int(status.rsplit(" ", 1)[-1])
+        if r.token_sha256 not in tokens:
+            tokens[r.token_sha256] = len(tokens)
+            columns.token_sha256.append(r.token_sha256)
+        if e.user_agent not in agents:
+            agents[e.user_agent] = len(agents)
+            columns.user_agents.append(e.user_agent)
+            columns.clients.append(e.client)
+        columns.token.append(tokens[r.token_sha256])
+        columns.user_agent.append(agents[e.user_agent])
+        columns.request_time_us.append(_micros(e.request_time))
+        columns.latency_us.append(e.latency.ToMicroseconds())
+        columns.request_id.append(e.request_id)
+        columns.method.append(e.method)
+        columns.route.append(e.route)
+        columns.resource_id.append(e.resource_id)
+        columns.filter.append(e.filter)
+        columns.status.append(e.status)
+        columns.scim_type.append(e.scim_type)
+        columns.detail.append(e.detail)
+
+
+def _micros(stamp: Timestamp) -> int:
+    return stamp.seconds * 1_000_000 + stamp.nanos // 1000
+
+
+def _check_index(indexes: Sequence[int], size: int, name: str) -> None:
+    if indexes and max(indexes) >= size:
+        raise InvalidArgument(f"{name} names a value the batch does not hold", field="columns")
+
+
+# a request's time as stored: in the years 1 to 9999 (what the readers can
+# represent); no gateway sends another, which is taken as now rather than
+# failing the batch
+EARLIEST_US = _micros(Timestamp(seconds=-62135596800))
+LATEST_US = _micros(Timestamp(seconds=253402300799))
+
+
+def _times(values: list[int]) -> list[int]:
+    if min(values) >= EARLIEST_US and max(values) <= LATEST_US:
+        return values
+    now = int(datetime.now(UTC).timestamp() * 1e6)
+    return [v if EARLIEST_US <= v <= LATEST_US else now for v in values]
+
+
+def _bounded(values: Sequence[int], low: int, high: int) -> Sequence[int]:
+    if min(values) >= low and max(values) <= high:
+        return values
+    return [max(low, min(v, high)) for v in values]
+
+
+def _texts(name: str, values: Sequence[str]) -> list[str]:
+    """A column as stored (_clip), checked all at once: a batch's text
+    rarely holds anything to withhold or cut, and one scan of it joined says so."""
+    values = list(values)
+    joined = "\n".join(values)
+    if (
+        max(map(len, values), default=0) <= LIMITS[name]
+        and "\x00" not in joined
+        and not _SECRET.search(joined)
+        and not (name == "filter" and "password" in joined.lower())
+    ):
+        return values
+    return [_clip(name, v) for v in values]
 
 
 def to_proto(row: asyncpg.Record) -> activity_pb2.ActivityEntry:
@@ -302,38 +489,63 @@ async def list_page(
     return rows, next_token
 
 
-async def watch(
-    pool: asyncpg.Pool, where: Match, start: datetime | None = None
-) -> AsyncIterator[asyncpg.Record]:
-    """Entries as they are recorded from now on (or from `start`, at most
-    WATCH_WINDOW back), each once, in request order.
+async def last_batch(conn: Conn, org_id: uuid.UUID) -> int:
+    """The position of the organisation's last batch stored (watch's `after`)."""
+    position: int = await conn.fetchval(SELECT_LAST_BATCH, org_id)
+    return position
 
-    Batches from several gateways commit out of request order, up to
-    WATCH_LAG late: each look reads from WATCH_LAG before the newest entry sent
-    and skips the ids already sent."""
-    now = datetime.now(UTC)
-    floor = now if start is None else max(start, now - WATCH_WINDOW)
-    newest = floor
-    sent: dict[int, datetime] = {}
+
+async def watch(
+    pool: asyncpg.Pool, where: Match, start: datetime | None = None, after: int = 0
+) -> AsyncIterator[asyncpg.Record]:
+    """Entries as they are stored from now on (also those already stored
+    whose request is at or after `start`, at most WATCH_WINDOW back; or, with
+    `after`, those stored after that position, from last_batch()), each once,
+    in the order their batches committed.
+
+    Entries carry their request's time and arrive in batches up to a flush
+    interval later (much later from a gateway that was cut off from the core),
+    from several gateways in any order; following the request time would miss
+    a late batch. So a watch reads the number of the last batch stored (and
+    what `start` asks for, in the same snapshot), then follows the batches
+    after it (activity_batches: numbered in commit order)."""
+    last = after
+    if not after:
+        async with (
+            pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            last = await last_batch(conn, where.org_id)
+            stored = []
+            if start is not None:
+                since = max(start, datetime.now(UTC) - WATCH_WINDOW)
+                stored = await _since(conn, _from(where, max(since, where.since)))
+        for row in stored:
+            yield row
     while True:
-        low = max(floor, newest - WATCH_LAG)
-        position: tuple[datetime, int] = (low, -1)
-        while True:  # one look, a page at a time
-            async with pool.acquire() as conn:
-                rows = await conn.fetch(
-                    SELECT_AFTER, *_from(where, low).args(), *position, WATCH_PAGE
-                )
+        async with pool.acquire() as conn:
+            batches = await conn.fetch(SELECT_NEXT_BATCHES, where.org_id, last, WATCH_BATCHES)
+            if batches:
+                upto = batches[-1]["batch_id"]
+                rows = await conn.fetch(SELECT_IN_BATCHES, *where.args(), last, upto)
+                last = upto
+        if batches:
             for row in rows:
-                if row["activity_id"] not in sent:
-                    sent[row["activity_id"]] = row["request_time"]
-                    newest = max(newest, row["request_time"])
-                    yield row
-            if len(rows) < WATCH_PAGE:
-                break
-            position = (rows[-1]["request_time"], rows[-1]["activity_id"])
-        for key in [k for k, t in sent.items() if t < low]:
-            del sent[key]
-        await asyncio.sleep(WATCH_POLL_SECONDS)
+                yield row
+        if len(batches) < WATCH_BATCHES:
+            await asyncio.sleep(WATCH_POLL_SECONDS)
+
+
+async def _since(conn: Conn, where: Match) -> list[asyncpg.Record]:
+    """What is stored from where.since on, oldest first."""
+    rows: list[asyncpg.Record] = []
+    position: tuple[datetime, int] = (where.since, -1)
+    while True:
+        page = await conn.fetch(SELECT_AFTER, *where.args(), *position, WATCH_PAGE)
+        rows.extend(page)
+        if len(page) < WATCH_PAGE:
+            return rows
+        position = (page[-1]["request_time"], page[-1]["activity_id"])
 
 
 def _from(where: Match, since: datetime) -> Match:
@@ -349,8 +561,10 @@ async def prune(
     async with pool.acquire() as conn:
         orgs = [r["org_id"] for r in await conn.fetch(SELECT_ORGS_WITH_ACTIVITY)]
     cutoff = datetime.now(UTC) - retention
+    batches_before = datetime.now(UTC) - BATCHES_KEPT
     for org_id in orgs:
         async with pool.acquire() as conn:
+            await _in_batches(conn, batch, DELETE_BATCHES_BEFORE, org_id, batches_before)
             deleted += await _in_batches(conn, batch, DELETE_OLDER, org_id, cutoff)
             boundary = await conn.fetchrow(SELECT_CAP_BOUNDARY, org_id, max_per_org)
             if boundary is not None:
@@ -407,7 +621,7 @@ class ActivityService(activity_pb2_grpc.ActivityServiceServicer):
     ) -> activity_pb2.RecordActivityResponse:
         self._guard.gateway(context)
         async with self._pool.acquire() as conn:
-            recorded = await record(conn, request.requests)
+            recorded = await record(conn, request)
         return activity_pb2.RecordActivityResponse(recorded=recorded)
 
 

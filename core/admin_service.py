@@ -251,15 +251,21 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
             times["since"] = request.start_time.ToDatetime(tzinfo=UTC)
         if request.HasField("end_time"):
             times["before"] = request.end_time.ToDatetime(tzinfo=UTC)
-        async with self._pool.acquire() as conn:
+        async with (
+            self._pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
             where = await activity.resolve_match(
                 conn, request.organization, request.filter, **times
             )
             rows, next_token = await activity.list_page(
                 conn, where, request.page_size, request.page_token
             )
+            watch_after = await activity.last_batch(conn, where.org_id)
         return pb.ListActivityResponse(
-            entries=[activity.to_proto(r) for r in rows], next_page_token=next_token
+            entries=[activity.to_proto(r) for r in rows],
+            next_page_token=next_token,
+            watch_after=watch_after,
         )
 
     async def WatchActivity(
@@ -271,7 +277,7 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
         start = (
             request.start_time.ToDatetime(tzinfo=UTC) if request.HasField("start_time") else None
         )
-        async for row in activity.watch(self._pool, where, start):
+        async for row in activity.watch(self._pool, where, start, request.after):
             yield pb.WatchActivityResponse(entry=activity.to_proto(row))
 
     async def GetOrganizationStatus(

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$wando/provisioning/v1/activity.proto\x12\x15wando.provisioning.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd3\x02\n\rActivityEntry\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x30\n\x0crequest_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x10\n\x08token_id\x18\x05 \x01(\t\x12\x0e\n\x06\x63lient\x18\x06 \x01(\t\x12\x12\n\nuser_agent\x18\x07 \x01(\t\x12\x0e\n\x06method\x18\x08 \x01(\t\x12\r\n\x05route\x18\t \x01(\t\x12\x13\n\x0bresource_id\x18\n \x01(\t\x12\x0e\n\x06\x66ilter\x18\x0b \x01(\t\x12\x0e\n\x06status\x18\x0c \x01(\x05\x12\x11\n\tscim_type\x18\r \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x0e \x01(\t\x12*\n\x07latency\x18\x0f \x01(\x0b\x32\x19.google.protobuf.Duration\"\\\n\x0fRecordedRequest\x12\x14\n\x0ctoken_sha256\x18\x01 \x01(\x0c\x12\x33\n\x05\x65ntry\x18\x02 \x01(\x0b\x32$.wando.provisioning.v1.ActivityEntry\"Q\n\x15RecordActivityRequest\x12\x38\n\x08requests\x18\x01 \x03(\x0b\x32&.wando.provisioning.v1.RecordedRequest\"*\n\x16RecordActivityResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x05\x32\x80\x01\n\x0f\x41\x63tivityService\x12m\n\x0eRecordActivity\x12,.wando.provisioning.v1.RecordActivityRequest\x1a-.wando.provisioning.v1.RecordActivityResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$wando/provisioning/v1/activity.proto\x12\x15wando.provisioning.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd3\x02\n\rActivityEntry\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x30\n\x0crequest_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x10\n\x08token_id\x18\x05 \x01(\t\x12\x0e\n\x06\x63lient\x18\x06 \x01(\t\x12\x12\n\nuser_agent\x18\x07 \x01(\t\x12\x0e\n\x06method\x18\x08 \x01(\t\x12\r\n\x05route\x18\t \x01(\t\x12\x13\n\x0bresource_id\x18\n \x01(\t\x12\x0e\n\x06\x66ilter\x18\x0b \x01(\t\x12\x0e\n\x06status\x18\x0c \x01(\x05\x12\x11\n\tscim_type\x18\r \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x0e \x01(\t\x12*\n\x07latency\x18\x0f \x01(\x0b\x32\x19.google.protobuf.Duration\"\\\n\x0fRecordedRequest\x12\x14\n\x0ctoken_sha256\x18\x01 \x01(\x0c\x12\x33\n\x05\x65ntry\x18\x02 \x01(\x0b\x32$.wando.provisioning.v1.ActivityEntry\"\xa8\x02\n\x0fRecordedColumns\x12\x14\n\x0ctoken_sha256\x18\x01 \x03(\x0c\x12\r\n\x05token\x18\x02 \x03(\r\x12\x13\n\x0buser_agents\x18\x03 \x03(\t\x12\x0f\n\x07\x63lients\x18\x04 \x03(\t\x12\x12\n\nuser_agent\x18\x05 \x03(\r\x12\x17\n\x0frequest_time_us\x18\x06 \x03(\x03\x12\x12\n\nlatency_us\x18\x07 \x03(\x03\x12\x12\n\nrequest_id\x18\x08 \x03(\t\x12\x0e\n\x06method\x18\t \x03(\t\x12\r\n\x05route\x18\n \x03(\t\x12\x13\n\x0bresource_id\x18\x0b \x03(\t\x12\x0e\n\x06\x66ilter\x18\x0c \x03(\t\x12\x0e\n\x06status\x18\r \x03(\x05\x12\x11\n\tscim_type\x18\x0e \x03(\t\x12\x0e\n\x06\x64\x65tail\x18\x0f \x03(\t\"\x8a\x01\n\x15RecordActivityRequest\x12\x38\n\x08requests\x18\x01 \x03(\x0b\x32&.wando.provisioning.v1.RecordedRequest\x12\x37\n\x07\x63olumns\x18\x02 \x01(\x0b\x32&.wando.provisioning.v1.RecordedColumns\"*\n\x16RecordActivityResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x05\x32\x80\x01\n\x0f\x41\x63tivityService\x12m\n\x0eRecordActivity\x12,.wando.provisioning.v1.RecordActivityRequest\x1a-.wando.provisioning.v1.RecordActivityResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,10 +37,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACTIVITYENTRY']._serialized_end=468
   _globals['_RECORDEDREQUEST']._serialized_start=470
   _globals['_RECORDEDREQUEST']._serialized_end=562
-  _globals['_RECORDACTIVITYREQUEST']._serialized_start=564
-  _globals['_RECORDACTIVITYREQUEST']._serialized_end=645
-  _globals['_RECORDACTIVITYRESPONSE']._serialized_start=647
-  _globals['_RECORDACTIVITYRESPONSE']._serialized_end=689
-  _globals['_ACTIVITYSERVICE']._serialized_start=692
-  _globals['_ACTIVITYSERVICE']._serialized_end=820
+  _globals['_RECORDEDCOLUMNS']._serialized_start=565
+  _globals['_RECORDEDCOLUMNS']._serialized_end=861
+  _globals['_RECORDACTIVITYREQUEST']._serialized_start=864
+  _globals['_RECORDACTIVITYREQUEST']._serialized_end=1002
+  _globals['_RECORDACTIVITYRESPONSE']._serialized_start=1004
+  _globals['_RECORDACTIVITYRESPONSE']._serialized_end=1046
+  _globals['_ACTIVITYSERVICE']._serialized_start=1049
+  _globals['_ACTIVITYSERVICE']._serialized_end=1177
 # @@protoc_insertion_point(module_scope)

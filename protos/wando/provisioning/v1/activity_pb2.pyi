@@ -133,24 +133,128 @@ class RecordedRequest(_message.Message):
 Global___RecordedRequest: _TypeAlias = RecordedRequest  # noqa: Y015
 
 @_typing.final
+class RecordedColumns(_message.Message):
+    """A batch of requests as columns: the i-th value of every column (and the
+    i-th index into token_sha256 and user_agents) is the i-th request. Much
+    cheaper to build and to read than one RecordedRequest each, which is how
+    a gateway sends them.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_SHA256_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    USER_AGENTS_FIELD_NUMBER: _builtins.int
+    CLIENTS_FIELD_NUMBER: _builtins.int
+    USER_AGENT_FIELD_NUMBER: _builtins.int
+    REQUEST_TIME_US_FIELD_NUMBER: _builtins.int
+    LATENCY_US_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    ROUTE_FIELD_NUMBER: _builtins.int
+    RESOURCE_ID_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    SCIM_TYPE_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def token_sha256(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """SHA-256 of each distinct bearer token presented (never the token)."""
+
+    @_builtins.property
+    def token(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Each request's token, as an index into token_sha256."""
+
+    @_builtins.property
+    def user_agents(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Each distinct User-Agent, truncated to 200 characters."""
+
+    @_builtins.property
+    def clients(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The client each of user_agents names: "okta", "entra", "auth0" or "other"."""
+
+    @_builtins.property
+    def user_agent(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Each request's User-Agent, as an index into user_agents (and clients)."""
+
+    @_builtins.property
+    def request_time_us(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """When the gateway received each request, in microseconds since the Unix epoch."""
+
+    @_builtins.property
+    def latency_us(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Each request's time from receiving it to answering it, in microseconds."""
+
+    @_builtins.property
+    def request_id(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """As the ActivityEntry fields of the same names, one for each request."""
+
+    @_builtins.property
+    def method(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def route(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def resource_id(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def filter(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def status(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def scim_type(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def detail(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        token_sha256: _abc.Iterable[_builtins.bytes] | None = ...,
+        token: _abc.Iterable[_builtins.int] | None = ...,
+        user_agents: _abc.Iterable[_builtins.str] | None = ...,
+        clients: _abc.Iterable[_builtins.str] | None = ...,
+        user_agent: _abc.Iterable[_builtins.int] | None = ...,
+        request_time_us: _abc.Iterable[_builtins.int] | None = ...,
+        latency_us: _abc.Iterable[_builtins.int] | None = ...,
+        request_id: _abc.Iterable[_builtins.str] | None = ...,
+        method: _abc.Iterable[_builtins.str] | None = ...,
+        route: _abc.Iterable[_builtins.str] | None = ...,
+        resource_id: _abc.Iterable[_builtins.str] | None = ...,
+        filter: _abc.Iterable[_builtins.str] | None = ...,
+        status: _abc.Iterable[_builtins.int] | None = ...,
+        scim_type: _abc.Iterable[_builtins.str] | None = ...,
+        detail: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clients", b"clients", "detail", b"detail", "filter", b"filter", "latency_us", b"latency_us", "method", b"method", "request_id", b"request_id", "request_time_us", b"request_time_us", "resource_id", b"resource_id", "route", b"route", "scim_type", b"scim_type", "status", b"status", "token", b"token", "token_sha256", b"token_sha256", "user_agent", b"user_agent", "user_agents", b"user_agents"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordedColumns: _TypeAlias = RecordedColumns  # noqa: Y015
+
+@_typing.final
 class RecordActivityRequest(_message.Message):
     """Request of RecordActivity."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUESTS_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordedRequest]:
-        """The requests, at most 1000."""
+        """The requests, at most 1000 (with those in columns)."""
+
+    @_builtins.property
+    def columns(self) -> Global___RecordedColumns:
+        """More requests, as columns (what a gateway sends)."""
 
     def __init__(
         self,
         *,
         requests: _abc.Iterable[Global___RecordedRequest] | None = ...,
+        columns: Global___RecordedColumns | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "requests", b"requests"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -431,8 +431,13 @@ class ListAuditEventsResponse(_message.Message):
 
     EVENTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    WATCH_AFTER_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Token for the next (older) page; empty on the last page."""
+    watch_after: _builtins.int
+    """Where a WatchActivity that continues this listing starts (its `after`):
+    the position of the last batch of entries stored when this page was read.
+    """
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[_audit_pb2.AuditEvent]:
         """Events, newest first."""
@@ -442,10 +447,11 @@ class ListAuditEventsResponse(_message.Message):
         *,
         events: _abc.Iterable[_audit_pb2.AuditEvent] | None = ...,
         next_page_token: _builtins.str = ...,
+        watch_after: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "next_page_token", b"next_page_token", "watch_after", b"watch_after"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1016,8 +1022,13 @@ class ListActivityResponse(_message.Message):
 
     ENTRIES_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    WATCH_AFTER_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Token for the next (older) page; empty on the last page."""
+    watch_after: _builtins.int
+    """Where a WatchActivity that continues this listing starts (its `after`):
+    the position of the last batch of entries stored when this page was read.
+    """
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[_activity_pb2.ActivityEntry]:
         """Entries, newest first."""
@@ -1027,10 +1038,11 @@ class ListActivityResponse(_message.Message):
         *,
         entries: _abc.Iterable[_activity_pb2.ActivityEntry] | None = ...,
         next_page_token: _builtins.str = ...,
+        watch_after: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token", "watch_after", b"watch_after"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1045,8 +1057,14 @@ class WatchActivityRequest(_message.Message):
     ORGANIZATION_FIELD_NUMBER: _builtins.int
     FILTER_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
     organization: _builtins.str
     """The organisation's id or slug."""
+    after: _builtins.int
+    """A ListActivityResponse's watch_after: stream every entry stored after
+    that page was read, whatever its request_time (a gateway's batch arrives
+    after its requests), and none stored before; start_time is then ignored.
+    """
     @_builtins.property
     def filter(self) -> Global___ActivityFilter:
         """Which entries."""
@@ -1054,7 +1072,8 @@ class WatchActivityRequest(_message.Message):
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """Also stream entries already recorded whose request_time is at or after
-        this (at most 30 seconds back); unset: only entries recorded from now on.
+        this (at most 30 seconds back); unset: only entries recorded from now on
+        (whatever their request_time: a batch arrives after its requests).
         """
 
     def __init__(
@@ -1063,10 +1082,11 @@ class WatchActivityRequest(_message.Message):
         organization: _builtins.str = ...,
         filter: Global___ActivityFilter | None = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
+        after: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "organization", b"organization", "start_time", b"start_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "filter", b"filter", "organization", b"organization", "start_time", b"start_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
