@@ -622,7 +622,9 @@ class ActivityService(activity_pb2_grpc.ActivityServiceServicer):
         self._guard.gateway(context)
         async with self._pool.acquire() as conn:
             recorded = await record(conn, request)
-        return activity_pb2.RecordActivityResponse(recorded=recorded)
+        return activity_pb2.RecordActivityResponse(
+            recorded=recorded, columns_read=request.HasField("columns")
+        )
 
 
 async def resolve_match(

@@ -141,6 +141,37 @@ def columns(batch: list[Pending], sha256: Callable[[str], bytes]) -> activity_pb
     return sent
 
 
+def one_by_one(
+    batch: list[Pending], sha256: Callable[[str], bytes]
+) -> list[activity_pb2.RecordedRequest]:
+    """A batch as one RecordedRequest each: the form a core older than
+    `columns` reads (RecordActivityResponse.columns_read)."""
+    sent = []
+    for p in batch:
+        request = activity_pb2.RecordedRequest(token_sha256=sha256(p.token))
+        entry = request.entry
+        entry.request_time.FromMicroseconds(int(p.wall_time * 1e6))  # as `columns`
+        entry.latency.FromMicroseconds(int(p.latency_seconds * 1e6))
+        entry.client = client_from_user_agent(p.user_agent)
+        entry.status = p.status
+        for field, value in (
+            ("request_id", p.request_id),
+            ("user_agent", p.user_agent[:USER_AGENT_LENGTH]),
+            ("method", p.method),
+            ("route", p.route),
+            ("resource_id", p.resource_id),
+            ("filter", p.filter[:FILTER_LENGTH]),
+            ("scim_type", p.scim_type),
+            ("detail", p.detail),
+        ):
+            try:
+                setattr(entry, field, value)
+            except (ValueError, UnicodeError):  # a lone surrogate, from a %-escape
+                setattr(entry, field, _utf8(value))
+        sent.append(request)
+    return sent
+
+
 def _extend(column: Any, values: Sequence[str]) -> None:
     try:
         column.extend(values)
@@ -241,9 +272,18 @@ class ActivityWriter:
             return
         try:
             request = activity_pb2.RecordActivityRequest(columns=columns(batch, self._sha256))
-            await self._stub.RecordActivity(
+            answer = await self._stub.RecordActivity(
                 request, metadata=metadata, timeout=SEND_TIMEOUT_SECONDS
             )
+            if not answer.columns_read:
+                # a core from before `columns` (a rolling upgrade that reached
+                # the gateways first) stored none of it: the form it reads
+                request = activity_pb2.RecordActivityRequest(
+                    requests=one_by_one(batch, self._sha256)
+                )
+                await self._stub.RecordActivity(
+                    request, metadata=metadata, timeout=SEND_TIMEOUT_SECONDS
+                )
         except grpc.aio.AioRpcError as exc:
             DROPPED.labels("send_failed").inc(len(batch))
             if exc.code() == grpc.StatusCode.UNAUTHENTICATED:

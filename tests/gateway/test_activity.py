@@ -5,6 +5,7 @@ PostgreSQL and CLI."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -701,3 +702,105 @@ async def test_hostile_text_in_one_request_loses_no_other_entry(
 def test_an_entry_with_a_lone_surrogate_is_still_sent() -> None:
     pending = Pending("t", 0.0, "r", "", "GET", "/Users", "", 'id eq "\ud800"', 200, "", "", 0.0)
     assert list(gateway_activity.columns([pending], lambda _: b"h" * 32).filter) == ['id eq "?"']
+
+
+class CoreBeforeColumns(activity_pb2_grpc.ActivityServiceServicer):
+    """RecordActivity as a core from before RecordedColumns answers it: it
+    reads `requests` only, and never says columns_read."""
+
+    def __init__(self) -> None:
+        self.calls: list[activity_pb2.RecordActivityRequest] = []
+
+    async def RecordActivity(
+        self, request: activity_pb2.RecordActivityRequest, context: Any
+    ) -> activity_pb2.RecordActivityResponse:
+        self.calls.append(request)
+        return activity_pb2.RecordActivityResponse(recorded=len(request.requests))
+
+
+async def test_a_core_from_before_columns_gets_the_batch_one_by_one() -> None:
+    """A rolling upgrade that reaches the gateways first: the older core ignores
+    columns, so the gateway sends the same batch again as one entry each, which
+    the older core stores; nothing is dropped."""
+    old = CoreBeforeColumns()
+    server = grpc.aio.server()
+    activity_pb2_grpc.add_ActivityServiceServicer_to_server(old, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        settings = gateway_settings(f"127.0.0.1:{port}")
+        failed = DROPPED.labels("send_failed")._value.get()
+        async with grpc.aio.insecure_channel(settings.core_address) as channel:
+            writer = ActivityWriter(lambda: channel, settings)
+            writer.record(
+                Pending(
+                    "tok-a",
+                    1_700_000_000.25,
+                    "req-1",
+                    "Okta SCIM Client 1.0.0",
+                    "GET",
+                    "/Users",
+                    "",
+                    'userName eq "a@b.example"',
+                    200,
+                    "",
+                    "",
+                    0.0042,
+                )
+            )
+            writer.record(
+                Pending(
+                    "tok-b",
+                    1_700_000_001.5,
+                    "req-2",
+                    "Microsoft.Identity.Provisioning",
+                    "PATCH",
+                    "/Groups/{id}",
+                    "g1",
+                    "",
+                    400,
+                    "invalidValue",
+                    "no such user",
+                    0.01,
+                )
+            )
+            await writer.close()
+        assert DROPPED.labels("send_failed")._value.get() == failed
+        first, second = old.calls
+        assert len(first.columns.request_id) == 2 and not first.requests
+        assert not second.HasField("columns")
+        entries = [r.entry for r in second.requests]
+        assert [r.token_sha256 for r in second.requests] == [
+            hashlib.sha256(b"tok-a").digest(),
+            hashlib.sha256(b"tok-b").digest(),
+        ]
+        assert [(e.request_id, e.client, e.method, e.route, e.status) for e in entries] == [
+            ("req-1", "okta", "GET", "/Users", 200),
+            ("req-2", "entra", "PATCH", "/Groups/{id}", 400),
+        ]
+        assert entries[0].filter == 'userName eq "a@b.example"'
+        assert (entries[1].resource_id, entries[1].scim_type, entries[1].detail) == (
+            "g1",
+            "invalidValue",
+            "no such user",
+        )
+        assert entries[0].request_time.ToMicroseconds() == 1_700_000_000_250_000
+        assert entries[1].latency.ToMicroseconds() == 10_000
+    finally:
+        await server.stop(None)
+
+
+async def test_the_core_says_it_read_the_columns(core: CoreServer) -> None:
+    """Today's core answers columns_read, so a gateway sends each batch once."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{core.port}") as channel:
+        stub = activity_pb2_grpc.ActivityServiceStub(channel)
+        columns = gateway_activity.columns(
+            [Pending("nobody", 0.0, "r", "", "GET", "/Users", "", "", 200, "", "", 0.0)],
+            lambda t: hashlib.sha256(t.encode()).digest(),
+        )
+        answer = await stub.RecordActivity(
+            activity_pb2.RecordActivityRequest(columns=columns), metadata=GATEWAY
+        )
+        assert answer.columns_read and answer.recorded == 0  # no such token: not stored
+        answer = await stub.RecordActivity(activity_pb2.RecordActivityRequest(), metadata=GATEWAY)
+        assert not answer.columns_read

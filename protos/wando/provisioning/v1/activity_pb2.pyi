@@ -267,16 +267,23 @@ class RecordActivityResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RECORDED_FIELD_NUMBER: _builtins.int
+    COLUMNS_READ_FIELD_NUMBER: _builtins.int
     recorded: _builtins.int
     """How many entries were stored (the others matched no token)."""
+    columns_read: _builtins.bool
+    """True: the core read `columns`. A core older than `columns` ignores them
+    and leaves this false; a gateway then sends the batch again as
+    `requests`, so a rolling upgrade that reaches gateways first loses no entry.
+    """
     def __init__(
         self,
         *,
         recorded: _builtins.int = ...,
+        columns_read: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["recorded", b"recorded"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns_read", b"columns_read", "recorded", b"recorded"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
