@@ -552,11 +552,29 @@ def _from(where: Match, since: datetime) -> Match:
     return Match(**{**where.__dict__, "since": since})
 
 
+# one pruner at a time across every core replica: each would scan the same
+# organisations' indexes for the cap (a million entries for one at its cap),
+# and only one deletes anything; the others skip their round
+TRY_PRUNE_LOCK = "SELECT pg_try_advisory_lock(7310575402957144900)"
+PRUNE_UNLOCK = "SELECT pg_advisory_unlock(7310575402957144900)"
+
+
 async def prune(
     pool: asyncpg.Pool, retention: timedelta, max_per_org: int, batch: int = PRUNE_BATCH
 ) -> int:
     """Delete what retention and the cap leave out, `batch` rows a statement
-    (short transactions, short locks); returns how many rows went."""
+    (short transactions, short locks); returns how many rows went (0 when
+    another replica is pruning)."""
+    async with pool.acquire() as lock:
+        if not await lock.fetchval(TRY_PRUNE_LOCK):
+            return 0
+        try:
+            return await _prune(pool, retention, max_per_org, batch)
+        finally:
+            await lock.fetchval(PRUNE_UNLOCK)
+
+
+async def _prune(pool: asyncpg.Pool, retention: timedelta, max_per_org: int, batch: int) -> int:
     deleted = 0
     async with pool.acquire() as conn:
         orgs = [r["org_id"] for r in await conn.fetch(SELECT_ORGS_WITH_ACTIVITY)]

@@ -246,6 +246,12 @@ async def test_retention_and_the_per_organisation_cap(
     )
     assert answer.recorded == 65
 
+    # another replica pruning meanwhile (it holds the lock): this one skips its round
+    async with pool.acquire() as other:
+        assert await other.fetchval(activity.TRY_PRUNE_LOCK)
+        assert await activity.prune(pool, timedelta(days=14), max_per_org=1000) == 0
+        await other.fetchval(activity.PRUNE_UNLOCK)
+    assert await pool.fetchval("SELECT count(*) FROM activity") == 65
     deleted = await activity.prune(pool, timedelta(days=14), max_per_org=1000, batch=7)
     assert deleted == 30  # the 20-day-old ones, seven at a time
     deleted = await activity.prune(pool, timedelta(days=14), max_per_org=10, batch=7)
