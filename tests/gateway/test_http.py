@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from core.server import CoreServer
 from tests.gateway.support import (
     BASE,
     ENTERPRISE_URN,
@@ -30,6 +29,9 @@ from tests.gateway.support import (
 from tests.support import ADMIN, free_port
 from wando.provisioning.v1 import admin_service_pb2 as admin_pb
 from wando.provisioning.v1 import admin_service_pb2_grpc
+
+# each test that reaches the core through the gateway, over gRPC and in-process
+GATEWAY_CORES = ("grpc", "local")
 
 OKTA_SPEC_FILTER = "/Users?filter=userName%20eq%20%22ABCDEFGH%40ATKO.COM%22"
 
@@ -218,8 +220,8 @@ async def test_other_methods_are_405(
 # bodies
 
 
-async def test_bodies_over_the_limit_are_413(core: CoreServer) -> None:
-    settings = gateway_settings(f"127.0.0.1:{core.port}", WANDO_MAX_BODY_BYTES="2048")
+async def test_bodies_over_the_limit_are_413(core_env: dict[str, str]) -> None:
+    settings = gateway_settings(**core_env, WANDO_MAX_BODY_BYTES="2048")
     async with gateway(settings) as client:
         http = ScimHttp(client, "wando_scim_whatever")
         big = okta_user("big@x.example", title="x" * 4000)
@@ -287,14 +289,14 @@ async def test_json_is_parsed_whatever_the_content_type(
 
 
 async def test_rate_limit_is_429_with_retry_after(
-    core: CoreServer, admin_stub: admin_service_pb2_grpc.AdminServiceStub
+    core_env: dict[str, str], admin_stub: admin_service_pb2_grpc.AdminServiceStub
 ) -> None:
     from tests.support import new_org_with_token
 
     _, first = await new_org_with_token(admin_stub, "busy")
     _, second = await new_org_with_token(admin_stub, "quiet")
     settings = gateway_settings(
-        f"127.0.0.1:{core.port}", WANDO_RATE_LIMIT_PER_SECOND="0.5", WANDO_RATE_LIMIT_BURST="3"
+        **core_env, WANDO_RATE_LIMIT_PER_SECOND="0.5", WANDO_RATE_LIMIT_BURST="3"
     )
     async with gateway(settings) as client:
         busy = ScimHttp(client, first)
@@ -308,7 +310,7 @@ async def test_rate_limit_is_429_with_retry_after(
 
 
 async def test_rate_limit_is_shared_by_all_tokens_of_an_organisation(
-    core: CoreServer, admin_stub: admin_service_pb2_grpc.AdminServiceStub
+    core_env: dict[str, str], admin_stub: admin_service_pb2_grpc.AdminServiceStub
 ) -> None:
     from tests.support import ADMIN, new_org_with_token
     from wando.provisioning.v1 import admin_service_pb2
@@ -321,7 +323,7 @@ async def test_rate_limit_is_shared_by_all_tokens_of_an_organisation(
     ).secret
     _, stranger = await new_org_with_token(admin_stub, "stranger")
     settings = gateway_settings(
-        f"127.0.0.1:{core.port}", WANDO_RATE_LIMIT_PER_SECOND="0.5", WANDO_RATE_LIMIT_BURST="4"
+        **core_env, WANDO_RATE_LIMIT_PER_SECOND="0.5", WANDO_RATE_LIMIT_BURST="4"
     )
     async with gateway(settings) as client:
         # each token's first answer tells the gateway its organisation
@@ -335,9 +337,9 @@ async def test_rate_limit_is_shared_by_all_tokens_of_an_organisation(
         assert (await ScimHttp(client, stranger).get("/Users")).status == 200
 
 
-async def test_rate_limit_zero_disables_it(core: CoreServer) -> None:
+async def test_rate_limit_zero_disables_it(core_env: dict[str, str]) -> None:
     settings = gateway_settings(
-        f"127.0.0.1:{core.port}", WANDO_RATE_LIMIT_PER_SECOND="0", WANDO_RATE_LIMIT_BURST="1"
+        **core_env, WANDO_RATE_LIMIT_PER_SECOND="0", WANDO_RATE_LIMIT_BURST="1"
     )
     async with gateway(settings) as client:
         http = ScimHttp(client, "wando_scim_unknown")
