@@ -8,9 +8,11 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -412,3 +414,36 @@ async def test_a_base_url_pasted_with_a_trailing_slash_still_works(scim: ScimHtt
     assert (await scim.get(f"//Users/{user_id}")).status == 200
     assert (await scim.get("//ServiceProviderConfig")).status == 200
     (await scim.get("//Users", headers={"Authorization": None})).assert_error(401)
+
+
+async def test_local_core_past_the_deadline_is_503_and_writes_nothing(
+    database_dsn: str, scim: ScimHttp, pool: asyncpg.Pool
+) -> None:
+    """WANDO_CORE=local: a write stuck behind a lock past WANDO_CORE_TIMEOUT_SECONDS
+    is cancelled inside the gateway's process (its transaction rolled back) and
+    answered 503, as a core over gRPC past the deadline is."""
+    created = await scim.post("/Users", okta_user("stuck@x.example"))
+    assert created.status == 201
+    user_id = created.body["id"]
+    settings = gateway_settings(
+        "local",
+        WANDO_DATABASE_URL=database_dsn,
+        WANDO_CURSOR_SECRET="local-core-cursor-key-for-the-tests",
+        WANDO_CORE_TIMEOUT_SECONDS="0.5",
+    )
+    async with gateway(settings) as client, pool.acquire() as conn:
+        stuck = scim.as_client(client)
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT 1 FROM users WHERE user_id = $1 FOR UPDATE", uuid.UUID(user_id)
+            )
+            reply = await stuck.put(
+                f"/Users/{user_id}", okta_user("stuck@x.example", displayName="Changed")
+            )
+            reply.assert_error(503)
+            assert "Retry-After" in reply.headers
+        assert (await stuck.get(f"/Users/{user_id}")).body["displayName"] != "Changed"
+        again = await stuck.put(
+            f"/Users/{user_id}", okta_user("stuck@x.example", displayName="Changed")
+        )
+        assert (again.status, again.body["displayName"]) == (200, "Changed")
