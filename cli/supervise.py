@@ -122,8 +122,10 @@ def loopback(listen: config.HostPort) -> str:
 
 
 class Supervisor:
-    def __init__(self, env: dict[str, str], metrics_dir: Path, workers: int, grace: float) -> None:
-        self.env = env
+    def __init__(
+        self, envs: dict[str, dict[str, str]], metrics_dir: Path, workers: int, grace: float
+    ) -> None:
+        self.envs = envs  # by kind of worker
         self.metrics_dir = metrics_dir
         self.grace = grace
         self.slots = {kind: [Slot(kind, i + 1) for i in range(workers)] for kind in (CORE, GATEWAY)}
@@ -160,7 +162,7 @@ class Supervisor:
             f"{slot.kind}-{slot.index}",  # named on each line it logs
             stdin=asyncio.subprocess.PIPE,  # held open: its end tells the worker we died
             stdout=asyncio.subprocess.PIPE,  # the worker's "ready"
-            env=self.env,
+            env=self.envs[slot.kind],
         )
         slot.proc = proc
         log.info("%s started (pid %s)", slot.name, proc.pid)
@@ -276,8 +278,9 @@ async def run(settings: config.Settings) -> int:
                     "WANDO_CORE": loopback(grpc_listen),
                     "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
                 }
+                envs = {CORE: env, GATEWAY: {**env, "WANDO_CORE": _gateway_core(settings, env)}}
                 supervisor = Supervisor(
-                    env, metrics_dir, settings.workers, settings.shutdown_grace_seconds
+                    envs, metrics_dir, settings.workers, settings.shutdown_grace_seconds
                 )
                 try:
                     await _supervise(supervisor, settings, stop, metrics_dir)
@@ -285,6 +288,16 @@ async def run(settings: config.Settings) -> int:
                     await supervisor.close()
     log.info("stopped")
     return 1 if supervisor.gave_up.is_set() else 0
+
+
+def _gateway_core(settings: config.Settings, env: dict[str, str]) -> str:
+    """WANDO_CORE for the gateway workers: by default (WANDO_SERVE_GATEWAY_CORE=local)
+    each hosts the core's SCIM services itself (core.local), on its own pool,
+    sparing every SCIM request the gRPC hop; `grpc`: they call the core workers
+    on the shared port, as before."""
+    if settings.serve_gateway_core == "local":
+        return config.LOCAL_CORE
+    return env["WANDO_CORE"]
 
 
 def _worker_environment(settings: config.Settings) -> dict[str, str]:
