@@ -5,7 +5,12 @@ the migrations once, then runs N core and N gateway worker processes
 (`--workers` / WANDO_WORKERS, default the number of CPUs): `wando core
 --supervised core-1` and `wando gateway --supervised gateway-1`, and so on; each
 names itself on every line it logs. Each worker has its own event
-loop and, for the cores, its own asyncpg pool of WANDO_DB_POOL_MAX.
+loop and its own asyncpg pool of WANDO_DB_POOL_MAX.
+
+By default (WANDO_SERVE_GATEWAY_CORE=local) the gateways get WANDO_CORE=local:
+each hosts the core's SCIM services itself (core.local) and calls them without
+the gRPC hop, the largest cost of a SCIM request on one machine (issue #16).
+The core workers serve the gRPC API (admin, roles, Wando's other services).
 
 Why N of each: a SCIM request costs CPU in both tiers, in comparable amounts
 (HTTP, JSON and rendering in the gateway; protobuf, SQL and role resolution in
@@ -17,8 +22,8 @@ Workers of a tier share its port (SO_REUSEPORT), so the kernel spreads new
 connections over them. The supervisor binds each port first (without
 listening: it takes no connection), so a port already in use stops start-up,
 port 0 becomes a fixed port every worker binds, and a worker that died is
-replaced on the same port. Gateways reach the cores on that shared port over
-loopback; the cores close connections after about 30 s
+replaced on the same port. With WANDO_SERVE_GATEWAY_CORE=grpc, gateways reach
+the cores on that shared port over loopback; the cores close connections after about 30 s
 (core.server.MAX_CONNECTION_AGE_MS), so the gateways' connections spread over
 every core.
 
