@@ -3,7 +3,9 @@
 `create_app(settings)` builds a root application that owns the process's
 gRPC channel to the core (a cleanup context: opened on start-up, closed on
 shutdown; renewed when its TLS files rotate) and mounts the SCIM application
-at `settings.scim_prefix`.
+at `settings.scim_prefix`. `create_app(settings, core)` uses the channel `core`
+instead: with WANDO_CORE=local, the local core's (core.local, made by cli.run;
+the gateway cannot tell it from a channel but by its speed).
 `serving(settings)` runs it on `settings.http_listen` until the block exits,
 then stops accepting connections and lets in-flight requests finish; its
 runner answers requests aiohttp's parser refuses (gateway.protocol).
