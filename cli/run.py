@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 from cli.worker import READY
-from common import config, eventloop, logs, tls, tracing
+from common import config, credentials, eventloop, logs, tls, tracing
 from core import auth, db
 from core.cursors import Cursors
 from core.db import SchemaTooNewError
+from core.local import LocalCore, start_local_core
 from core.metrics import serve_metrics, watch_pool
 from core.role_service import RoleOptions
 from core.server import ActivitySettings, database, postgres, start_server, stop_signals
@@ -93,6 +96,11 @@ def _core_handler(args: argparse.Namespace) -> int:
 
 def _gateway_handler(args: argparse.Namespace) -> int:
     settings = config.load(http_listen=args.http_listen, core=args.core)
+    if settings.core_is_local and settings.database_url is None:
+        raise config.ConfigError(
+            "WANDO_CORE=local needs WANDO_DATABASE_URL: the gateway then serves "
+            "the core's SCIM services itself, on that (migrated) database"
+        )
     logs.configure(settings.log_level, settings.log_format, args.supervised)
     return _run_until_stopped(run_gateway(settings, supervised=bool(args.supervised)))
 
@@ -129,10 +137,7 @@ async def run_core(settings: config.Settings, *, supervised: bool = False) -> No
         admin_token = auth.load_admin_token(settings.admin_token, settings.data_dir)
         service_token = auth.load_service_token(settings.service_token, settings.data_dir)
         gateway_token = auth.load_gateway_token(settings.gateway_token, settings.data_dir)
-        cursors = Cursors(
-            auth.load_cursor_secret(settings.cursor_secret, settings.data_dir),
-            settings.cursor_timeout_seconds,
-        )
+        cursors = _cursors(settings)
         # SIGHUP re-reads the certificates: armed before anything serves, so
         # that one sent as soon as the ready line shows cannot end the process
         with tls.reread_on_sighup(certificates):
@@ -180,10 +185,16 @@ async def run_core(settings: config.Settings, *, supervised: bool = False) -> No
 async def run_gateway(settings: config.Settings, *, supervised: bool = False) -> None:
     with stop_signals(supervised=supervised) as stop, tracing.exporting("wando-gateway"):
         log.info("configuration: %s", {**settings.redacted(), "event_loop": _loop_name()})
-        async with serving(settings, reuse_port=supervised):
+        async with (
+            local_core(settings) as core,
+            serving(settings, reuse_port=supervised, core=core),
+        ):
             if not supervised:
                 serve_metrics(settings.metrics_listen)
-            log.info("gateway forwarding to the core at %s", settings.core_address)
+            if core is None:
+                log.info("gateway forwarding to the core at %s", settings.core_address)
+            else:
+                log.info("gateway serving the core's SCIM services in this process (local)")
             if supervised:
                 _say_ready()
             await stop.wait()
@@ -192,6 +203,35 @@ async def run_gateway(settings: config.Settings, *, supervised: bool = False) ->
                 settings.shutdown_grace_seconds,
             )
     log.info("stopped")
+
+
+@contextlib.asynccontextmanager
+async def local_core(settings: config.Settings) -> AsyncIterator[LocalCore | None]:
+    """With WANDO_CORE=local, the core's SCIM services in this process
+    (core.local) on a pool of its own (WANDO_DB_POOL_MIN/MAX), with the
+    cores' cursor key and the gateway credential; never migrates. Else None."""
+    if not settings.core_is_local:
+        yield None
+        return
+    gateway_token = credentials.read_credential(
+        settings.gateway_token, settings.data_dir, credentials.GATEWAY_TOKEN_FILE
+    )
+    async with database(settings, migrate=False) as pool:
+        core = await start_local_core(pool, _cursors(settings), gateway_token)
+        pool_watch = asyncio.create_task(watch_pool(pool))
+        try:
+            yield core
+        finally:
+            pool_watch.cancel()
+            await core.close()
+
+
+def _cursors(settings: config.Settings) -> Cursors:
+    """The paging cursors' key, shared by the fleet (WANDO_CURSOR_SECRET or in the data dir)."""
+    return Cursors(
+        auth.load_cursor_secret(settings.cursor_secret, settings.data_dir),
+        settings.cursor_timeout_seconds,
+    )
 
 
 async def migrate(settings: config.Settings) -> None:

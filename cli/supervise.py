@@ -5,7 +5,12 @@ the migrations once, then runs N core and N gateway worker processes
 (`--workers` / WANDO_WORKERS, default the number of CPUs): `wando core
 --supervised core-1` and `wando gateway --supervised gateway-1`, and so on; each
 names itself on every line it logs. Each worker has its own event
-loop and, for the cores, its own asyncpg pool of WANDO_DB_POOL_MAX.
+loop and its own asyncpg pool of WANDO_DB_POOL_MAX.
+
+By default (WANDO_SERVE_GATEWAY_CORE=local) the gateways get WANDO_CORE=local:
+each hosts the core's SCIM services itself (core.local) and calls them without
+the gRPC hop, the largest cost of a SCIM request on one machine (issue #16).
+The core workers serve the gRPC API (admin, roles, Wando's other services).
 
 Why N of each: a SCIM request costs CPU in both tiers, in comparable amounts
 (HTTP, JSON and rendering in the gateway; protobuf, SQL and role resolution in
@@ -17,8 +22,8 @@ Workers of a tier share its port (SO_REUSEPORT), so the kernel spreads new
 connections over them. The supervisor binds each port first (without
 listening: it takes no connection), so a port already in use stops start-up,
 port 0 becomes a fixed port every worker binds, and a worker that died is
-replaced on the same port. Gateways reach the cores on that shared port over
-loopback; the cores close connections after about 30 s
+replaced on the same port. With WANDO_SERVE_GATEWAY_CORE=grpc, gateways reach
+the cores on that shared port over loopback; the cores close connections after about 30 s
 (core.server.MAX_CONNECTION_AGE_MS), so the gateways' connections spread over
 every core.
 
@@ -122,8 +127,10 @@ def loopback(listen: config.HostPort) -> str:
 
 
 class Supervisor:
-    def __init__(self, env: dict[str, str], metrics_dir: Path, workers: int, grace: float) -> None:
-        self.env = env
+    def __init__(
+        self, envs: dict[str, dict[str, str]], metrics_dir: Path, workers: int, grace: float
+    ) -> None:
+        self.envs = envs  # by kind of worker
         self.metrics_dir = metrics_dir
         self.grace = grace
         self.slots = {kind: [Slot(kind, i + 1) for i in range(workers)] for kind in (CORE, GATEWAY)}
@@ -160,7 +167,7 @@ class Supervisor:
             f"{slot.kind}-{slot.index}",  # named on each line it logs
             stdin=asyncio.subprocess.PIPE,  # held open: its end tells the worker we died
             stdout=asyncio.subprocess.PIPE,  # the worker's "ready"
-            env=self.env,
+            env=self.envs[slot.kind],
         )
         slot.proc = proc
         log.info("%s started (pid %s)", slot.name, proc.pid)
@@ -276,8 +283,9 @@ async def run(settings: config.Settings) -> int:
                     "WANDO_CORE": loopback(grpc_listen),
                     "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
                 }
+                envs = {CORE: env, GATEWAY: {**env, "WANDO_CORE": _gateway_core(settings, env)}}
                 supervisor = Supervisor(
-                    env, metrics_dir, settings.workers, settings.shutdown_grace_seconds
+                    envs, metrics_dir, settings.workers, settings.shutdown_grace_seconds
                 )
                 try:
                     await _supervise(supervisor, settings, stop, metrics_dir)
@@ -285,6 +293,16 @@ async def run(settings: config.Settings) -> int:
                     await supervisor.close()
     log.info("stopped")
     return 1 if supervisor.gave_up.is_set() else 0
+
+
+def _gateway_core(settings: config.Settings, env: dict[str, str]) -> str:
+    """WANDO_CORE for the gateway workers: by default (WANDO_SERVE_GATEWAY_CORE=local)
+    each hosts the core's SCIM services itself (core.local), on its own pool,
+    sparing every SCIM request the gRPC hop; `grpc`: they call the core workers
+    on the shared port, as before."""
+    if settings.serve_gateway_core == "local":
+        return config.LOCAL_CORE
+    return env["WANDO_CORE"]
 
 
 def _worker_environment(settings: config.Settings) -> dict[str, str]:

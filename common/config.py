@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_SCIM_PREFIX = "/api/auth/scim/v2"
+# WANDO_CORE=local: the gateway hosts the core's SCIM services itself (core.local)
+LOCAL_CORE = "local"
 
 
 class ConfigError(Exception):
@@ -78,6 +80,7 @@ class Settings:
     max_header_bytes: int
     max_headers: int
     workers: int
+    serve_gateway_core: str  # "local" or "grpc": how `wando serve`'s gateways reach the core
     role_cache_max_entries: int
     role_cache_max_bytes: int
     watch_max_lag: int
@@ -106,6 +109,11 @@ class Settings:
             else:
                 out[field.name] = "" if value is None else str(value)
         return out
+
+    @property
+    def core_is_local(self) -> bool:
+        """WANDO_CORE=local: the gateway calls the core's services in its own process."""
+        return self.core_address == LOCAL_CORE
 
     @property
     def scim_base_url(self) -> str:
@@ -265,6 +273,7 @@ def load(env: Mapping[str, str] | None = None, **overrides: str | None) -> Setti
         max_header_bytes=_int(source, "WANDO_MAX_HEADER_BYTES", 8192, 1024, 65536),
         max_headers=_int(source, "WANDO_MAX_HEADERS", 100, 16, 1000),
         workers=_int(source, "WANDO_WORKERS", os.cpu_count() or 1, 1, 256),
+        serve_gateway_core=_choice(source, "WANDO_SERVE_GATEWAY_CORE", "local", ("local", "grpc")),
         role_cache_max_entries=_int(
             source, "WANDO_ROLE_CACHE_MAX_ENTRIES", 100_000, 0, 100_000_000
         ),

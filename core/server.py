@@ -50,12 +50,17 @@ from wando.provisioning.v1 import (
 
 log = logging.getLogger(__name__)
 
+
 ADMIN_SERVICE = admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"]
 USER_SERVICE = user_service_pb2.DESCRIPTOR.services_by_name["UserService"]
 GROUP_SERVICE = group_service_pb2.DESCRIPTOR.services_by_name["GroupService"]
 ROLE_SERVICE = role_service_pb2.DESCRIPTOR.services_by_name["RoleService"]
 SEARCH_SERVICE = search_service_pb2.DESCRIPTOR.services_by_name["SearchService"]
 ACTIVITY_SERVICE = activity_pb2.DESCRIPTOR.services_by_name["ActivityService"]
+# the services a SCIM gateway calls; a local core (core.local) hosts these alone
+SCIM_SERVICE_NAMES = tuple(
+    s.full_name for s in (USER_SERVICE, GROUP_SERVICE, SEARCH_SERVICE, ACTIVITY_SERVICE)
+)
 SERVICE_NAMES = tuple(
     s.full_name
     for s in (
@@ -104,6 +109,42 @@ class ActivitySettings:
 MAX_CONNECTION_AGE_MS = 30_000
 
 
+def build_guard(
+    pool: asyncpg.Pool,
+    admin_token: str,
+    service_token: str | None = None,
+    gateway_token: str | None = None,
+) -> tuple[Guard, Authenticator]:
+    """The credential checks of a core: its token cache (core.tokens; a revoked
+    token is refused within AUTH_CACHE_SECONDS) and the fleet's rate limits."""
+    authenticator = Authenticator(pool)
+    guard = Guard(
+        admin_token, authenticator, service_token, RateLimits(pool), gateway_token=gateway_token
+    )
+    return guard, authenticator
+
+
+def add_scim_services(
+    server: grpc.aio.Server, pool: asyncpg.Pool, guard: Guard, cursors: Cursors
+) -> None:
+    """The services the SCIM gateway calls (users, groups, search, activity),
+    instrumented, on `server`: the gRPC server (start_server) or the local core
+    of a gateway that hosts them in its own process (core.local, which
+    registers like a server). One place, so the two cannot differ."""
+    user_service_pb2_grpc.add_UserServiceServicer_to_server(
+        instrument(UserService(pool, guard, cursors), USER_SERVICE), server
+    )
+    group_service_pb2_grpc.add_GroupServiceServicer_to_server(
+        instrument(GroupService(pool, guard, cursors), GROUP_SERVICE), server
+    )
+    search_service_pb2_grpc.add_SearchServiceServicer_to_server(
+        instrument(SearchService(pool, guard), SEARCH_SERVICE), server
+    )
+    activity_pb2_grpc.add_ActivityServiceServicer_to_server(
+        instrument(ActivityService(pool, guard), ACTIVITY_SERVICE), server
+    )
+
+
 async def start_server(
     pool: asyncpg.Pool,
     admin_token: str,
@@ -134,10 +175,7 @@ async def start_server(
             ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
         ],
     )
-    authenticator = Authenticator(pool)
-    guard = Guard(
-        admin_token, authenticator, service_token, RateLimits(pool), gateway_token=gateway_token
-    )
+    guard, authenticator = build_guard(pool, admin_token, service_token, gateway_token)
     notifier = RoleNotifier(
         pool, poll_seconds=role_options.poll_seconds, ping_seconds=role_options.ping_seconds
     )
@@ -145,20 +183,9 @@ async def start_server(
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         instrument(AdminService(pool, guard, authenticator), ADMIN_SERVICE), server
     )
-    user_service_pb2_grpc.add_UserServiceServicer_to_server(
-        instrument(UserService(pool, guard, cursors), USER_SERVICE), server
-    )
-    group_service_pb2_grpc.add_GroupServiceServicer_to_server(
-        instrument(GroupService(pool, guard, cursors), GROUP_SERVICE), server
-    )
-    search_service_pb2_grpc.add_SearchServiceServicer_to_server(
-        instrument(SearchService(pool, guard), SEARCH_SERVICE), server
-    )
+    add_scim_services(server, pool, guard, cursors)
     role_service_pb2_grpc.add_RoleServiceServicer_to_server(
         instrument(role_service, ROLE_SERVICE), server
-    )
-    activity_pb2_grpc.add_ActivityServiceServicer_to_server(
-        instrument(ActivityService(pool, guard), ACTIVITY_SERVICE), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

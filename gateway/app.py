@@ -3,7 +3,9 @@
 `create_app(settings)` builds a root application that owns the process's
 gRPC channel to the core (a cleanup context: opened on start-up, closed on
 shutdown; renewed when its TLS files rotate) and mounts the SCIM application
-at `settings.scim_prefix`.
+at `settings.scim_prefix`. `create_app(settings, core)` uses the channel `core`
+instead: with WANDO_CORE=local, the local core's (core.local, made by cli.run;
+the gateway cannot tell it from a channel but by its speed).
 `serving(settings)` runs it on `settings.http_listen` until the block exits,
 then stops accepting connections and lets in-flight requests finish; its
 runner answers requests aiohttp's parser refuses (gateway.protocol).
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 from aiohttp import web
@@ -40,13 +42,22 @@ def resource_calls(channel: grpc.aio.Channel) -> dict[str, ResourceCalls]:
     return {calls.endpoint: calls(channel) for calls in RESOURCE_TYPES}
 
 
-async def core_channel(app: web.Application) -> AsyncIterator[None]:
-    """The channel to the core, shared by all requests of this process (a new
-    one after its TLS files rotate: gateway.corechannel)."""
-    async with open_core_channel(app[SETTINGS], resource_calls, CHANNEL_OPTIONS) as core:
-        app[CORE] = core
-        app[SEARCH] = search.SearchCalls(core)
-        yield
+def core_channel(
+    given: grpc.aio.Channel | None,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The cleanup context of the channel to the core, shared by all requests
+    of this process (a new one after its TLS files rotate:
+    gateway.corechannel); `given`: a channel made by whoever runs the gateway
+    (the local core of WANDO_CORE=local, cli.run), used instead."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        async with open_core_channel(settings, resource_calls, CHANNEL_OPTIONS, given) as core:
+            app[CORE] = core
+            app[SEARCH] = search.SearchCalls(core)
+            yield
+
+    return context
 
 
 def rate_limit_metadata(settings: Settings) -> tuple[tuple[str, str], ...]:
@@ -81,7 +92,9 @@ def _also_after_a_trailing_slash(scim: web.Application) -> None:
             scim.router.add_route(route.method, "/" + path, route.handler)
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, core: grpc.aio.Channel | None = None) -> web.Application:
+    """`core`: the channel to the core, if not one to WANDO_CORE (cli.run
+    gives the local core's)."""
     limits = Limits(settings.max_line_bytes, settings.max_header_bytes, settings.max_headers)
     app = web.Application(
         middlewares=middlewares.ROOT,
@@ -92,7 +105,7 @@ def create_app(settings: Settings) -> web.Application:
     app[LIFECYCLE] = health.Lifecycle()
     app[CALL_METADATA] = rate_limit_metadata(settings)
     app[AUTH_FAILURES] = AuthFailures(settings.auth_failure_per_second, settings.auth_failure_burst)
-    app.cleanup_ctx.append(core_channel)
+    app.cleanup_ctx.append(core_channel(core))
     health.add_routes(app)
     app.cleanup_ctx.append(activity_writer)  # torn down first: it still needs the channel
     app.add_subapp(settings.scim_prefix, create_scim_app())
@@ -100,11 +113,13 @@ def create_app(settings: Settings) -> web.Application:
 
 
 @contextlib.asynccontextmanager
-async def serving(settings: Settings, *, reuse_port: bool = False) -> AsyncIterator[web.AppRunner]:
+async def serving(
+    settings: Settings, *, reuse_port: bool = False, core: grpc.aio.Channel | None = None
+) -> AsyncIterator[web.AppRunner]:
     """Serve the gateway on settings.http_listen for the duration of the block.
     `reuse_port`: share the port with other processes (SO_REUSEPORT), for the
-    workers of `wando serve` only."""
-    app = create_app(settings)
+    workers of `wando serve` only. `core`: as create_app's."""
+    app = create_app(settings, core)
     runner = ScimAppRunner(  # gateway.protocol: SCIM errors for requests aiohttp refuses
         app,
         access_log=None,  # request_context logs each request, without secrets

@@ -90,20 +90,29 @@ class CoreChannel:
     """The current channel and the resource services on it; read `calls` per request."""
 
     def __init__(
-        self, settings: Settings, make_calls: MakeCalls, options: channels.Options
+        self,
+        settings: Settings,
+        make_calls: MakeCalls,
+        options: channels.Options,
+        channel: grpc.aio.Channel | None = None,
     ) -> None:
+        """`channel`: one made elsewhere (the local core, WANDO_CORE=local),
+        used as it is: no TLS files, never renewed."""
         self._address = settings.core_address
         self._grace = settings.core_timeout_seconds
-        self._tls = channels.client_tls(settings)
+        self._tls = channels.client_tls(settings) if channel is None else None
         self._make_calls = make_calls
         self._options = options
         self._stamp = self._tls.stamp() if self._tls is not None else ()
         self._refused: tls.Stamp | None = None
         self._draining: set[asyncio.Task[None]] = set()
-        try:
-            self.channel = channels.aio_channel(self._address, self._tls, options)
-        except tls.TLSFilesError as exc:
-            raise ConfigError(f"WANDO_CORE_TLS_*: {exc}") from None
+        if channel is not None:
+            self.channel = channel
+        else:
+            try:
+                self.channel = channels.aio_channel(self._address, self._tls, options)
+            except tls.TLSFilesError as exc:
+                raise ConfigError(f"WANDO_CORE_TLS_*: {exc}") from None
         self.calls = make_calls(self.channel)
         self.renewals = 0
 
@@ -156,10 +165,14 @@ class CoreChannel:
 
 @contextlib.asynccontextmanager
 async def open_core_channel(
-    settings: Settings, make_calls: MakeCalls, options: channels.Options
+    settings: Settings,
+    make_calls: MakeCalls,
+    options: channels.Options,
+    channel: grpc.aio.Channel | None = None,
 ) -> AsyncIterator[CoreChannel]:
-    """The channel, watched for rotated TLS files while the block runs."""
-    core = CoreChannel(settings, make_calls, options)
+    """The channel (or `channel`, given), watched for rotated TLS files while
+    the block runs."""
+    core = CoreChannel(settings, make_calls, options, channel)
     watcher = asyncio.create_task(core.watch()) if core.renews else None
     try:
         yield core

@@ -1,8 +1,9 @@
 """Traces from `wando serve`'s worker processes: with OTEL_EXPORTER_OTLP_ENDPOINT
 set, the gateway worker and the core worker each export over OTLP/gRPC, under
 their own service names, one trace per SCIM request from the HTTP request to
-the SQL. The collector here is a real OTLP/gRPC receiver (opentelemetry-proto's
-TraceService) on a real socket."""
+the SQL (with the gateways hosting the core's SCIM services, the default, the
+whole trace is the gateway's). The collector here is a real OTLP/gRPC
+receiver (opentelemetry-proto's TraceService) on a real socket."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import aiohttp
 import grpc
+import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
@@ -60,7 +62,10 @@ def _by_id(spans: list[tuple[str, Span]]) -> dict[bytes, tuple[str, Span]]:
     return {span.span_id: (service, span) for service, span in spans}
 
 
-async def test_each_worker_exports_its_part_of_one_trace(database_dsn: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("gateway_core", ["local", "grpc"])
+async def test_each_worker_exports_its_part_of_one_trace(
+    database_dsn: str, tmp_path: Path, gateway_core: str
+) -> None:
     grpc_listen, http_listen = (f"127.0.0.1:{free_port()}" for _ in range(2))
     async with collecting() as (collector, port):
         env = service_env(
@@ -72,6 +77,7 @@ async def test_each_worker_exports_its_part_of_one_trace(database_dsn: str, tmp_
             WANDO_LOG_LEVEL="info",
             OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
             OTEL_BSP_SCHEDULE_DELAY="100",  # milliseconds between batches
+            WANDO_SERVE_GATEWAY_CORE=gateway_core,
         )
         serve = await WandoProcess.start("serve", env=env, ready=READY)
         try:
@@ -101,12 +107,13 @@ async def test_each_worker_exports_its_part_of_one_trace(database_dsn: str, tmp_
 
     spans = _by_id(found)
     insert = next(span for _, span in found if span.name == "INSERT users")
-    chain = [("wando-core", insert)]
+    core = "wando-gateway" if gateway_core == "local" else "wando-core"  # who served the RPC
+    chain = [(core, insert)]
     while chain[-1][1].parent_span_id:
         chain.append(spans[chain[-1][1].parent_span_id])
     assert [(service, span.name, span.kind) for service, span in chain] == [
-        ("wando-core", "INSERT users", Span.SPAN_KIND_CLIENT),
-        ("wando-core", "wando.provisioning.v1.UserService/CreateUser", Span.SPAN_KIND_SERVER),
+        (core, "INSERT users", Span.SPAN_KIND_CLIENT),
+        (core, "wando.provisioning.v1.UserService/CreateUser", Span.SPAN_KIND_SERVER),
         ("wando-gateway", "wando.provisioning.v1.UserService/CreateUser", Span.SPAN_KIND_CLIENT),
         ("wando-gateway", "POST /api/auth/scim/v2/Users", Span.SPAN_KIND_SERVER),
     ]

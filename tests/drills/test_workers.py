@@ -29,6 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
+import pytest
 
 from tests.drills.faults_support import (
     OktaLoad,
@@ -72,9 +73,13 @@ async def restarted(process: WandoProcess, kind: str, index: int, old: int) -> i
     return worker_pids(process.log, kind)[index]
 
 
+@pytest.mark.parametrize("gateway_core", ["local", "grpc"])
 async def test_killed_workers_are_replaced_and_lose_nothing(
-    database_dsn: str, tmp_path: Path
+    database_dsn: str, tmp_path: Path, gateway_core: str
 ) -> None:
+    """By default (local) the gateways hold the SCIM load's transactions
+    themselves, so the killed gateway is what tests the writes; with
+    WANDO_SERVE_GATEWAY_CORE=grpc the killed core is, as before."""
     grpc, http, metrics = (f"127.0.0.1:{free_port()}" for _ in range(3))
     base = f"http://{http}{PREFIX}"
     env = service_env(
@@ -86,6 +91,7 @@ async def test_killed_workers_are_replaced_and_lose_nothing(
         WANDO_WORKERS="2",
         WANDO_LOG_LEVEL="info",
         WANDO_CORE_TIMEOUT_SECONDS=str(DEADLINE_SECONDS),
+        WANDO_SERVE_GATEWAY_CORE=gateway_core,
     )
     serve = await WandoProcess.start("serve", env=env, ready=READY)
     try:
@@ -127,7 +133,7 @@ async def test_killed_workers_are_replaced_and_lose_nothing(
         and 'status="201"' in line
     )
     report(
-        "workers.sigkill_core_then_gateway",
+        f"workers.sigkill_core_then_gateway.{gateway_core}",
         **load.figures(),
         **check.figures(),
         answers_after_core_kill=len(during_core),

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.web_runner import BaseRunner
 from multidict import CIMultiDictProxy
 
+from cli.run import local_core
 from common import config
 from gateway.app import create_app
 from gateway.protocol import ScimAppRunner
@@ -37,10 +38,12 @@ OKTA_HEADERS = {
 }
 
 
-def gateway_settings(core_address: str, **env: str) -> config.Settings:
+def gateway_settings(core_address: str | None = None, **env: str) -> config.Settings:
+    """`core_address`, or WANDO_CORE in `env` (the `core_env` fixture: the
+    test's core over gRPC, or the local core on the test's database)."""
     return config.load(
         env={
-            "WANDO_CORE": core_address,
+            **({"WANDO_CORE": core_address} if core_address is not None else {}),
             "WANDO_PUBLIC_BASE_URL": PUBLIC_BASE_URL,
             "WANDO_DATA_DIR": "/nonexistent-wando-test",
             "WANDO_GATEWAY_TOKEN": GATEWAY_TOKEN,
@@ -143,12 +146,14 @@ class GatewayTestServer(TestServer):
 
 @asynccontextmanager
 async def gateway(settings: config.Settings) -> AsyncIterator[TestClient[Any, Any]]:
-    """The gateway on a real aiohttp server on a free port."""
-    server = GatewayTestServer(create_app(settings))
-    # as gateway.app.serving runs it: our access log only (aiohttp's logs query strings)
-    await server.start_server(access_log=None)
-    async with TestClient(server) as client:
-        yield client
+    """The gateway on a real aiohttp server on a free port; with WANDO_CORE=local
+    hosting the core's SCIM services itself, as `wando gateway` does (cli.run)."""
+    async with local_core(settings) as core:
+        server = GatewayTestServer(create_app(settings, core))
+        # as gateway.app.serving runs it: our access log only (aiohttp's logs query strings)
+        await server.start_server(access_log=None)
+        async with TestClient(server) as client:
+            yield client
 
 
 def okta_user(user_name: str, **extra: Any) -> dict[str, Any]:

@@ -43,6 +43,9 @@ from wando.provisioning.v1 import activity_pb2, activity_pb2_grpc
 from wando.provisioning.v1 import admin_service_pb2 as apb
 from wando.provisioning.v1 import admin_service_pb2_grpc as agrpc
 
+# each test that reaches the core through the gateway, over gRPC and in-process
+GATEWAY_CORES = ("grpc", "local")
+
 
 def env_for(core: CoreServer) -> dict[str, str]:
     return {"WANDO_CORE": f"127.0.0.1:{core.port}", "WANDO_ADMIN_TOKEN": ADMIN_TOKEN}
@@ -646,12 +649,12 @@ async def test_batches_stay_large_while_requests_keep_coming(
 
 
 async def test_requests_refused_before_the_core_are_the_organisations_too(
-    core: CoreServer, scim: ScimHttp, pool: asyncpg.Pool
+    core_env: dict[str, str], scim: ScimHttp, pool: asyncpg.Pool
 ) -> None:
     """413 and 429 answer before the core is asked; the entry still names the
     organisation, through the token's hash."""
     settings = gateway_settings(
-        f"127.0.0.1:{core.port}",
+        **core_env,
         WANDO_MAX_BODY_BYTES="1024",
         WANDO_RATE_LIMIT_BURST="1",
         WANDO_RATE_LIMIT_PER_SECOND="0.01",

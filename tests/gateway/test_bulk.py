@@ -12,7 +12,6 @@ from typing import Any
 import asyncpg
 import pytest
 
-from core.server import CoreServer
 from tests.gateway.support import (
     BASE,
     ERROR_URN,
@@ -24,6 +23,9 @@ from tests.gateway.support import (
 )
 from tests.support import new_org_with_token
 from wando.provisioning.v1 import admin_service_pb2_grpc
+
+# each test that reaches the core through the gateway, over gRPC and in-process
+GATEWAY_CORES = ("grpc", "local")
 
 BULK_REQUEST = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
 BULK_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
@@ -259,11 +261,11 @@ async def test_whole_request_errors(scim: ScimHttp, anonymous: ScimHttp) -> None
 
 @pytest.fixture
 async def small_gateway(
-    core: CoreServer, admin_stub: admin_service_pb2_grpc.AdminServiceStub
+    core_env: dict[str, str], admin_stub: admin_service_pb2_grpc.AdminServiceStub
 ) -> AsyncIterator[ScimHttp]:
     """A gateway with small bulk limits and a small rate limit."""
     settings = gateway_settings(
-        f"127.0.0.1:{core.port}",
+        **core_env,
         WANDO_BULK_MAX_OPERATIONS="3",
         WANDO_BULK_MAX_PAYLOAD_BYTES="4096",
         WANDO_RATE_LIMIT_BURST="4",

@@ -19,6 +19,9 @@ from core.server import start_server
 from tests.gateway.support import LIST_URN, ScimHttp, gateway, gateway_settings, okta_user
 from tests.support import ADMIN_TOKEN, SERVICE_TOKEN
 
+# each test that reaches the core through the gateway, over gRPC and in-process
+GATEWAY_CORES = ("grpc", "local")
+
 SECRET = "wando_cursor_shared-by-every-replica-in-this-test"
 
 

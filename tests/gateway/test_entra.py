@@ -16,6 +16,9 @@ from wando.provisioning.v1 import admin_service_pb2 as apb
 from wando.provisioning.v1 import admin_service_pb2_grpc, role_service_pb2_grpc, roles_pb2
 from wando.provisioning.v1 import role_service_pb2 as rpb
 
+# each test that reaches the core through the gateway, over gRPC and in-process
+GATEWAY_CORES = ("grpc", "local")
+
 AdminStub = admin_service_pb2_grpc.AdminServiceStub
 RoleStub = role_service_pb2_grpc.RoleServiceStub
 

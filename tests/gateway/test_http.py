@@ -8,13 +8,14 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from core.server import CoreServer
 from tests.gateway.support import (
     BASE,
     ENTERPRISE_URN,
@@ -30,6 +31,9 @@ from tests.gateway.support import (
 from tests.support import ADMIN, free_port
 from wando.provisioning.v1 import admin_service_pb2 as admin_pb
 from wando.provisioning.v1 import admin_service_pb2_grpc
+
+# each test that reaches the core through the gateway, over gRPC and in-process
+GATEWAY_CORES = ("grpc", "local")
 
 OKTA_SPEC_FILTER = "/Users?filter=userName%20eq%20%22ABCDEFGH%40ATKO.COM%22"
 
@@ -218,8 +222,8 @@ async def test_other_methods_are_405(
 # bodies
 
 
-async def test_bodies_over_the_limit_are_413(core: CoreServer) -> None:
-    settings = gateway_settings(f"127.0.0.1:{core.port}", WANDO_MAX_BODY_BYTES="2048")
+async def test_bodies_over_the_limit_are_413(core_env: dict[str, str]) -> None:
+    settings = gateway_settings(**core_env, WANDO_MAX_BODY_BYTES="2048")
     async with gateway(settings) as client:
         http = ScimHttp(client, "wando_scim_whatever")
         big = okta_user("big@x.example", title="x" * 4000)
@@ -287,14 +291,14 @@ async def test_json_is_parsed_whatever_the_content_type(
 
 
 async def test_rate_limit_is_429_with_retry_after(
-    core: CoreServer, admin_stub: admin_service_pb2_grpc.AdminServiceStub
+    core_env: dict[str, str], admin_stub: admin_service_pb2_grpc.AdminServiceStub
 ) -> None:
     from tests.support import new_org_with_token
 
     _, first = await new_org_with_token(admin_stub, "busy")
     _, second = await new_org_with_token(admin_stub, "quiet")
     settings = gateway_settings(
-        f"127.0.0.1:{core.port}", WANDO_RATE_LIMIT_PER_SECOND="0.5", WANDO_RATE_LIMIT_BURST="3"
+        **core_env, WANDO_RATE_LIMIT_PER_SECOND="0.5", WANDO_RATE_LIMIT_BURST="3"
     )
     async with gateway(settings) as client:
         busy = ScimHttp(client, first)
@@ -308,7 +312,7 @@ async def test_rate_limit_is_429_with_retry_after(
 
 
 async def test_rate_limit_is_shared_by_all_tokens_of_an_organisation(
-    core: CoreServer, admin_stub: admin_service_pb2_grpc.AdminServiceStub
+    core_env: dict[str, str], admin_stub: admin_service_pb2_grpc.AdminServiceStub
 ) -> None:
     from tests.support import ADMIN, new_org_with_token
     from wando.provisioning.v1 import admin_service_pb2
@@ -321,7 +325,7 @@ async def test_rate_limit_is_shared_by_all_tokens_of_an_organisation(
     ).secret
     _, stranger = await new_org_with_token(admin_stub, "stranger")
     settings = gateway_settings(
-        f"127.0.0.1:{core.port}", WANDO_RATE_LIMIT_PER_SECOND="0.5", WANDO_RATE_LIMIT_BURST="4"
+        **core_env, WANDO_RATE_LIMIT_PER_SECOND="0.5", WANDO_RATE_LIMIT_BURST="4"
     )
     async with gateway(settings) as client:
         # each token's first answer tells the gateway its organisation
@@ -335,9 +339,9 @@ async def test_rate_limit_is_shared_by_all_tokens_of_an_organisation(
         assert (await ScimHttp(client, stranger).get("/Users")).status == 200
 
 
-async def test_rate_limit_zero_disables_it(core: CoreServer) -> None:
+async def test_rate_limit_zero_disables_it(core_env: dict[str, str]) -> None:
     settings = gateway_settings(
-        f"127.0.0.1:{core.port}", WANDO_RATE_LIMIT_PER_SECOND="0", WANDO_RATE_LIMIT_BURST="1"
+        **core_env, WANDO_RATE_LIMIT_PER_SECOND="0", WANDO_RATE_LIMIT_BURST="1"
     )
     async with gateway(settings) as client:
         http = ScimHttp(client, "wando_scim_unknown")
@@ -410,3 +414,36 @@ async def test_a_base_url_pasted_with_a_trailing_slash_still_works(scim: ScimHtt
     assert (await scim.get(f"//Users/{user_id}")).status == 200
     assert (await scim.get("//ServiceProviderConfig")).status == 200
     (await scim.get("//Users", headers={"Authorization": None})).assert_error(401)
+
+
+async def test_local_core_past_the_deadline_is_503_and_writes_nothing(
+    database_dsn: str, scim: ScimHttp, pool: asyncpg.Pool
+) -> None:
+    """WANDO_CORE=local: a write stuck behind a lock past WANDO_CORE_TIMEOUT_SECONDS
+    is cancelled inside the gateway's process (its transaction rolled back) and
+    answered 503, as a core over gRPC past the deadline is."""
+    created = await scim.post("/Users", okta_user("stuck@x.example"))
+    assert created.status == 201
+    user_id = created.body["id"]
+    settings = gateway_settings(
+        "local",
+        WANDO_DATABASE_URL=database_dsn,
+        WANDO_CURSOR_SECRET="local-core-cursor-key-for-the-tests",
+        WANDO_CORE_TIMEOUT_SECONDS="0.5",
+    )
+    async with gateway(settings) as client, pool.acquire() as conn:
+        stuck = scim.as_client(client)
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT 1 FROM users WHERE user_id = $1 FOR UPDATE", uuid.UUID(user_id)
+            )
+            reply = await stuck.put(
+                f"/Users/{user_id}", okta_user("stuck@x.example", displayName="Changed")
+            )
+            reply.assert_error(503)
+            assert "Retry-After" in reply.headers
+        assert (await stuck.get(f"/Users/{user_id}")).body["displayName"] != "Changed"
+        again = await stuck.put(
+            f"/Users/{user_id}", okta_user("stuck@x.example", displayName="Changed")
+        )
+        assert (again.status, again.body["displayName"]) == (200, "Changed")

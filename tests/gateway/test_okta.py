@@ -23,6 +23,9 @@ from tests.gateway.support import (
 )
 from tests.scim_client import Scim
 
+# each test that reaches the core through the gateway, over gRPC and in-process
+GATEWAY_CORES = ("grpc", "local")
+
 ENCODINGS = (
     "filter=userName%20eq%20%22{}%22&startIndex=1&count=100",  # today's Okta
     "filter=userName+eq+%22{}%22&startIndex=1&count=100",  # Okta's 2018 guide

@@ -18,6 +18,9 @@ from tests.gateway.support import (
     okta_user,
 )
 
+# each test that reaches the core through the gateway, over gRPC and in-process
+GATEWAY_CORES = ("grpc", "local")
+
 BADGE_URN = "urn:example:params:scim:schemas:extension:badges:2.0:User"
 UNKNOWN_ID = "010101001010101011001010101011"  # Okta's SPEC test
 

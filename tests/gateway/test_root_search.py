@@ -10,6 +10,9 @@ import pytest
 
 from tests.gateway.support import BASE, ENTERPRISE_URN, GROUP_URN, USER_URN, ScimHttp, okta_user
 
+# each test that reaches the core through the gateway, over gRPC and in-process
+GATEWAY_CORES = ("grpc", "local")
+
 SEARCH_URN = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 
 

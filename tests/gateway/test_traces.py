@@ -59,10 +59,20 @@ async def traced_core(
         await pool.close()
 
 
-async def _create_user(core: CoreServer, org: str, **headers: str) -> tuple[str, int]:
+async def _create_user(
+    core: CoreServer, org: str, local_core_on: str | None = None, **headers: str
+) -> tuple[str, int]:
+    """`local_core_on`: a database DSN, for a gateway with WANDO_CORE=local on it."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{core.port}") as channel:
         _, secret = await new_org_with_token(admin_service_pb2_grpc.AdminServiceStub(channel), org)
-    async with gateway(gateway_settings(f"127.0.0.1:{core.port}")) as client:
+    settings = (
+        gateway_settings(f"127.0.0.1:{core.port}")
+        if local_core_on is None
+        else gateway_settings(
+            "local", WANDO_DATABASE_URL=local_core_on, WANDO_CURSOR_SECRET="traces"
+        )
+    )
+    async with gateway(settings) as client:
         reply = await ScimHttp(client, secret).post(
             "/Users",
             {"schemas": [USER_URN], "userName": "bjensen@example.com", "active": True},
@@ -86,10 +96,13 @@ def _child(spans: tuple[ReadableSpan, ...], parent: ReadableSpan, kind: SpanKind
     return children[0]
 
 
+@pytest.mark.parametrize("local", [False, True], ids=["grpc", "local"])
 async def test_one_scim_request_is_one_trace_to_the_database(
-    traced_core: CoreServer, exported: InMemorySpanExporter
+    traced_core: CoreServer, exported: InMemorySpanExporter, database_dsn: str, local: bool
 ) -> None:
-    secret, status = await _create_user(traced_core, "acme-traced")
+    """Also with the core's services in the gateway (WANDO_CORE=local): the
+    same spans, the core's through the call's metadata as over gRPC."""
+    secret, status = await _create_user(traced_core, "acme-traced", database_dsn if local else None)
     assert status == 201
     spans = exported.get_finished_spans()
 
