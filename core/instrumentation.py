@@ -67,11 +67,23 @@ def _request_id(context: Ctx) -> str:
     return f"{_ID_PREFIX}{next(_ids):016x}"
 
 
+# a transaction PostgreSQL rolled back whole to let a concurrent one go on:
+# nothing was applied, so the caller may simply retry (a deadlock also means
+# two statements took locks against core.roles' order: it is logged)
+DB_CONFLICT = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+
+
 async def _render(exc: BaseException, context: Ctx) -> None:
     if isinstance(exc, grpc.aio.AbortError):
         raise exc  # the handler chose its status itself
     if isinstance(exc, errors.CoreError):
         code, message, trailers = errors.to_status(exc)
+        await context.abort(code, message, trailing_metadata=trailers)
+    if isinstance(exc, DB_CONFLICT):
+        log.warning("transaction rolled back by PostgreSQL: %s", type(exc).__name__)
+        code, message, trailers = errors.to_status(
+            errors.Unavailable("a concurrent write got in the way and nothing was applied; retry")
+        )
         await context.abort(code, message, trailing_metadata=trailers)
     if isinstance(exc, DB_UNAVAILABLE):
         log.warning("database unavailable: %s", type(exc).__name__)
@@ -158,7 +170,7 @@ def _stream(method: str, inner: Any) -> Callable[[Any, Ctx], AsyncIterator[Any]]
 def _code_name(exc: BaseException) -> str:
     if isinstance(exc, errors.CoreError):
         return errors.WIRE[type(exc)][0].name
-    if isinstance(exc, DB_UNAVAILABLE):
+    if isinstance(exc, DB_UNAVAILABLE + DB_CONFLICT):
         return "UNAVAILABLE"
     if isinstance(exc, grpc.aio.AbortError):
         return "ABORTED_BY_HANDLER"

@@ -56,6 +56,7 @@ WITH org AS (
     INSERT INTO resource_counts (org_id, resource, slot, n)
     SELECT org_id, 'users', $8, 1 FROM inserted
     ON CONFLICT (org_id, resource, slot) DO UPDATE SET n = resource_counts.n + 1
+    RETURNING 1
 ), emails AS (
     INSERT INTO user_emails (org_id, user_id, value_lower)
     SELECT i.org_id, i.user_id, lower(v) FROM inserted i, unnest($9::text[]) AS v
@@ -78,6 +79,9 @@ WITH org AS (
 ), advanced AS (
     UPDATE role_counters SET last_seq = last_seq + 1
     WHERE org_id = $1 AND EXISTS (SELECT 1 FROM resolved WHERE role IS NOT NULL)
+      -- the count slot first, as the lock order says (core.roles): a CTE that
+      -- nothing reads runs after the outer query, which reads this one
+      AND EXISTS (SELECT 1 FROM counted)
     RETURNING last_seq
 ), recorded AS (
     INSERT INTO role_changes (org_id, seq, user_id, old_role, new_role, cause)

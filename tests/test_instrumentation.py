@@ -8,10 +8,12 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import asyncpg
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from prometheus_client import REGISTRY
 
+from core.instrumentation import instrument
 from core.server import ADMIN_SERVICE, GROUP_SERVICE, ROLE_SERVICE, USER_SERVICE
 from tests.scim_client import Scim, fails
 from tests.support import ADMIN, SERVICE
@@ -73,3 +75,42 @@ async def test_every_service_counts_its_calls_by_status(
             break
         await asyncio.sleep(0.05)
     assert count(method, "CANCELLED") == before + 1
+
+
+class RolledBack(role_service_pb2_grpc.RoleServiceServicer):
+    """A RoleService whose one method meets what PostgreSQL answers when it
+    rolls a transaction back to let another go on."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def GetEffectiveRole(self, request: Any, context: Any) -> Any:
+        raise self.error
+
+
+async def test_a_transaction_postgres_rolled_back_is_unavailable_not_internal() -> None:
+    """A deadlock's victim or a serialisation failure applied nothing: the
+    caller is told to retry (UNAVAILABLE, which the gateway answers 503 with
+    Retry-After), not that the service broke (INTERNAL, a 500)."""
+    for error in (
+        asyncpg.DeadlockDetectedError("deadlock detected"),
+        asyncpg.SerializationError("could not serialize access"),
+    ):
+        server = grpc.aio.server()
+        role_service_pb2_grpc.add_RoleServiceServicer_to_server(
+            instrument(RolledBack(error), ROLE_SERVICE), server
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = role_service_pb2_grpc.RoleServiceStub(channel)
+                try:
+                    await stub.GetEffectiveRole(rpb.GetEffectiveRoleRequest())
+                except grpc.aio.AioRpcError as exc:
+                    assert exc.code() == grpc.StatusCode.UNAVAILABLE
+                    assert "nothing was applied; retry" in (exc.details() or "")
+                else:
+                    raise AssertionError("the call succeeded")
+        finally:
+            await server.stop(None)

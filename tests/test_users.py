@@ -7,7 +7,9 @@ import json
 
 import asyncpg
 import grpc
+import pytest
 
+from core import counts
 from tests.scim_client import Scim, fails, okta_user, reason
 from wando.provisioning.v1 import error_pb2
 
@@ -293,6 +295,26 @@ async def test_every_write_is_audited_without_values(acme: Scim, pool: asyncpg.P
     assert all(e["resource_id"] == user["id"] and e["token_id"] for e in events)
     assert events[1]["changed"] == ["title"]
     assert "Secret" not in str([dict(e) for e in events])
+
+
+async def test_creates_and_deletes_meeting_on_one_count_row_never_deadlock(
+    acme: Scim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A creation and a deletion that draw the same count slot (1 in
+    counts.SLOTS; here every time) take the slot and the role counter in one
+    order (core.roles); the other order deadlocked, and PostgreSQL's victim
+    was answered INTERNAL (a 500)."""
+    monkeypatch.setattr(counts, "SLOTS", 1)
+    for round_ in range(4):
+        doomed = await asyncio.gather(
+            *(acme.create_user(okta_user(f"d{round_}-{i}@x.example")) for i in range(8))
+        )
+        await asyncio.gather(
+            *(acme.delete_user(u["id"]) for u in doomed),
+            *(acme.create_user(okta_user(f"n{round_}-{i}@x.example")) for i in range(8)),
+        )
+    _, total, _ = await acme.list_users(count=1)
+    assert total == 32
 
 
 async def test_totals_stay_exact_under_concurrent_creates_and_deletes(
