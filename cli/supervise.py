@@ -57,6 +57,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import asyncpg
 from prometheus_client import multiprocess
 
 from cli.worker import READY
@@ -276,6 +277,7 @@ async def run(settings: config.Settings) -> int:
                 await db.migrate_at(dsn)
                 env = {
                     **_worker_environment(settings),
+                    **await _pool_sizes(dsn, settings),
                     "WANDO_DATA_DIR": str(settings.data_dir),
                     "WANDO_DATABASE_URL": dsn,
                     "WANDO_GRPC_LISTEN": str(grpc_listen),
@@ -293,6 +295,60 @@ async def run(settings: config.Settings) -> int:
                     await supervisor.close()
     log.info("stopped")
     return 1 if supervisor.gave_up.is_set() else 0
+
+
+# connections the workers leave to everything else: the supervisor's own,
+# `wando admin`, a psql session, a migration of the next release
+SPARE_CONNECTIONS = 10
+SELECT_CONNECTION_LIMIT = """
+SELECT current_setting('max_connections')::int
+     - current_setting('superuser_reserved_connections')::int
+"""
+
+
+def pool_max_for(limit: int, workers: int, local: bool, wanted: int) -> int:
+    """Each worker's pool size: `wanted` (WANDO_DB_POOL_MAX), or less when
+    every worker's pool at that size would pass the server's `limit` (with
+    the local core, gateways have pools too); 2 at least (one connection for
+    LISTEN, one for requests)."""
+    pools = workers * (2 if local else 1)
+    return max(2, min(wanted, (limit - SPARE_CONNECTIONS) // pools))
+
+
+async def _pool_sizes(dsn: str, settings: config.Settings) -> dict[str, str]:
+    """WANDO_DB_POOL_MAX/MIN for the workers when WANDO_DB_POOL_MAX is not set:
+    the default pool of 10 on every worker of a many-CPU machine (16 CPUs: 32
+    pools, 320 connections) would pass PostgreSQL's max_connections (100 by
+    default, the embedded server's too) and the workers would fail requests
+    under load with "too many clients"."""
+    if "WANDO_DB_POOL_MAX" in os.environ:
+        return {}  # the operator sized it (README: PostgreSQL sizing)
+    conn = await asyncpg.connect(dsn)
+    try:
+        limit = await conn.fetchval(SELECT_CONNECTION_LIMIT)
+    finally:
+        await conn.close()
+    local = settings.serve_gateway_core == "local"
+    size = pool_max_for(limit, settings.workers, local, settings.db_pool_max)
+    if size < settings.db_pool_max:
+        pools = settings.workers * (2 if local else 1)
+        log.info(
+            "each worker's database pool is %s (%s pools within max_connections %s)",
+            size,
+            pools,
+            limit,
+        )
+        if pools * size + SPARE_CONNECTIONS > limit:
+            log.warning(
+                "PostgreSQL's max_connections (%s usable) is too small for %s pools; raise it "
+                "or lower WANDO_WORKERS",
+                limit,
+                pools,
+            )
+    return {
+        "WANDO_DB_POOL_MAX": str(size),
+        "WANDO_DB_POOL_MIN": str(min(size, settings.db_pool_min)),
+    }
 
 
 def _gateway_core(settings: config.Settings, env: dict[str, str]) -> str:

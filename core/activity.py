@@ -554,7 +554,9 @@ def _from(where: Match, since: datetime) -> Match:
 
 # one pruner at a time across every core replica: each would scan the same
 # organisations' indexes for the cap (a million entries for one at its cap),
-# and only one deletes anything; the others skip their round
+# and only one deletes anything; the others skip their round. A session lock
+# on the one connection the prune uses (its deletes are short transactions of
+# their own): released at the end, or the connection is closed with it.
 TRY_PRUNE_LOCK = "SELECT pg_try_advisory_lock(7310575402957144900)"
 PRUNE_UNLOCK = "SELECT pg_advisory_unlock(7310575402957144900)"
 
@@ -565,30 +567,30 @@ async def prune(
     """Delete what retention and the cap leave out, `batch` rows a statement
     (short transactions, short locks); returns how many rows went (0 when
     another replica is pruning)."""
-    async with pool.acquire() as lock:
-        if not await lock.fetchval(TRY_PRUNE_LOCK):
-            return 0
-        try:
-            return await _prune(pool, retention, max_per_org, batch)
-        finally:
-            await lock.fetchval(PRUNE_UNLOCK)
-
-
-async def _prune(pool: asyncpg.Pool, retention: timedelta, max_per_org: int, batch: int) -> int:
-    deleted = 0
     async with pool.acquire() as conn:
-        orgs = [r["org_id"] for r in await conn.fetch(SELECT_ORGS_WITH_ACTIVITY)]
+        if not await conn.fetchval(TRY_PRUNE_LOCK):
+            return 0
+        released = False
+        try:
+            deleted = await _prune(conn, retention, max_per_org, batch)
+            released = await conn.fetchval(PRUNE_UNLOCK)
+            return deleted
+        finally:
+            if not released:  # failed or cancelled midway: the lock goes with the session
+                conn.terminate()
+
+
+async def _prune(conn: Conn, retention: timedelta, max_per_org: int, batch: int) -> int:
+    deleted = 0
+    orgs = [r["org_id"] for r in await conn.fetch(SELECT_ORGS_WITH_ACTIVITY)]
     cutoff = datetime.now(UTC) - retention
     batches_before = datetime.now(UTC) - BATCHES_KEPT
     for org_id in orgs:
-        async with pool.acquire() as conn:
-            await _in_batches(conn, batch, DELETE_BATCHES_BEFORE, org_id, batches_before)
-            deleted += await _in_batches(conn, batch, DELETE_OLDER, org_id, cutoff)
-            boundary = await conn.fetchrow(SELECT_CAP_BOUNDARY, org_id, max_per_org)
-            if boundary is not None:
-                deleted += await _in_batches(
-                    conn, batch, DELETE_BEYOND_CAP, org_id, *boundary.values()
-                )
+        await _in_batches(conn, batch, DELETE_BATCHES_BEFORE, org_id, batches_before)
+        deleted += await _in_batches(conn, batch, DELETE_OLDER, org_id, cutoff)
+        boundary = await conn.fetchrow(SELECT_CAP_BOUNDARY, org_id, max_per_org)
+        if boundary is not None:
+            deleted += await _in_batches(conn, batch, DELETE_BEYOND_CAP, org_id, *boundary.values())
     return deleted
 
 

@@ -112,7 +112,8 @@ async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     """Instead of asyncpg's default reset on release (RESET ALL, UNLISTEN *,
     CLOSE ALL, advisory unlock: a second round trip after every request).
     Safe because no code leaves session state behind: settings are SET LOCAL,
-    advisory locks are transaction-level, the notifier UNLISTENs before it
+    advisory locks are transaction-level (the activity pruner's session lock
+    is released, or its connection closed: core.activity.prune), the notifier UNLISTENs before it
     releases its connection, and no cursor outlives its transaction. The pool
     still rolls back an open transaction and drops Python-side listeners
     (Connection._reset) before calling this."""

@@ -14,7 +14,10 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import asyncpg
+import pytest
 
+from cli import supervise
+from common import config
 from tests.support import free_port, run_wando, running
 
 
@@ -119,3 +122,34 @@ async def test_a_second_core_on_a_taken_port_fails_to_start(
     async with running("core", env=env, ready="core gRPC listening"):
         code, _, err = await run_wando("core", env=env)
     assert code == 1 and "cannot start" in err, err
+
+
+def test_worker_pools_fit_within_max_connections() -> None:
+    """Each worker's pool is WANDO_DB_POOL_MAX unless every worker's pool
+    (a core's, and with the local core a gateway's too) would pass
+    PostgreSQL's max_connections; 2 at least."""
+    assert supervise.pool_max_for(97, workers=2, local=True, wanted=10) == 10
+    assert supervise.pool_max_for(97, workers=8, local=True, wanted=10) == 5  # 87 // 16
+    assert supervise.pool_max_for(97, workers=8, local=False, wanted=10) == 10
+    assert supervise.pool_max_for(97, workers=16, local=True, wanted=10) == 2
+    assert supervise.pool_max_for(97, workers=64, local=True, wanted=10) == 2  # and a warning
+
+
+async def test_serve_sizes_the_pools_from_the_servers_limit(
+    pg_server_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = await asyncpg.connect(pg_server_dsn)
+    try:
+        limit = await conn.fetchval(supervise.SELECT_CONNECTION_LIMIT)
+    finally:
+        await conn.close()
+    monkeypatch.delenv("WANDO_DB_POOL_MAX", raising=False)
+    settings = config.load({"WANDO_WORKERS": "12"})
+    sizes = await supervise._pool_sizes(pg_server_dsn, settings)
+    expected = supervise.pool_max_for(limit, 12, settings.serve_gateway_core == "local", 10)
+    assert sizes == {"WANDO_DB_POOL_MAX": str(expected), "WANDO_DB_POOL_MIN": "2"}
+    # 24 pools of it fit (with the default 100, 3 each rather than 10)
+    assert expected == 2 or 24 * expected + supervise.SPARE_CONNECTIONS <= limit
+    # an operator's own size is left as it is
+    monkeypatch.setenv("WANDO_DB_POOL_MAX", "7")
+    assert await supervise._pool_sizes(pg_server_dsn, settings) == {}

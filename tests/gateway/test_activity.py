@@ -253,7 +253,7 @@ async def test_retention_and_the_per_organisation_cap(
     async with pool.acquire() as other:
         assert await other.fetchval(activity.TRY_PRUNE_LOCK)
         assert await activity.prune(pool, timedelta(days=14), max_per_org=1000) == 0
-        await other.fetchval(activity.PRUNE_UNLOCK)
+        assert await other.fetchval(activity.PRUNE_UNLOCK)
     assert await pool.fetchval("SELECT count(*) FROM activity") == 65
     deleted = await activity.prune(pool, timedelta(days=14), max_per_org=1000, batch=7)
     assert deleted == 30  # the 20-day-old ones, seven at a time
@@ -267,6 +267,13 @@ async def test_retention_and_the_per_organisation_cap(
     assert min(kept) > now - timedelta(minutes=10, seconds=1)  # the newest ten remain
     count = await pool.fetchval("SELECT count(*) FROM activity")
     assert count == 15
+
+    # a prune that fails midway does not keep the lock from the next one
+    with pytest.raises(asyncpg.PostgresError):
+        await activity.prune(pool, timedelta(days=14), max_per_org=-1)  # OFFSET -1
+    async with pool.acquire() as other:
+        assert await other.fetchval(activity.TRY_PRUNE_LOCK)
+        assert await other.fetchval(activity.PRUNE_UNLOCK)
 
 
 async def test_paging_newest_first(
