@@ -38,8 +38,9 @@ def main() -> int:
         "--service",
         choices=MODES,
         default="serve",
-        help="the service as one `wando serve` (default, as deployed) or as `wando core` "
-        "+ `wando gateway` (split)",
+        help="the service as one `wando serve` (default, as deployed), as `wando core` "
+        "+ `wando gateway` (split), or the same with the gateway's WANDO_CORE=local "
+        "(local: the core's SCIM services in the gateway's process, as in serve)",
     )
     parser.add_argument(
         "--workers",
@@ -71,8 +72,10 @@ def main() -> int:
         "first, and their ratio is printed (which worker count to deploy, in one run)",
     )
     args = parser.parse_args()
-    if args.activity == "both" and args.service != "split":
-        parser.error("--activity both compares one gateway with another: use --service split")
+    if args.activity == "both" and args.service == "serve":
+        parser.error(
+            "--activity both compares one gateway with another: use --service split or local"
+        )
     if args.against_workers is not None:
         if args.service != "serve":
             parser.error("--against-workers compares two `wando serve`: use --service serve")

@@ -77,7 +77,11 @@ def meta(
         "phase_seconds": phase_seconds,
         "service": {
             "mode": mode,
-            "command": "wando serve" if mode == "serve" else "wando core + wando gateway",
+            "command": {
+                "serve": "wando serve",
+                "split": "wando core + wando gateway",
+                "local": "wando core + wando gateway (WANDO_CORE=local)",
+            }[mode],
         },
         "peer": peer_process.describe() if with_peer else None,
         "peer_notes": list(peer_process.NOTES),

@@ -5,7 +5,10 @@ which is its job). Two shapes (`python -m bench --service`):
 - `serve` (the default deployment): one `wando serve`, a supervisor with N
   core and N gateway worker processes (default one of each per CPU;
   `--workers N`);
-- `split`: `wando core` and `wando gateway` as two processes.
+- `split`: `wando core` and `wando gateway` as two processes;
+- `local`: the same, the gateway with WANDO_CORE=local (the core's SCIM
+  services in its own process, as `wando serve`'s gateway workers have them);
+  the core serves the role workloads.
 
 Its CPU is that of these processes' trees and of PostgreSQL's (the
 postmaster and every backend it forks)."""
@@ -19,7 +22,7 @@ from pathlib import Path
 from bench.processes import WANDO, Child, free_port, start
 from common import channels, config
 
-MODES = ("serve", "split")
+MODES = ("serve", "split", "local")
 SERVE = [WANDO, "serve"]
 
 ADMIN_TOKEN = "wando_admin_bench-credential"
@@ -101,20 +104,26 @@ class Service:
             **({"PYTHONPATH": f"{self.source}:{self.source / 'protos'}"} if self.source else {}),
         }
 
-    def _commands(self) -> list[tuple[str, list[str], str]]:
-        """(name, argv, line that says it is ready) of each process."""
+    def gateway_env(self) -> dict[str, str]:
+        """A split or local mode gateway's environment."""
+        env = self.env()
+        if self.mode == "local":
+            env["WANDO_CORE"] = config.LOCAL_CORE
+        return env
+
+    def _commands(self) -> list[tuple[str, list[str], str, dict[str, str]]]:
+        """(name, argv, line that says it is ready, environment) of each process."""
         if self.mode == "serve":  # the supervisor's line once every worker serves
-            return [("serve", SERVE, "serving with")]
+            return [("serve", SERVE, "serving with", self.env())]
         return [
-            ("core", [WANDO, "core"], "core gRPC listening"),
-            ("gateway", [WANDO, "gateway"], "gateway listening"),
+            ("core", [WANDO, "core"], "core gRPC listening", self.env()),
+            ("gateway", [WANDO, "gateway"], "gateway listening", self.gateway_env()),
         ]
 
     async def start(self) -> None:
         """Fresh processes (their peak RSS starts anew), started side by
         side: a split gateway connects to the core lazily."""
         self.starts += 1
-        env = self.env()
         started = await asyncio.gather(
             *(
                 start(
@@ -125,7 +134,7 @@ class Service:
                     ready=ready,
                     log_name=f"{name}{self.label}-{self.starts}",
                 )
-                for name, argv, ready in self._commands()
+                for name, argv, ready, env in self._commands()
             ),
             return_exceptions=True,
         )

@@ -246,7 +246,10 @@ def _params_again(w: Workload, data: Dataset, suffix: str) -> dict[str, Any]:
 
 async def _quiet_gateway(service: Service) -> tuple[processes.Child, str]:
     port = processes.free_port()
-    env = service.env() | {"WANDO_HTTP_LISTEN": f"127.0.0.1:{port}", "WANDO_ACTIVITY": "off"}
+    env = service.gateway_env() | {
+        "WANDO_HTTP_LISTEN": f"127.0.0.1:{port}",
+        "WANDO_ACTIVITY": "off",
+    }
     child = await processes.start(
         "gateway-quiet",
         [processes.WANDO, "gateway"],

@@ -290,15 +290,20 @@ QUICK_META: dict[str, Any] = {
 }
 
 
-def test_the_split_service_runs_too(tmp_path: Path) -> None:
-    """`--service split`: core and gateway as two processes, each measured."""
+@pytest.mark.parametrize("mode", ["split", "local"])
+def test_the_split_service_runs_too(tmp_path: Path, mode: str) -> None:
+    """`--service split`: core and gateway as two processes, each measured;
+    `local`: the gateway with the core's SCIM services in its process."""
     results = run_bench(
-        tmp_path / "results.json", "--quick", "--service", "split", "--only", "get-user"
+        tmp_path / "results.json", "--quick", "--service", mode, "--only", "get-user"
     )
     rows = {row["name"]: row for row in results["rows"]}
     assert set(rows["get-user"]["peak_rss_mib"]) == {"core", "gateway"}
     assert rows["get-user"]["vs_peer"] > 0 and rows["peer:get-user"]["requests"] > 0
-    assert results["meta"]["service"]["mode"] == "split"
+    assert results["meta"]["service"]["mode"] == mode
+    gateway_log = (tmp_path / "logs" / "gateway-1.log").read_text()
+    local = "serving the core's SCIM services in this process" in gateway_log
+    assert local == (mode == "local"), gateway_log[-2000:]
 
 
 def test_a_second_worker_count_runs_beside_the_default_in_the_same_run(tmp_path: Path) -> None:
