@@ -12,11 +12,11 @@ each hosts the core's SCIM services itself (core.local) and calls them without
 the gRPC hop, the largest cost of a SCIM request on one machine (issue #16).
 The core workers serve the gRPC API (admin, roles, Wando's other services).
 
-Why N of each: a SCIM request costs CPU in both tiers, in comparable amounts
-(HTTP, JSON and rendering in the gateway; protobuf, SQL and role resolution in
-the core), and Wando's other services call the cores alone. With one of each
-per CPU, whichever tier is busy has a process on every CPU, and the kernel
-shares the CPUs between them.
+Why N of each: with the local core the gateway workers do a SCIM request's
+work, and Wando's other services call the cores alone; with one of each per
+CPU, whichever tier is busy has a process on every CPU, and the kernel shares
+the CPUs between them (on 2 CPUs, 1 + 1 served 5-13 % fewer SCIM reads than
+2 + 2: bench/RESULTS.md, `--against-workers`).
 
 Workers of a tier share its port (SO_REUSEPORT), so the kernel spreads new
 connections over them. The supervisor binds each port first (without
