@@ -11,7 +11,10 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+import grpc
 
 from wando.provisioning.v1 import admin_service_pb2 as admin_pb
 from wando.provisioning.v1 import admin_service_pb2_grpc as admin_grpc
@@ -53,6 +56,22 @@ async def new_org_with_token(stub: admin_grpc.AdminServiceStub, slug: str) -> tu
         admin_pb.IssueScimTokenRequest(organization=slug), metadata=ADMIN
     )
     return org.id, issued.secret
+
+
+@asynccontextmanager
+async def serving_grpc(
+    add: Callable[[Any, grpc.aio.Server], None], servicer: Any
+) -> AsyncIterator[int]:
+    """A grpc.aio server on a free loopback port with `servicer` registered by
+    `add` (a generated add_*Servicer_to_server); yields the port."""
+    server = grpc.aio.server()
+    add(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield port
+    finally:
+        await server.stop(0)
 
 
 def free_port() -> int:

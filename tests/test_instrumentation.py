@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 from core.instrumentation import instrument
 from core.server import ADMIN_SERVICE, GROUP_SERVICE, ROLE_SERVICE, USER_SERVICE
 from tests.scim_client import Scim, fails
-from tests.support import ADMIN, SERVICE
+from tests.support import ADMIN, SERVICE, serving_grpc
 from wando.provisioning.v1 import admin_service_pb2 as apb
 from wando.provisioning.v1 import admin_service_pb2_grpc, role_service_pb2_grpc
 from wando.provisioning.v1 import group_service_pb2 as gpb
@@ -96,21 +96,17 @@ async def test_a_transaction_postgres_rolled_back_is_unavailable_not_internal() 
         asyncpg.DeadlockDetectedError("deadlock detected"),
         asyncpg.SerializationError("could not serialize access"),
     ):
-        server = grpc.aio.server()
-        role_service_pb2_grpc.add_RoleServiceServicer_to_server(
-            instrument(RolledBack(error), ROLE_SERVICE), server
-        )
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                stub = role_service_pb2_grpc.RoleServiceStub(channel)
-                try:
-                    await stub.GetEffectiveRole(rpb.GetEffectiveRoleRequest())
-                except grpc.aio.AioRpcError as exc:
-                    assert exc.code() == grpc.StatusCode.UNAVAILABLE
-                    assert "nothing was applied; retry" in (exc.details() or "")
-                else:
-                    raise AssertionError("the call succeeded")
-        finally:
-            await server.stop(None)
+        servicer = instrument(RolledBack(error), ROLE_SERVICE)
+        add = role_service_pb2_grpc.add_RoleServiceServicer_to_server
+        async with (
+            serving_grpc(add, servicer) as port,
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+        ):
+            stub = role_service_pb2_grpc.RoleServiceStub(channel)
+            try:
+                await stub.GetEffectiveRole(rpb.GetEffectiveRoleRequest())
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNAVAILABLE
+                assert "nothing was applied; retry" in (exc.details() or "")
+            else:
+                raise AssertionError("the call succeeded")

@@ -13,14 +13,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
-import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tests.drills.faults_support import WandoProcess, new_org, service_env
 from tests.gateway.support import PREFIX, okta_user
-from tests.support import free_port
+from tests.support import free_port, serving_grpc
 
 READY = "serving with 1 core and 1 gateway workers"
 
@@ -48,14 +47,9 @@ class Collector(trace_service_pb2_grpc.TraceServiceServicer):
 @asynccontextmanager
 async def collecting() -> AsyncIterator[tuple[Collector, int]]:
     collector = Collector()
-    server = grpc.aio.server()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
+    add = trace_service_pb2_grpc.add_TraceServiceServicer_to_server
+    async with serving_grpc(add, collector) as port:
         yield collector, port
-    finally:
-        await server.stop(0)
 
 
 def _by_id(spans: list[tuple[str, Span]]) -> dict[bytes, tuple[str, Span]]:

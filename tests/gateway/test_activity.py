@@ -38,6 +38,7 @@ from tests.support import (
     bearer,
     free_port,
     run_wando,
+    serving_grpc,
 )
 from wando.provisioning.v1 import activity_pb2, activity_pb2_grpc
 from wando.provisioning.v1 import admin_service_pb2 as apb
@@ -739,11 +740,8 @@ async def test_a_core_from_before_columns_gets_the_batch_one_by_one() -> None:
     columns, so the gateway sends the same batch again as one entry each, which
     the older core stores; nothing is dropped."""
     old = CoreBeforeColumns()
-    server = grpc.aio.server()
-    activity_pb2_grpc.add_ActivityServiceServicer_to_server(old, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
+    add = activity_pb2_grpc.add_ActivityServiceServicer_to_server
+    async with serving_grpc(add, old) as port:
         settings = gateway_settings(f"127.0.0.1:{port}")
         failed = DROPPED.labels("send_failed")._value.get()
         async with grpc.aio.insecure_channel(settings.core_address) as channel:
@@ -802,8 +800,6 @@ async def test_a_core_from_before_columns_gets_the_batch_one_by_one() -> None:
         )
         assert entries[0].request_time.ToMicroseconds() == 1_700_000_000_250_000
         assert entries[1].latency.ToMicroseconds() == 10_000
-    finally:
-        await server.stop(None)
 
 
 async def test_the_core_says_it_read_the_columns(core: CoreServer) -> None:
