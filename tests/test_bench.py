@@ -10,7 +10,8 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from random import Random
 from typing import Any
@@ -214,15 +215,13 @@ def test_user_lookups_are_index_scans(quick: dict[str, Any]) -> None:
     assert "Seq Scan" not in plans["userName eq"]
 
 
-@pytest.fixture
-async def failing_server() -> AsyncIterator[str]:
-    """An HTTP server whose /echo always answers 500."""
-
-    async def broken(request: web.Request) -> web.Response:
-        return web.json_response({"detail": "broken"}, status=500)
-
+@asynccontextmanager
+async def echo_server(
+    handler: Callable[[web.Request], Awaitable[web.Response]],
+) -> AsyncIterator[str]:
+    """An HTTP server answering GET /echo with `handler`; yields its base URL."""
     app = web.Application()
-    app.router.add_get("/echo", broken)
+    app.router.add_get("/echo", handler)
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
@@ -231,6 +230,17 @@ async def failing_server() -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def failing_server() -> AsyncIterator[str]:
+    """An HTTP server whose /echo always answers 500."""
+
+    async def broken(request: web.Request) -> web.Response:
+        return web.json_response({"detail": "broken"}, status=500)
+
+    async with echo_server(broken) as base:
+        yield base
 
 
 async def test_a_failed_request_fails_the_run(failing_server: str, tmp_path: Path) -> None:
@@ -366,27 +376,18 @@ async def test_untimed_requests_of_concurrent_jobs_are_not_recorded() -> None:
         await asyncio.sleep(0.01)  # the requests overlap
         return web.json_response({})
 
-    app = web.Application()
-    app.router.add_get("/echo", ok)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        async with aiohttp.ClientSession() as session:
-            ctx = Context("chain_echo", {}, session, f"http://127.0.0.1:{port}", None, Random(1))
+    async with echo_server(ok) as base, aiohttp.ClientSession() as session:
+        ctx = Context("chain_echo", {}, session, base, None, Random(1))
 
-            async def untimed_job(i: int) -> None:
-                await ctx.http(i, "GET /echo", "GET", "/echo", timed=False)
-                ctx.record_ms(i, 1.0)
-                await ctx.http(i, "GET /echo", "GET", "/echo", timed=False)
+        async def untimed_job(i: int) -> None:
+            await ctx.http(i, "GET /echo", "GET", "/echo", timed=False)
+            ctx.record_ms(i, 1.0)
+            await ctx.http(i, "GET /echo", "GET", "/echo", timed=False)
 
-            async def timed_job(i: int) -> None:
-                await ctx.http(i, "GET /echo", "GET", "/echo")
+        async def timed_job(i: int) -> None:
+            await ctx.http(i, "GET /echo", "GET", "/echo")
 
-            await asyncio.gather(*(untimed_job(i) for i in range(8)), timed_job(8), timed_job(9))
-    finally:
-        await runner.cleanup()
+        await asyncio.gather(*(untimed_job(i) for i in range(8)), timed_job(8), timed_job(9))
     assert not ctx.errors
     assert sorted(i for i, _ in ctx.latencies) == list(range(10))
     assert [ms for i, ms in ctx.latencies if i < 8] == [1.0] * 8
