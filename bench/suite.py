@@ -48,7 +48,7 @@ from bench.dataset import Dataset
 from bench.load import LoadClient
 from bench.peer_process import Peer
 from bench.processes import PYTHON, free_port
-from bench.run import Processes, Run
+from bench.run import Processes, Run, Server
 from bench.service import SCIM_PREFIX, SERVICE_TOKEN, Service
 from bench.sizes import Sizes
 from bench.workloads import BASELINES, NAMES, PEER_COUNTED, THROUGHPUT, Workload
@@ -194,23 +194,19 @@ async def _activity_cost(
     """After the usual (first, coldest) pass: off, on, off, so that what
     drifts meanwhile (caches, the database growing) weighs on both sides."""
     child, base = quiet
-    row = run.rows[-1]
+    row = run.rows[-1]  # the usual pass's
     core = [c for c in service.children if c.name == "core"]
-    rates = []
-    for n, (label, url, server) in enumerate(
-        (
-            ("off", base, Processes([*core, child], service.postmaster)),
-            ("on", service.scim_base, service),
-            ("off", base, Processes([*core, child], service.postmaster)),
-        )
-    ):
-        measured = await run.measure(
-            f"{w.name}-activity-{label}-{n}",
-            f"{w.title} (activity {label})",
-            run.throughput_spec(w.job, _params_again(w, data, f"{label}{n}"), http=url),
-            server,
-        )
-        rates.append(measured["requests_per_second"])
+    off = (base, Processes([*core, child], service.postmaster))
+    on = (service.scim_base, service)
+    rates = await _alternating(
+        run,
+        data,
+        w,
+        [
+            (f"{w.name}-activity-{label}-{n}", f"activity {label}", f"{label}{n}", *where)
+            for n, (label, where) in enumerate((("off", off), ("on", on), ("off", off)))
+        ],
+    )
     if rates[0] + rates[2]:
         row["activity_cost"] = round(1 - rates[1] / ((rates[0] + rates[2]) / 2), 3)
 
@@ -220,21 +216,46 @@ async def _workers_ratio(
 ) -> None:
     """After the usual pass: the other worker count, the default, the other
     again; the ratio is the other's mean req/s ÷ the default's second pass."""
-    row = run.rows[-1]
+    row = run.rows[-1]  # the usual pass's
     other = f"{against.serve_workers} + {against.serve_workers} workers"
-    rates = []
-    for n, server in enumerate((against, service, against)):
-        label = other if server is against else "default workers"
-        measured = await run.measure(
-            f"{w.name}-workers-{n}",
-            f"{w.title} ({label})",
-            run.throughput_spec(w.job, _params_again(w, data, f"w{n}"), http=server.scim_base),
-            server,
-        )
-        rates.append(measured["requests_per_second"])
+    rates = await _alternating(
+        run,
+        data,
+        w,
+        [
+            (
+                f"{w.name}-workers-{n}",
+                other if server is against else "default workers",
+                f"w{n}",
+                server.scim_base,
+                server,
+            )
+            for n, server in enumerate((against, service, against))
+        ],
+    )
     if rates[1]:
         row["workers_ratio"] = round((rates[0] + rates[2]) / 2 / rates[1], 3)
         row["workers_other"] = against.serve_workers
+
+
+async def _alternating(
+    run: Run,
+    data: Dataset,
+    w: Workload,
+    passes: list[tuple[str, str, str, str, Server]],
+) -> list[float]:
+    """More passes of `w` after its usual one, each (row name, what the title
+    adds, suffix for the users it creates, URL, server); their req/s."""
+    rates = []
+    for name, label, suffix, url, server in passes:
+        measured = await run.measure(
+            name,
+            f"{w.title} ({label})",
+            run.throughput_spec(w.job, _params_again(w, data, suffix), http=url),
+            server,
+        )
+        rates.append(measured["requests_per_second"])
+    return rates
 
 
 def _params_again(w: Workload, data: Dataset, suffix: str) -> dict[str, Any]:
