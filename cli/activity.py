@@ -4,19 +4,15 @@ line each, oldest of the page first so that --follow continues at the bottom."""
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from cli.client import ADMIN, Client, CliError, Result, streaming
+from cli.client import ADMIN, Client, CliError, Result, duration, streaming
 from cli.client import as_dict as _dict
 from wando.provisioning.v1 import admin_service_pb2 as pb
-
-_SINCE = re.compile(r"^(\d+)([dhms])$")
-_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 
 
 def add_commands(topics: Any) -> None:
@@ -36,11 +32,9 @@ def add_commands(topics: Any) -> None:
 def since(text: str | None) -> Timestamp | None:
     if not text:
         return None
-    found = _SINCE.match(text)
-    if not found:
-        raise CliError(f"--since must look like 30s, 15m, 1h or 7d, got {text!r}")
+    back = duration(text, "dhms", f"--since must look like 30s, 15m, 1h or 7d, got {text!r}")
     ts = Timestamp()
-    ts.FromDatetime(datetime.now(UTC) - timedelta(**{_UNITS[found[2]]: int(found[1])}))
+    ts.FromDatetime(datetime.now(UTC) - back)
     return ts
 
 

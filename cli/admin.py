@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cli import activity, roles
-from cli.client import Client, CliError, Result, command
+from cli.client import Client, Result, command, duration
 from cli.client import as_dict as _dict
 from wando.provisioning.v1 import admin_service_pb2 as pb
 
@@ -159,18 +158,12 @@ def org_list(client: Client, args: argparse.Namespace) -> Result:
     return {"json": [_dict(o) for o in orgs], "text": text}
 
 
-_DURATION = re.compile(r"^(\d+)([dhm])$")
-
-
 def _expiry(text: str | None) -> Timestamp | None:
     if not text:
         return None
-    match = _DURATION.match(text)
-    if not match:
-        raise CliError(f"--expires-in must look like 90d, 12h or 30m, got {text!r}")
-    unit = {"d": "days", "h": "hours", "m": "minutes"}[match[2]]
+    ahead = duration(text, "dhm", f"--expires-in must look like 90d, 12h or 30m, got {text!r}")
     ts = Timestamp()
-    ts.FromDatetime(datetime.now(UTC) + timedelta(**{unit: int(match[1])}))
+    ts.FromDatetime(datetime.now(UTC) + ahead)
     return ts
 
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -169,3 +171,15 @@ def _print_all(
     except KeyboardInterrupt:
         return 0
     return 0
+
+
+_DURATION_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+
+def duration(text: str, units: str, error: str) -> timedelta:
+    """A flag's "90d", "12h", "30m" or "45s" (the units among `units`), or
+    CliError(error)."""
+    found = re.match(rf"^(\d+)([{units}])$", text)
+    if not found:
+        raise CliError(error)
+    return timedelta(**{_DURATION_UNITS[found[2]]: int(found[1])})

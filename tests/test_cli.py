@@ -7,8 +7,13 @@ import json
 import os
 import signal
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
+from cli import activity, admin
+from cli.client import CliError
 from core.server import CoreServer
 from tests.scim_client import Scim, okta_user
 from tests.support import ADMIN_TOKEN, SERVICE_TOKEN, free_port, run_wando
@@ -202,3 +207,22 @@ async def test_org_show_roles_default_unmap_and_watch(core: CoreServer, acme: Sc
         _, err_bytes = await asyncio.wait_for(watch.communicate(), timeout=60)
     assert watch.returncode == 0, err_bytes.decode()
     assert err_bytes == b""
+
+
+def test_durations_of_since_and_expires_in() -> None:
+    """--since looks back and --expires-in ahead by the same kind of duration;
+    a unit the flag does not take is one line naming the flag."""
+    before = datetime.now(UTC)
+    since = activity.since("15m")
+    assert since is not None
+    assert abs(since.ToDatetime(tzinfo=UTC) - (before - timedelta(minutes=15))) < timedelta(
+        seconds=5
+    )
+    assert activity.since("45s") is not None and activity.since("") is None
+    expiry = admin._expiry("90d")
+    assert expiry is not None
+    assert abs(expiry.ToDatetime(tzinfo=UTC) - (before + timedelta(days=90))) < timedelta(seconds=5)
+    with pytest.raises(CliError, match=r"^--since must look like 30s, 15m, 1h or 7d, got '1w'$"):
+        activity.since("1w")
+    with pytest.raises(CliError, match=r"^--expires-in must look like 90d, 12h or 30m, got '45s'$"):
+        admin._expiry("45s")  # seconds are --since's only
