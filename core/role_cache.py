@@ -80,6 +80,8 @@ WHERE c.org_id = $1
 SELECT_COUNTERS = "SELECT org_id, last_seq FROM role_counters WHERE org_id = ANY($1::uuid[])"
 
 Key = tuple[uuid.UUID, uuid.UUID]  # org, user
+# a database read of one answer, and the sequence it reflects
+Load = Callable[[], Awaitable[tuple[roles_pb2.EffectiveRole, int]]]
 
 LOOKUPS = Counter(
     "wando_role_cache_lookups_total", "RoleService lookups asked of the role cache", ["result"]
@@ -221,7 +223,7 @@ class RoleCache:
         org_id: uuid.UUID,
         kind: str,
         value: str,
-        load: Callable[[], Awaitable[tuple[roles_pb2.EffectiveRole, int]]],
+        load: Load,
         at_least: int = 0,
     ) -> tuple[roles_pb2.EffectiveRole, int]:
         """A held answer, or `load`'s (one read for concurrent misses of one
@@ -238,7 +240,7 @@ class RoleCache:
         org_id: uuid.UUID,
         kind: str,
         value: str,
-        load: Callable[[], Awaitable[tuple[roles_pb2.EffectiveRole, int]]],
+        load: Load,
         at_least: int = 0,
     ) -> tuple[roles_pb2.EffectiveRole, int]:
         """get() after a peek that missed."""
