@@ -25,7 +25,8 @@ from google.protobuf.descriptor import ServiceDescriptor
 from prometheus_client import Counter, Histogram
 
 from common import logs, tracing
-from core import errors
+from core import errors, roles
+from core.doorbell import Doorbell
 from core.rpc import Ctx
 
 log = logging.getLogger(__name__)
@@ -97,18 +98,23 @@ async def _render(exc: BaseException, context: Ctx) -> None:
     )
 
 
-def instrument(servicer: Any, service: ServiceDescriptor) -> Any:
+def instrument(servicer: Any, service: ServiceDescriptor, doorbell: Doorbell | None = None) -> Any:
     """Wrap every RPC method of `servicer` (implementing `service`) in place;
-    register it afterwards. Returns the servicer."""
+    register it afterwards. Returns the servicer. With `doorbell`, a unary
+    call that wrote role changes rings it when it ends."""
     for rpc in service.methods:
         method = f"/{service.full_name}/{rpc.name}"
         inner = getattr(servicer, rpc.name)
-        wrapper = _stream if rpc.server_streaming else _unary
-        setattr(servicer, rpc.name, wrapper(method, inner))
+        if rpc.server_streaming:
+            setattr(servicer, rpc.name, _stream(method, inner))
+        else:
+            setattr(servicer, rpc.name, _unary(method, inner, doorbell))
     return servicer
 
 
-def _unary(method: str, inner: Any) -> Callable[[Any, Ctx], Awaitable[Any]]:
+def _unary(
+    method: str, inner: Any, doorbell: Doorbell | None
+) -> Callable[[Any, Ctx], Awaitable[Any]]:
     latency = RPC_LATENCY.labels(method)  # bound once, not looked up per call
     counts: dict[str, Any] = {}  # by code, each looked up once
 
@@ -141,6 +147,12 @@ def _unary(method: str, inner: Any) -> Callable[[Any, Ctx], Awaitable[Any]]:
             if traced is not None:
                 tracing.end_rpc(*traced, code)
             logs.request_id.reset(token)
+            # the call's transaction has ended: wake the replicas if it wrote
+            # role changes (a rolled-back one rings for nothing, harmlessly)
+            if doorbell is not None:
+                advanced = roles.OUTBOX_ADVANCED.get()
+                if advanced is not None:
+                    doorbell.ring(advanced)
 
     return unary
 

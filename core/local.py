@@ -40,6 +40,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from core.cursors import Cursors
+from core.doorbell import Doorbell
 from core.server import SCIM_SERVICE_NAMES, add_scim_services, build_guard
 
 log = logging.getLogger(__name__)
@@ -204,9 +205,10 @@ class LocalCore(grpc.aio.Channel):
     """The core's services in this process, as a channel to them; registered
     like a server (the generated add_*Servicer_to_server functions)."""
 
-    def __init__(self) -> None:
+    def __init__(self, doorbell: Doorbell | None = None) -> None:
         self._handlers: dict[str, Handler] = {}
         self._generic: list[grpc.GenericRpcHandler] = []
+        self._doorbell = doorbell  # the services' (rung after their role changes)
         self.closed = False
 
     # -- registration, as on a grpc.aio.Server --
@@ -252,8 +254,11 @@ class LocalCore(grpc.aio.Channel):
 
     async def close(self, grace: float | None = None) -> None:
         """New calls fail from here on; calls in flight finish (the gateway
-        closes its channel after draining its requests)."""
+        closes its channel after draining its requests); the replicas are
+        woken for the changes they wrote."""
         self.closed = True
+        if self._doorbell is not None:
+            await self._doorbell.close()
 
     async def __aenter__(self) -> LocalCore:
         return self
@@ -279,10 +284,11 @@ async def start_local_core(
     recorder as a core's) on `pool`, with the standard health service
     answering SERVING (the gateway's /readyz asks it), as a channel.
     AdminService and RoleService are not here: they stay on the cores."""
-    core = LocalCore()
+    doorbell = Doorbell(pool)
+    core = LocalCore(doorbell)
     # no admin method is hosted here; the guard needs an admin credential that no caller holds
     guard, _ = build_guard(pool, secrets.token_urlsafe(32), None, gateway_token)
-    add_scim_services(cast(grpc.aio.Server, core), pool, guard, cursors)
+    add_scim_services(cast(grpc.aio.Server, core), pool, guard, cursors, doorbell)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, cast(grpc.aio.Server, core))
     for name in (*SCIM_SERVICE_NAMES, ""):

@@ -62,6 +62,17 @@ NOTIFY_CHANNEL = "wando_role_changes"
 # for its answer (role_sequence): set where the outbox is written, read by
 # the servicer; each gRPC call runs in its own task, so its own context
 SEQUENCE_PRODUCED: ContextVar[int] = ContextVar("role_sequence_produced", default=0)
+# and the organisation whose outbox it advanced, for the doorbell the RPC
+# rings once it has committed (core.instrumentation, core.doorbell)
+OUTBOX_ADVANCED: ContextVar[uuid.UUID | None] = ContextVar("role_outbox_advanced", default=None)
+
+
+def produced_by_this_call(org_id: uuid.UUID, sequence: int) -> None:
+    """Say that the current RPC's write put changes up to `sequence` in
+    `org_id`'s outbox (set before commit; read after it)."""
+    SEQUENCE_PRODUCED.set(sequence)
+    OUTBOX_ADVANCED.set(org_id)
+
 
 # users with their effective role (migrations/0006_effective_roles.sql: the
 # rule's one definition) and their grants (mapped groups, mapped role values;
@@ -80,9 +91,9 @@ WHERE u.org_id = $1 AND {where}
 
 LOCK_COUNTER = "SELECT last_seq FROM role_counters WHERE org_id = $1 FOR UPDATE"
 
-# the changes, numbered on from the counter, and a wake-up for watchers (sent
-# on commit), in one round trip: the counter's lock is held until commit;
-# the last sequence comes back
+# the changes, numbered on from the counter, in one round trip: the counter's
+# lock is held until commit; the last sequence comes back (watchers are woken
+# after commit: core.doorbell)
 RECORD_CHANGES = """
 WITH advanced AS (
     UPDATE role_counters SET last_seq = last_seq + cardinality($2::uuid[])
@@ -93,10 +104,8 @@ WITH advanced AS (
     SELECT $1, a.before + c.n, c.user_id, c.old_role, c.new_role, $5
     FROM advanced a, unnest($2::uuid[], $3::text[], $4::text[])
         WITH ORDINALITY AS c(user_id, old_role, new_role, n)
-), woken AS (
-    SELECT pg_notify($6, $1::text)
 )
-SELECT a.last_seq FROM advanced a, woken
+SELECT a.last_seq FROM advanced a
 """
 
 RECORD_ORGANIZATION_CHANGE = """
@@ -105,10 +114,8 @@ WITH advanced AS (
 ), recorded AS (
     INSERT INTO role_changes (org_id, seq, user_id, old_role, new_role, cause)
     SELECT $1, a.last_seq, NULL, NULL, NULL, $2 FROM advanced a
-), woken AS (
-    SELECT pg_notify($3, $1::text)
 )
-SELECT a.last_seq FROM advanced a, woken
+SELECT a.last_seq FROM advanced a
 """
 
 SELECT_GROUP_MEMBERS = "SELECT user_id FROM group_members WHERE org_id = $1 AND group_id = $2"
@@ -275,9 +282,8 @@ class RoleTracker:
                 [c.old_role for c in found],
                 [c.new_role for c in found],
                 cause,
-                NOTIFY_CHANNEL,
             )
-            SEQUENCE_PRODUCED.set(produced)
+            produced_by_this_call(self._org_id, produced)
         return [c for c in found if c.of_role]
 
 
@@ -286,9 +292,7 @@ async def record_organization_change(conn: Conn, org_id: uuid.UUID, cause: str) 
     changed, e.g. when a mapped group is renamed: cheaper than a row per
     member, and a cache drops the organisation's entries. Takes the counter."""
     await lock_counter(conn, org_id)
-    SEQUENCE_PRODUCED.set(
-        await conn.fetchval(RECORD_ORGANIZATION_CHANGE, org_id, cause, NOTIFY_CHANNEL)
-    )
+    produced_by_this_call(org_id, await conn.fetchval(RECORD_ORGANIZATION_CHANGE, org_id, cause))
 
 
 async def lock_counter(conn: Conn, org_id: uuid.UUID) -> None:

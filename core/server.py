@@ -25,6 +25,7 @@ from core.activity import ActivityService, Pruner
 from core.admin_service import AdminService
 from core.auth import Guard
 from core.cursors import Cursors
+from core.doorbell import Doorbell
 from core.groups import GroupService
 from core.instrumentation import instrument
 from core.notifier import RoleNotifier
@@ -82,6 +83,7 @@ class CoreServer:
     notifier: RoleNotifier
     roles: RoleService
     pruner: Pruner
+    doorbell: Doorbell
 
     async def stop(self, grace: float) -> None:
         """Stop accepting calls, let in-flight ones finish within `grace` seconds."""
@@ -89,6 +91,7 @@ class CoreServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.roles.end_watches()  # streams never finish by themselves
         await self.server.stop(grace)
+        await self.doorbell.close()
         await self.roles.cache.close()
         await self.pruner.close()
         await self.notifier.close()
@@ -125,17 +128,21 @@ def build_guard(
 
 
 def add_scim_services(
-    server: grpc.aio.Server, pool: asyncpg.Pool, guard: Guard, cursors: Cursors
+    server: grpc.aio.Server,
+    pool: asyncpg.Pool,
+    guard: Guard,
+    cursors: Cursors,
+    doorbell: Doorbell,
 ) -> None:
     """The services the SCIM gateway calls (users, groups, search, activity),
     instrumented, on `server`: the gRPC server (start_server) or the local core
     of a gateway that hosts them in its own process (core.local, which
     registers like a server). One place, so the two cannot differ."""
     user_service_pb2_grpc.add_UserServiceServicer_to_server(
-        instrument(UserService(pool, guard, cursors), USER_SERVICE), server
+        instrument(UserService(pool, guard, cursors), USER_SERVICE, doorbell), server
     )
     group_service_pb2_grpc.add_GroupServiceServicer_to_server(
-        instrument(GroupService(pool, guard, cursors), GROUP_SERVICE), server
+        instrument(GroupService(pool, guard, cursors), GROUP_SERVICE, doorbell), server
     )
     search_service_pb2_grpc.add_SearchServiceServicer_to_server(
         instrument(SearchService(pool, guard), SEARCH_SERVICE), server
@@ -180,10 +187,11 @@ async def start_server(
         pool, poll_seconds=role_options.poll_seconds, ping_seconds=role_options.ping_seconds
     )
     role_service = RoleService(pool, guard, notifier, role_options)
+    doorbell = Doorbell(pool)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
-        instrument(AdminService(pool, guard, authenticator), ADMIN_SERVICE), server
+        instrument(AdminService(pool, guard, authenticator), ADMIN_SERVICE, doorbell), server
     )
-    add_scim_services(server, pool, guard, cursors)
+    add_scim_services(server, pool, guard, cursors, doorbell)
     role_service_pb2_grpc.add_RoleServiceServicer_to_server(
         instrument(role_service, ROLE_SERVICE), server
     )
@@ -207,7 +215,7 @@ async def start_server(
     for name in (*SERVICE_NAMES, ""):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     pruner = Pruner(pool, activity.retention_days, activity.max_per_org)
-    return CoreServer(server, health_servicer, port, notifier, role_service, pruner)
+    return CoreServer(server, health_servicer, port, notifier, role_service, pruner, doorbell)
 
 
 @contextlib.asynccontextmanager

@@ -30,11 +30,12 @@ USER_NAME_KEY = "users_org_user_name_key"
 # row, its email and role-value index rows, the organisation's user count
 # (core.counts; slot $8), its audit event (as audit.INSERT_EVENT), and its
 # first role on the change stream (as roles.RECORD_CHANGES; it is in no group
-# yet, so its role comes from its role values or the default role). The rule
-# is effective_role() and top_role() of migrations/0006_effective_roles.sql;
-# its grants are read from the mappings of the values it is sent with, as the
-# view user_grants would read them once its rows are visible (rows inserted
-# by a statement are not visible to the statement itself).
+# yet, so its role comes from its role values or the default role; the
+# doorbell rings after commit: core.doorbell). The rule is effective_role()
+# and top_role() of migrations/0006_effective_roles.sql; its grants are read
+# from the mappings of the values it is sent with, as the view user_grants
+# would read them once its rows are visible (rows inserted by a statement are
+# not visible to the statement itself).
 #
 # The role is resolved in the statement's snapshot. The organisation's row,
 # locked FOR SHARE, says whether that is still the role configuration in
@@ -86,11 +87,8 @@ WITH org AS (
 ), recorded AS (
     INSERT INTO role_changes (org_id, seq, user_id, old_role, new_role, cause)
     SELECT $1, a.last_seq, $2, NULL, r.role, 'user created' FROM advanced a, resolved r
-), woken AS (
-    SELECT pg_notify($13, $1::text) FROM advanced
 )
-SELECT i.*, (SELECT count(*) FROM woken) AS woken,
-       coalesce((SELECT last_seq FROM advanced), 0) AS role_sequence
+SELECT i.*, coalesce((SELECT last_seq FROM advanced), 0) AS role_sequence
 FROM inserted i
 """
 
@@ -347,7 +345,6 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
             values,
             principal.token_id,
             sorted(document),
-            roles.NOTIFY_CHANNEL,
         )
         async with self._pool.acquire() as conn:
             for _ in range(CREATE_ATTEMPTS):
@@ -359,6 +356,8 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
                     break
             else:
                 raise Unavailable("the organisation's role mappings are changing; retry shortly")
+        if row["role_sequence"]:
+            roles.produced_by_this_call(principal.org_id, row["role_sequence"])
         return pb.CreateUserResponse(user=user_proto(row, []), role_sequence=row["role_sequence"])
 
     async def GetUser(self, request: pb.GetUserRequest, context: Ctx) -> pb.GetUserResponse:
