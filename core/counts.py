@@ -1,11 +1,12 @@
 """Exact per-organisation totals of users and groups, without counting rows
 (migrations/0004_resource_counts.sql says why).
 
-Each create adds +1 to one of SLOTS rows of its organisation in its insert
-statement (INSERT_USER, INSERT_GROUP), each delete -1 (uncount(), before the
-role counter is taken: lock order is resource rows, the organisation's row,
-count slots, the role counter). Concurrent writers rarely meet on a row; a total is the sum of the
-slots, read in the listing's statement.
+Each create adds to one of SLOTS rows of its organisation in its insert
+statement (INSERT_USERS: +1 per user of its batch; INSERT_GROUP: +1), each
+delete -1 (uncount(), before the role counter is taken: lock order is
+resource rows, the organisation's row, count slots, the role counter).
+Concurrent writers rarely meet on a row; a total is the sum of the slots,
+read in the listing's statement.
 """
 
 from __future__ import annotations

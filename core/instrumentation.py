@@ -113,7 +113,7 @@ def instrument(servicer: Any, service: ServiceDescriptor, doorbell: Doorbell | N
 
 
 def _unary(
-    method: str, inner: Any, doorbell: Doorbell | None
+    method: str, inner: Any, doorbell: Doorbell | None = None
 ) -> Callable[[Any, Ctx], Awaitable[Any]]:
     latency = RPC_LATENCY.labels(method)  # bound once, not looked up per call
     counts: dict[str, Any] = {}  # by code, each looked up once

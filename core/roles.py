@@ -20,7 +20,7 @@ commit order.
 A new user is the exception: nobody else can see it before its transaction
 commits, and it is in no group yet, so its role depends only on its own role
 values, the value mappings and the default role. Its creation is one
-statement (users.INSERT_USER) that resolves that role and records it, with
+statement (users.INSERT_USERS) that resolves that role and records it, with
 a check that no change of the role configuration committed meanwhile
 (role_mappings.apply increments organizations.roles_version and holds the
 row; see migrations/0005_roles_version.sql). The counter is then held only

@@ -11,6 +11,7 @@ import asyncpg
 
 from core import audit, counts, documents, fields, listing, locking, patch, roles
 from core.auth import Guard
+from core.creations import Creation, Creations, RolesChanging
 from core.cursors import Cursors
 from core.errors import AlreadyExists, InvalidArgument, InvalidPath, Unavailable
 from core.representation import group_ref, user_proto
@@ -26,70 +27,108 @@ if TYPE_CHECKING:
 
 USER_NAME_KEY = "users_org_user_name_key"
 
-# A new user in one statement, so in one transaction and one round trip: its
-# row, its email and role-value index rows, the organisation's user count
-# (core.counts; slot $8), its audit event (as audit.INSERT_EVENT), and its
-# first role on the change stream (as roles.RECORD_CHANGES; it is in no group
-# yet, so its role comes from its role values or the default role; the
-# doorbell rings after commit: core.doorbell). The rule is effective_role()
-# and top_role() of migrations/0006_effective_roles.sql; its grants are read
-# from the mappings of the values it is sent with, as the view user_grants
-# would read them once its rows are visible (rows inserted by a statement are
-# not visible to the statement itself).
+# New users in one statement, so in one transaction and one round trip: a
+# batch of creations of one organisation (core.creations gathers those that
+# arrive while the previous batch is in PostgreSQL; usually one). For each
+# user ($2..$7 and $13, $14 are arrays, one element per user, in the order of
+# the batch; ordinals 1..n number them): its row, its email and role-value
+# index rows ($9/$10 and $11/$12: each value with the ordinal of its user),
+# the organisation's user count (core.counts; slot $8, once for the batch),
+# its audit event (as audit.INSERT_EVENT; $13 the token, $14 the attributes
+# changed, as the text of a JSON array), and its first role on the change
+# stream (as roles.RECORD_CHANGES; it is in no group yet, so its role comes
+# from its role values or the default role; the doorbell rings after commit:
+# core.doorbell).
+# The rule is effective_role() and top_role() of
+# migrations/0007_effective_roles.sql; its grants are read from the mappings
+# of the values it is sent with, as the view user_grants would read them once
+# its rows are visible (rows inserted by a statement are not visible to the
+# statement itself).
 #
-# The role is resolved in the statement's snapshot. The organisation's row,
+# A userName that is taken (by an earlier user, or by an earlier one in the
+# batch) is skipped, not an error: that user alone gets no row back, and its
+# creation fails with uniqueness (the others are written). The first row
+# (in_force) says whether anything could be written at all.
+#
+# The roles are resolved in the statement's snapshot. The organisation's row,
 # locked FOR SHARE, says whether that is still the role configuration in
 # force (migrations/0005_roles_version.sql): if a change committed while the
-# statement waited for the lock, nothing is written and no row comes back,
-# and the caller runs the statement again. The role counter is taken last
-# (lock order: core.roles) and held only while the statement commits.
-INSERT_USER = """
+# statement waited for the lock, nothing is written, in_force is false, and
+# the caller runs the statement again. The role counter is taken last (lock
+# order: core.roles), once for the batch, and held only while the statement
+# commits.
+INSERT_USERS = """
 WITH org AS (
     SELECT o.org_id, o.roles_version FROM organizations o WHERE o.org_id = $1 FOR SHARE
 ), in_force AS (
     SELECT org.org_id FROM org
     WHERE org.roles_version = (SELECT s.roles_version FROM organizations s WHERE s.org_id = $1)
+), sent AS (
+    SELECT * FROM unnest(
+        $2::uuid[], $3::text[], $4::text[], $5::text[], $6::boolean[], $7::jsonb[],
+        $13::uuid[], $14::text[]
+    ) WITH ORDINALITY
+        AS s(user_id, user_name, external_id, display_name, active, attributes,
+             token_id, changed, n)
 ), inserted AS (
     INSERT INTO users (org_id, user_id, user_name, external_id, display_name, active, attributes)
-    SELECT org_id, $2, $3, $4, $5, $6, $7 FROM in_force
+    SELECT f.org_id, s.user_id, s.user_name, s.external_id, s.display_name, s.active, s.attributes
+    FROM in_force f, sent s ORDER BY s.n
+    ON CONFLICT DO NOTHING
     RETURNING *
+), kept AS (
+    SELECT s.n, s.token_id, s.changed, i.user_id, i.active
+    FROM inserted i JOIN sent s USING (user_id)
 ), counted AS (
     INSERT INTO resource_counts (org_id, resource, slot, n)
-    SELECT org_id, 'users', $8, 1 FROM inserted
-    ON CONFLICT (org_id, resource, slot) DO UPDATE SET n = resource_counts.n + 1
+    SELECT $1, 'users', $8, count(*) FROM kept HAVING count(*) > 0
+    ON CONFLICT (org_id, resource, slot) DO UPDATE SET n = resource_counts.n + EXCLUDED.n
     RETURNING 1
 ), emails AS (
     INSERT INTO user_emails (org_id, user_id, value_lower)
-    SELECT i.org_id, i.user_id, lower(v) FROM inserted i, unnest($9::text[]) AS v
+    SELECT $1, k.user_id, lower(e.v)
+    FROM kept k JOIN unnest($9::int[], $10::text[]) AS e(n, v) ON e.n = k.n
     ON CONFLICT DO NOTHING
 ), role_values AS (
     INSERT INTO user_role_values (org_id, user_id, value)
-    SELECT i.org_id, i.user_id, v FROM inserted i, unnest($10::text[]) AS v
+    SELECT $1, k.user_id, r.v
+    FROM kept k JOIN unnest($11::int[], $12::text[]) AS r(n, v) ON r.n = k.n
     ON CONFLICT DO NOTHING
 ), audited AS (
     INSERT INTO audit_events (org_id, token_id, actor, action, resource_type, resource_id, changed)
-    SELECT i.org_id, $11, 'scim', 'create', 'User', i.user_id::text, $12 FROM inserted i
+    SELECT $1, k.token_id, 'scim', 'create', 'User', k.user_id::text,
+           ARRAY(SELECT jsonb_array_elements_text(k.changed::jsonb))
+    FROM kept k ORDER BY k.n
 ), resolved AS (
-    SELECT effective_role(
-        i.active,
+    SELECT k.n, k.user_id, effective_role(
+        k.active,
         (SELECT top_role(vm.role) FROM role_value_mappings vm
-         WHERE vm.org_id = $1 AND vm.value = ANY($10::text[])),
+         WHERE vm.org_id = $1
+           AND vm.value IN (SELECT r.v FROM unnest($11::int[], $12::text[]) AS r(n, v)
+                            WHERE r.n = k.n)),
         (SELECT o.default_role FROM organizations o WHERE o.org_id = $1)
     ) AS role
-    FROM inserted i
+    FROM kept k
+), numbered AS (
+    SELECT r.user_id, r.role, row_number() OVER (ORDER BY r.n) AS k
+    FROM resolved r WHERE r.role IS NOT NULL
 ), advanced AS (
-    UPDATE role_counters SET last_seq = last_seq + 1
-    WHERE org_id = $1 AND EXISTS (SELECT 1 FROM resolved WHERE role IS NOT NULL)
+    UPDATE role_counters SET last_seq = last_seq + (SELECT count(*) FROM numbered)
+    WHERE org_id = $1 AND EXISTS (SELECT 1 FROM numbered)
       -- the count slot first, as the lock order says (core.roles): a CTE that
       -- nothing reads runs after the outer query, which reads this one
       AND EXISTS (SELECT 1 FROM counted)
-    RETURNING last_seq
+    RETURNING last_seq - (SELECT count(*) FROM numbered) AS before
 ), recorded AS (
     INSERT INTO role_changes (org_id, seq, user_id, old_role, new_role, cause)
-    SELECT $1, a.last_seq, $2, NULL, r.role, 'user created' FROM advanced a, resolved r
+    SELECT $1, a.before + r.k, r.user_id, NULL, r.role, 'user created'
+    FROM advanced a, numbered r
 )
-SELECT i.*, coalesce((SELECT last_seq FROM advanced), 0) AS role_sequence
-FROM inserted i
+SELECT f.in_force, i.*,
+       coalesce((SELECT a.before + r.k FROM advanced a, numbered r WHERE r.user_id = i.user_id),
+                0) AS role_sequence
+FROM (SELECT EXISTS (SELECT 1 FROM in_force) AS in_force) f
+LEFT JOIN inserted i ON true
 """
 
 # a creation that met a role configuration change this many times in a row
@@ -324,6 +363,7 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
         self._pool = pool
         self._guard = guard
         self._cursors = cursors
+        self._creations = Creations(pool, INSERT_USERS, CREATE_ATTEMPTS)
 
     async def CreateUser(
         self, request: pb.CreateUserRequest, context: Ctx
@@ -333,29 +373,29 @@ class UserService(user_service_pb2_grpc.UserServiceServicer):
             TABLE.schema, fields.loads_object(request.user_json, "user_json")
         )
         document.setdefault("active", True)
-        new_id = uuid.uuid4()
-        emails, values = email_keys(document), role_values(document)
-        arguments = (
-            principal.org_id,
-            new_id,
-            *columns(document),
-            document,
-            counts.slot(),
-            emails,
-            values,
-            principal.token_id,
-            sorted(document),
+        user_name, external_id, display_name, is_active = columns(document)
+        creation = Creation(
+            user_id=uuid.uuid4(),
+            user_name=user_name,
+            external_id=external_id,
+            display_name=display_name,
+            active=is_active,
+            document=document,
+            emails=email_keys(document),
+            role_values=role_values(document),
+            token_id=principal.token_id,
+            changed=sorted(document),
         )
-        async with self._pool.acquire() as conn:
-            for _ in range(CREATE_ATTEMPTS):
-                try:
-                    row = await conn.fetchrow(INSERT_USER, *arguments)
-                except asyncpg.UniqueViolationError as exc:
-                    raise _conflict(exc, document) from None
-                if row is not None:
-                    break
-            else:
-                raise Unavailable("the organisation's role mappings are changing; retry shortly")
+        try:
+            row = await self._creations.create(principal.org_id, creation)
+        except RolesChanging:
+            raise Unavailable(
+                "the organisation's role mappings are changing; retry shortly"
+            ) from None
+        if row is None:
+            raise AlreadyExists(
+                f"a user with userName {user_name!r} already exists", field="userName"
+            )
         if row["role_sequence"]:
             roles.produced_by_this_call(principal.org_id, row["role_sequence"])
         return pb.CreateUserResponse(user=user_proto(row, []), role_sequence=row["role_sequence"])
