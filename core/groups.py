@@ -34,7 +34,9 @@ TABLE = listing.Table("groups", "group_id", group_schema())
 DISPLAY_NAME_KEY = "groups_org_display_name_key"
 MAX_MEMBERS_PER_REQUEST = 100_000
 
-# the insert, and the organisation's group count (core.counts) in slot $6
+# the insert, the organisation's group count (core.counts) in slot $6, and
+# the audit event (as audit.INSERT_EVENT; $7 the token, $8 the attributes
+# given), in one statement
 INSERT_GROUP = """
 WITH inserted AS (
     INSERT INTO groups (org_id, group_id, display_name, external_id, attributes)
@@ -44,6 +46,9 @@ WITH inserted AS (
     INSERT INTO resource_counts (org_id, resource, slot, n)
     SELECT org_id, 'groups', $6, 1 FROM inserted
     ON CONFLICT (org_id, resource, slot) DO UPDATE SET n = resource_counts.n + 1
+), audited AS (
+    INSERT INTO audit_events (org_id, token_id, actor, action, resource_type, resource_id, changed)
+    SELECT $1, $7, 'scim', 'create', 'Group', $2::text, $8 FROM inserted
 )
 SELECT * FROM inserted
 """
@@ -329,6 +334,7 @@ class GroupService(group_service_pb2_grpc.GroupServiceServicer):
         body = fields.loads_object(request.group_json, "group_json")
         document = documents.normalize(TABLE.schema, body)
         wanted = documents.member_ids(body) or []
+        changed = sorted([*document, *(["members"] if wanted else [])])
         new_id = uuid.uuid4()
         async with self._pool.acquire() as conn, conn.transaction():
             try:
@@ -339,18 +345,20 @@ class GroupService(group_service_pb2_grpc.GroupServiceServicer):
                     *columns(document),
                     document,
                     counts.slot(),
+                    principal.token_id,
+                    changed,
                 )
             except asyncpg.UniqueViolationError as exc:
                 raise _conflict(exc, document) from None
             assert row is not None
-            # a new group has no role mapping yet: its members' roles do not change
-            members = await plan(
-                conn, principal.org_id, new_id, patch.MemberChanges(replace=wanted)
-            )
-            await write_members(conn, principal.org_id, new_id, members)
-            changed = sorted(document) + (["members"] if wanted else [])
-            await audit.record(conn, principal, "create", "Group", new_id, changed)
-            group = await self._reply(conn, principal, row, request.exclude_members)
+            # a new group has no members yet, so all of these are added; and no
+            # role mapping yet, so its members' roles do not change
+            added = MemberPlan(add=member_uuids(wanted, strict=True), remove=[])
+            await write_members(conn, principal.org_id, new_id, added)
+            if wanted:
+                group = await self._reply(conn, principal, row, request.exclude_members)
+            else:  # nobody else can have added members to a group not yet committed
+                group = group_proto(row, None if request.exclude_members else [], 0)
         return pb.CreateGroupResponse(group=group, role_sequence=roles.SEQUENCE_PRODUCED.get())
 
     async def GetGroup(self, request: pb.GetGroupRequest, context: Ctx) -> pb.GetGroupResponse:

@@ -270,3 +270,39 @@ async def test_delete_group(acme: Scim, globex: Scim) -> None:
     await fails(acme.get_group(group["id"]), grpc.StatusCode.NOT_FOUND)
     await fails(acme.delete_group(group["id"]), grpc.StatusCode.NOT_FOUND)
     assert (await acme.get_user(ids[0]))["groups"] == []
+
+
+async def test_group_writes_are_audited_once_and_failed_ones_not(
+    acme: Scim, pool: asyncpg.Pool
+) -> None:
+    """A creation's event names what it set (members when it had some), in
+    the creation's transaction: a refused creation leaves no event, group or
+    count behind."""
+    ids = await users(acme, 2, prefix="audited")
+    empty = await acme.create_group({"displayName": "Empty", "members": []}, exclude_members=True)
+    assert "members" not in empty
+    full = await acme.create_group(
+        {"displayName": "Full", "externalId": "e1", "members": [{"value": i} for i in ids]}
+    )
+    await fails(
+        acme.create_group({"displayName": "Refused", "members": [{"value": "not-a-uuid"}]}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    await fails(acme.create_group({"displayName": "full"}), grpc.StatusCode.ALREADY_EXISTS)
+    await acme.patch_group(
+        empty["id"], {"op": "add", "path": "members", "value": [{"value": ids[0]}]}
+    )
+    async with pool.acquire() as conn:
+        events = await conn.fetch(
+            "SELECT action, resource_id, changed, token_id FROM audit_events "
+            "WHERE resource_type = 'Group' ORDER BY event_id"
+        )
+    assert [(e["action"], e["resource_id"], e["changed"]) for e in events] == [
+        ("create", empty["id"], ["displayName"]),
+        ("create", full["id"], ["displayName", "externalId", "members"]),
+        ("patch", empty["id"], ["members"]),
+    ]
+    assert all(e["token_id"] for e in events)
+    _, total, _ = await acme.list_groups()
+    assert total == 2
+    assert (await acme.get_group(empty["id"]))["members"][0]["value"] == ids[0]
