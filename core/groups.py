@@ -31,6 +31,42 @@ if TYPE_CHECKING:
     from core.db import Conn
 
 TABLE = listing.Table("groups", "group_id", group_schema())
+
+# a group's member count, and its members as arrays in their order (ids,
+# userNames, displayNames); {group} is the alias of the groups table in the
+# statement
+MEMBER_COUNT_COLUMNS = ", m.member_count"
+MEMBER_COUNT_JOIN = """CROSS JOIN LATERAL (
+    SELECT count(*) AS member_count FROM group_members m
+    WHERE m.org_id = {group}.org_id AND m.group_id = {group}.group_id
+) AS m"""
+MEMBERS_COLUMNS = ", m.member_count, m.member_ids, m.member_user_names, m.member_display_names"
+MEMBERS_JOIN = """CROSS JOIN LATERAL (
+    SELECT count(*) AS member_count,
+           array_agg(u.user_id ORDER BY m.created_at, m.user_id) AS member_ids,
+           array_agg(u.user_name ORDER BY m.created_at, m.user_id) AS member_user_names,
+           array_agg(u.display_name ORDER BY m.created_at, m.user_id) AS member_display_names
+    FROM group_members m
+    JOIN users u ON u.org_id = m.org_id AND u.user_id = m.user_id
+    WHERE m.org_id = {group}.org_id AND m.group_id = {group}.group_id
+) AS m"""
+
+# a page of groups comes with their member counts, and their members unless
+# excluded: one statement, so one snapshot without a transaction
+COUNTED_TABLE = listing.Table(
+    "groups",
+    "group_id",
+    TABLE.schema,
+    extra_columns=MEMBER_COUNT_COLUMNS,
+    extra_join=MEMBER_COUNT_JOIN.format(group="r"),  # core.listing's alias
+)
+WITH_MEMBERS_TABLE = listing.Table(
+    "groups",
+    "group_id",
+    TABLE.schema,
+    extra_columns=MEMBERS_COLUMNS,
+    extra_join=MEMBERS_JOIN.format(group="r"),
+)
 DISPLAY_NAME_KEY = "groups_org_display_name_key"
 MAX_MEMBERS_PER_REQUEST = 100_000
 
@@ -175,6 +211,18 @@ async def members_of(
                 member_ref(row["user_id"], row["user_name"], row["display_name"])
             )
     return found
+
+
+def listed_members(row: asyncpg.Record) -> list[dict[str, Any]]:
+    """The members of a row read with MEMBERS_COLUMNS."""
+    if not row["member_count"]:
+        return []
+    return [
+        member_ref(user_id, user_name, display_name)
+        for user_id, user_name, display_name in zip(
+            row["member_ids"], row["member_user_names"], row["member_display_names"], strict=True
+        )
+    ]
 
 
 async def member_counts(
@@ -375,23 +423,18 @@ class GroupService(group_service_pb2_grpc.GroupServiceServicer):
         self, request: pb.ListGroupsRequest, context: Ctx
     ) -> pb.ListGroupsResponse:
         principal = await self._guard.scim(context)
-        async with (
-            self._pool.acquire() as conn,
-            conn.transaction(isolation="repeatable_read", readonly=True),
-        ):
+        exclude = request.exclude_members
+        async with self._pool.acquire() as conn:
             page = await listing.list_page(
-                conn, TABLE, principal.org_id, request.query, self._cursors
-            )
-            ids = [r["group_id"] for r in page.rows]
-            counts = await member_counts(conn, principal.org_id, ids)
-            members = (
-                None if request.exclude_members else await members_of(conn, principal.org_id, ids)
+                conn,
+                COUNTED_TABLE if exclude else WITH_MEMBERS_TABLE,
+                principal.org_id,
+                request.query,
+                self._cursors,
             )
         return pb.ListGroupsResponse(
             groups=[
-                group_proto(
-                    r, None if members is None else members[r["group_id"]], counts[r["group_id"]]
-                )
+                group_proto(r, None if exclude else listed_members(r), r["member_count"])
                 for r in page.rows
             ],
             total_results=page.total,
