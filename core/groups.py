@@ -91,15 +91,15 @@ SELECT * FROM inserted
 
 SELECT_GROUP = "SELECT * FROM groups WHERE org_id = $1 AND group_id = $2"
 
-# a group locked for a write, with the role it is mapped to (mappings change
-# under the group's lock too: core.role_mappings)
-SELECT_GROUP_FOR_WRITE = """
-SELECT g.*, r.role AS mapped_role
-FROM groups g
-LEFT JOIN group_roles r ON r.org_id = g.org_id AND r.group_id = g.group_id
-WHERE g.org_id = $1 AND g.group_id = $2
-FOR UPDATE OF g
-"""
+# a group locked for a write
+SELECT_GROUP_FOR_WRITE = "SELECT * FROM groups WHERE org_id = $1 AND group_id = $2 FOR UPDATE"
+
+# the role a locked group is mapped to. Mappings change under the group's
+# lock (core.role_mappings), so a statement that starts once the lock is held
+# reads the mapping in force; the locking statement itself may not: under
+# READ COMMITTED, a SELECT … FOR UPDATE that waited for a mapping's
+# transaction re-reads only the locked row, not what it joins
+SELECT_MAPPED_ROLE = "SELECT role FROM group_roles WHERE org_id = $1 AND group_id = $2"
 
 # a locked group's new version and its audit event (as audit.INSERT_EVENT;
 # $6 the token, $7 the action, $8 the attributes changed), in one statement
@@ -139,6 +139,49 @@ WITH wanted AS (
 SELECT 'unknown' AS outcome, id FROM unknown
 UNION ALL
 SELECT 'added', user_id FROM added
+"""
+
+# additions as ADD_MEMBERS, and the locked group's new version with its
+# audit event as UPDATE_GROUP, in one statement, if the group is mapped to no
+# role (SELECT_MAPPED_ROLE): then nobody's role changes. Nothing is written
+# if the group is mapped (its role comes back in `mapped_role`) or if an id
+# is not a user of the organisation (they come back in `unknown`). The
+# version is new if a member was added or the document changed: $9 names
+# the attributes changed, $10 the same with members (each sorted). The new
+# version's row comes back; its columns are NULL when nothing was written.
+ADD_MEMBERS_AND_UPDATE = """
+WITH mapped AS (
+    SELECT r.role FROM group_roles r WHERE r.org_id = $1 AND r.group_id = $2
+), wanted AS (
+    SELECT x.id FROM unnest($3::uuid[]) AS x(id)
+), unknown AS (
+    SELECT w.id FROM wanted w
+    WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.org_id = $1 AND u.user_id = w.id)
+), added AS (
+    INSERT INTO group_members (org_id, group_id, user_id)
+    SELECT $1, $2, w.id FROM wanted w
+    WHERE NOT EXISTS (SELECT 1 FROM unknown) AND NOT EXISTS (SELECT 1 FROM mapped)
+    ON CONFLICT DO NOTHING
+    RETURNING user_id
+), updated AS (
+    UPDATE groups
+    SET display_name = $4, external_id = $5, attributes = $6,
+        version = version + 1, updated_at = clock_timestamp()
+    WHERE org_id = $1 AND group_id = $2
+      AND NOT EXISTS (SELECT 1 FROM unknown) AND NOT EXISTS (SELECT 1 FROM mapped)
+      AND (cardinality($9::text[]) > 0 OR EXISTS (SELECT 1 FROM added))
+    RETURNING *
+), audited AS (
+    INSERT INTO audit_events (org_id, token_id, actor, action, resource_type, resource_id, changed)
+    SELECT $1, $7, 'scim', $8, 'Group', $2::text,
+           CASE WHEN EXISTS (SELECT 1 FROM added) THEN $10::text[] ELSE $9::text[] END
+    FROM updated
+)
+SELECT (SELECT array_agg(k.id) FROM unknown k) AS unknown,
+       (SELECT m.role FROM mapped m) AS mapped_role,
+       u.*
+FROM (SELECT) AS one
+LEFT JOIN updated u ON true
 """
 
 # removals, one primary-key probe per id whatever plan PostgreSQL caches for
@@ -299,18 +342,24 @@ async def add_members(conn: Conn, org_id: uuid.UUID, gid: uuid.UUID, ids: list[u
     return bool(rows)
 
 
+async def mapped_role(conn: Conn, org_id: uuid.UUID, gid: uuid.UUID) -> str | None:
+    """The role a group locked by lock() is mapped to (SELECT_MAPPED_ROLE)."""
+    role: str | None = await conn.fetchval(SELECT_MAPPED_ROLE, org_id, gid)
+    return role
+
+
 async def change_members(
-    conn: Conn, org_id: uuid.UUID, row: asyncpg.Record, changes: patch.MemberChanges
+    conn: Conn, org_id: uuid.UUID, gid: uuid.UUID, role: str | None, members: MemberPlan
 ) -> bool:
     """Write a membership change to a group locked by lock(), with its effect
-    on roles when the group is mapped. Returns whether anything changed."""
-    members = await plan(conn, org_id, row["group_id"], changes)
+    on roles when the group is mapped (to `role`). Returns whether anything
+    changed."""
     if members.empty:
         return False
     tracker = None
-    if row["mapped_role"] is not None:
+    if role is not None:
         tracker = await roles.RoleTracker.start(conn, org_id, [*members.add, *members.remove])
-    changed = await write_members(conn, org_id, row["group_id"], members)
+    changed = await write_members(conn, org_id, gid, members)
     if tracker is not None:
         await tracker.finish("membership")
     return changed
@@ -326,7 +375,7 @@ def _conflict(exc: asyncpg.UniqueViolationError, document: dict[str, Any]) -> Ex
 
 
 async def lock(conn: Conn, principal: Principal, raw_id: str, expected_etag: str) -> asyncpg.Record:
-    """A group's row, locked, with the role it is mapped to (mapped_role)."""
+    """A group's row, locked."""
     return await locking.lock(
         conn, SELECT_GROUP_FOR_WRITE, principal.org_id, raw_id, expected_etag, "group"
     )
@@ -357,6 +406,46 @@ async def write(
         raise _conflict(exc, document) from None
     assert updated is not None
     return updated
+
+
+async def add_and_write(
+    conn: Conn,
+    principal: Principal,
+    row: asyncpg.Record,
+    document: dict[str, Any],
+    action: str,
+    changed: list[str],
+    add: list[uuid.UUID],
+) -> tuple[asyncpg.Record, str | None]:
+    """write() with members added, in one statement (ADD_MEMBERS_AND_UPDATE),
+    if the locked group is mapped to no role. Returns the row with the new
+    version, or as it was if nothing changed; its mapped_role when the group
+    is mapped, and then nothing was written."""
+    if len(add) > SMALL_ARRAY:
+        await custom_plans(conn)
+    try:
+        found = await conn.fetchrow(
+            ADD_MEMBERS_AND_UPDATE,
+            principal.org_id,
+            row["group_id"],
+            add,
+            *columns(document),
+            document,
+            principal.token_id,
+            action,
+            sorted(changed),
+            sorted([*changed, "members"]),
+        )
+    except asyncpg.ForeignKeyViolationError:  # a user deleted meanwhile
+        raise _unknown_members([str(i) for i in add]) from None
+    except asyncpg.UniqueViolationError as exc:
+        raise _conflict(exc, document) from None
+    assert found is not None
+    if found["unknown"]:
+        raise _unknown_members([str(i) for i in found["unknown"]])
+    if found["mapped_role"] is not None:
+        return row, found["mapped_role"]
+    return (row if found["group_id"] is None else found), None
 
 
 class GroupService(group_service_pb2_grpc.GroupServiceServicer):
@@ -485,11 +574,23 @@ class GroupService(group_service_pb2_grpc.GroupServiceServicer):
     ) -> asyncpg.Record:
         """Write a locked group's new document and membership; a new version
         only if something changed."""
+        gid = row["group_id"]
         changed = diff(row["attributes"], document)
-        if await change_members(conn, principal.org_id, row, members):
+        wanted = await plan(conn, principal.org_id, gid, members)
+        if wanted.add and not wanted.remove:
+            # if the group is mapped to no role, nobody's role changes: the
+            # additions and the new version in one statement
+            written, role = await add_and_write(
+                conn, principal, row, document, action, changed, wanted.add
+            )
+            if role is None:
+                return written
+        else:
+            role = await mapped_role(conn, principal.org_id, gid)
+        if await change_members(conn, principal.org_id, gid, role, wanted):
             changed.append("members")
         if changed:
-            renamed = row["mapped_role"] is not None and columns(document)[0] != row["display_name"]
+            renamed = role is not None and columns(document)[0] != row["display_name"]
             row = await write(conn, principal, row, document, action, changed)
             if renamed:  # its members' answers name it (granted_by)
                 await roles.record_organization_change(conn, principal.org_id, "group renamed")
@@ -504,7 +605,7 @@ class GroupService(group_service_pb2_grpc.GroupServiceServicer):
             gid = row["group_id"]
             await counts.uncount(conn, principal.org_id, "groups")
             tracker = None
-            if row["mapped_role"] is not None:
+            if await mapped_role(conn, principal.org_id, gid) is not None:
                 members = await roles.group_members(conn, principal.org_id, gid)
                 tracker = await roles.RoleTracker.start(conn, principal.org_id, members)
             await conn.execute(DELETE_GROUP, principal.org_id, gid)
