@@ -381,6 +381,31 @@ async def lock(conn: Conn, principal: Principal, raw_id: str, expected_etag: str
     )
 
 
+async def insert(
+    conn: Conn,
+    principal: Principal,
+    new_id: uuid.UUID,
+    document: dict[str, Any],
+    changed: list[str],
+) -> asyncpg.Record:
+    """A new group, counted and audited (INSERT_GROUP)."""
+    try:
+        row = await conn.fetchrow(
+            INSERT_GROUP,
+            principal.org_id,
+            new_id,
+            *columns(document),
+            document,
+            counts.slot(),
+            principal.token_id,
+            changed,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise _conflict(exc, document) from None
+    assert row is not None
+    return row
+
+
 async def write(
     conn: Conn,
     principal: Principal,
@@ -473,29 +498,19 @@ class GroupService(group_service_pb2_grpc.GroupServiceServicer):
         wanted = documents.member_ids(body) or []
         changed = sorted([*document, *(["members"] if wanted else [])])
         new_id = uuid.uuid4()
-        async with self._pool.acquire() as conn, conn.transaction():
-            try:
-                row = await conn.fetchrow(
-                    INSERT_GROUP,
-                    principal.org_id,
-                    new_id,
-                    *columns(document),
-                    document,
-                    counts.slot(),
-                    principal.token_id,
-                    changed,
-                )
-            except asyncpg.UniqueViolationError as exc:
-                raise _conflict(exc, document) from None
-            assert row is not None
-            # a new group has no members yet, so all of these are added; and no
-            # role mapping yet, so its members' roles do not change
-            added = MemberPlan(add=member_uuids(wanted, strict=True), remove=[])
-            await write_members(conn, principal.org_id, new_id, added)
-            if wanted:
-                group = await self._reply(conn, principal, row, request.exclude_members)
-            else:  # nobody else can have added members to a group not yet committed
+        async with self._pool.acquire() as conn:
+            if not wanted:  # one statement, so one transaction of its own
+                row = await insert(conn, principal, new_id, document, changed)
+                # the answer is the group as created: without members
                 group = group_proto(row, None if request.exclude_members else [], 0)
+            else:
+                async with conn.transaction():
+                    row = await insert(conn, principal, new_id, document, changed)
+                    # a new group has no members yet, so all of these are
+                    # added; and no role mapping yet, so no role changes
+                    added = MemberPlan(add=member_uuids(wanted, strict=True), remove=[])
+                    await write_members(conn, principal.org_id, new_id, added)
+                    group = await self._reply(conn, principal, row, request.exclude_members)
         return pb.CreateGroupResponse(group=group, role_sequence=roles.SEQUENCE_PRODUCED.get())
 
     async def GetGroup(self, request: pb.GetGroupRequest, context: Ctx) -> pb.GetGroupResponse:
