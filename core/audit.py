@@ -2,7 +2,8 @@
 
 record() and record_admin() write INSERT_EVENT. The hot SCIM writes carry the
 same insert inside their own statement instead, to save a round trip:
-users.INSERT_USERS, users.UPDATE_USER and groups.UPDATE_GROUP."""
+users.INSERT_USERS, users.UPDATE_USER, groups.INSERT_GROUP and
+groups.UPDATE_GROUP."""
 
 from __future__ import annotations
 

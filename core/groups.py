@@ -31,10 +31,48 @@ if TYPE_CHECKING:
     from core.db import Conn
 
 TABLE = listing.Table("groups", "group_id", group_schema())
+
+# a group's member count, and its members as arrays in their order (ids,
+# userNames, displayNames); {group} is the alias of the groups table in the
+# statement
+MEMBER_COUNT_COLUMNS = ", m.member_count"
+MEMBER_COUNT_JOIN = """CROSS JOIN LATERAL (
+    SELECT count(*) AS member_count FROM group_members m
+    WHERE m.org_id = {group}.org_id AND m.group_id = {group}.group_id
+) AS m"""
+MEMBERS_COLUMNS = ", m.member_count, m.member_ids, m.member_user_names, m.member_display_names"
+MEMBERS_JOIN = """CROSS JOIN LATERAL (
+    SELECT count(*) AS member_count,
+           array_agg(u.user_id ORDER BY m.created_at, m.user_id) AS member_ids,
+           array_agg(u.user_name ORDER BY m.created_at, m.user_id) AS member_user_names,
+           array_agg(u.display_name ORDER BY m.created_at, m.user_id) AS member_display_names
+    FROM group_members m
+    JOIN users u ON u.org_id = m.org_id AND u.user_id = m.user_id
+    WHERE m.org_id = {group}.org_id AND m.group_id = {group}.group_id
+) AS m"""
+
+# a page of groups comes with their member counts, and their members unless
+# excluded: one statement, so one snapshot without a transaction
+COUNTED_TABLE = listing.Table(
+    "groups",
+    "group_id",
+    TABLE.schema,
+    extra_columns=MEMBER_COUNT_COLUMNS,
+    extra_join=MEMBER_COUNT_JOIN.format(group="r"),  # core.listing's alias
+)
+WITH_MEMBERS_TABLE = listing.Table(
+    "groups",
+    "group_id",
+    TABLE.schema,
+    extra_columns=MEMBERS_COLUMNS,
+    extra_join=MEMBERS_JOIN.format(group="r"),
+)
 DISPLAY_NAME_KEY = "groups_org_display_name_key"
 MAX_MEMBERS_PER_REQUEST = 100_000
 
-# the insert, and the organisation's group count (core.counts) in slot $6
+# the insert, the organisation's group count (core.counts) in slot $6, and
+# the audit event (as audit.INSERT_EVENT; $7 the token, $8 the attributes
+# given), in one statement
 INSERT_GROUP = """
 WITH inserted AS (
     INSERT INTO groups (org_id, group_id, display_name, external_id, attributes)
@@ -44,21 +82,24 @@ WITH inserted AS (
     INSERT INTO resource_counts (org_id, resource, slot, n)
     SELECT org_id, 'groups', $6, 1 FROM inserted
     ON CONFLICT (org_id, resource, slot) DO UPDATE SET n = resource_counts.n + 1
+), audited AS (
+    INSERT INTO audit_events (org_id, token_id, actor, action, resource_type, resource_id, changed)
+    SELECT $1, $7, 'scim', 'create', 'Group', $2::text, $8 FROM inserted
 )
 SELECT * FROM inserted
 """
 
 SELECT_GROUP = "SELECT * FROM groups WHERE org_id = $1 AND group_id = $2"
 
-# a group locked for a write, with the role it is mapped to (mappings change
-# under the group's lock too: core.role_mappings)
-SELECT_GROUP_FOR_WRITE = """
-SELECT g.*, r.role AS mapped_role
-FROM groups g
-LEFT JOIN group_roles r ON r.org_id = g.org_id AND r.group_id = g.group_id
-WHERE g.org_id = $1 AND g.group_id = $2
-FOR UPDATE OF g
-"""
+# a group locked for a write
+SELECT_GROUP_FOR_WRITE = "SELECT * FROM groups WHERE org_id = $1 AND group_id = $2 FOR UPDATE"
+
+# the role a locked group is mapped to. Mappings change under the group's
+# lock (core.role_mappings), so a statement that starts once the lock is held
+# reads the mapping in force; the locking statement itself may not: under
+# READ COMMITTED, a SELECT … FOR UPDATE that waited for a mapping's
+# transaction re-reads only the locked row, not what it joins
+SELECT_MAPPED_ROLE = "SELECT role FROM group_roles WHERE org_id = $1 AND group_id = $2"
 
 # a locked group's new version and its audit event (as audit.INSERT_EVENT;
 # $6 the token, $7 the action, $8 the attributes changed), in one statement
@@ -98,6 +139,49 @@ WITH wanted AS (
 SELECT 'unknown' AS outcome, id FROM unknown
 UNION ALL
 SELECT 'added', user_id FROM added
+"""
+
+# additions as ADD_MEMBERS, and the locked group's new version with its
+# audit event as UPDATE_GROUP, in one statement, if the group is mapped to no
+# role (SELECT_MAPPED_ROLE): then nobody's role changes. Nothing is written
+# if the group is mapped (its role comes back in `mapped_role`) or if an id
+# is not a user of the organisation (they come back in `unknown`). The
+# version is new if a member was added or the document changed: $9 names
+# the attributes changed, $10 the same with members (each sorted). The new
+# version's row comes back; its columns are NULL when nothing was written.
+ADD_MEMBERS_AND_UPDATE = """
+WITH mapped AS (
+    SELECT r.role FROM group_roles r WHERE r.org_id = $1 AND r.group_id = $2
+), wanted AS (
+    SELECT x.id FROM unnest($3::uuid[]) AS x(id)
+), unknown AS (
+    SELECT w.id FROM wanted w
+    WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.org_id = $1 AND u.user_id = w.id)
+), added AS (
+    INSERT INTO group_members (org_id, group_id, user_id)
+    SELECT $1, $2, w.id FROM wanted w
+    WHERE NOT EXISTS (SELECT 1 FROM unknown) AND NOT EXISTS (SELECT 1 FROM mapped)
+    ON CONFLICT DO NOTHING
+    RETURNING user_id
+), updated AS (
+    UPDATE groups
+    SET display_name = $4, external_id = $5, attributes = $6,
+        version = version + 1, updated_at = clock_timestamp()
+    WHERE org_id = $1 AND group_id = $2
+      AND NOT EXISTS (SELECT 1 FROM unknown) AND NOT EXISTS (SELECT 1 FROM mapped)
+      AND (cardinality($9::text[]) > 0 OR EXISTS (SELECT 1 FROM added))
+    RETURNING *
+), audited AS (
+    INSERT INTO audit_events (org_id, token_id, actor, action, resource_type, resource_id, changed)
+    SELECT $1, $7, 'scim', $8, 'Group', $2::text,
+           CASE WHEN EXISTS (SELECT 1 FROM added) THEN $10::text[] ELSE $9::text[] END
+    FROM updated
+)
+SELECT (SELECT array_agg(k.id) FROM unknown k) AS unknown,
+       (SELECT m.role FROM mapped m) AS mapped_role,
+       u.*
+FROM (SELECT) AS one
+LEFT JOIN updated u ON true
 """
 
 # removals, one primary-key probe per id whatever plan PostgreSQL caches for
@@ -170,6 +254,18 @@ async def members_of(
                 member_ref(row["user_id"], row["user_name"], row["display_name"])
             )
     return found
+
+
+def listed_members(row: asyncpg.Record) -> list[dict[str, Any]]:
+    """The members of a row read with MEMBERS_COLUMNS."""
+    if not row["member_count"]:
+        return []
+    return [
+        member_ref(user_id, user_name, display_name)
+        for user_id, user_name, display_name in zip(
+            row["member_ids"], row["member_user_names"], row["member_display_names"], strict=True
+        )
+    ]
 
 
 async def member_counts(
@@ -246,18 +342,24 @@ async def add_members(conn: Conn, org_id: uuid.UUID, gid: uuid.UUID, ids: list[u
     return bool(rows)
 
 
+async def mapped_role(conn: Conn, org_id: uuid.UUID, gid: uuid.UUID) -> str | None:
+    """The role a group locked by lock() is mapped to (SELECT_MAPPED_ROLE)."""
+    role: str | None = await conn.fetchval(SELECT_MAPPED_ROLE, org_id, gid)
+    return role
+
+
 async def change_members(
-    conn: Conn, org_id: uuid.UUID, row: asyncpg.Record, changes: patch.MemberChanges
+    conn: Conn, org_id: uuid.UUID, gid: uuid.UUID, role: str | None, members: MemberPlan
 ) -> bool:
     """Write a membership change to a group locked by lock(), with its effect
-    on roles when the group is mapped. Returns whether anything changed."""
-    members = await plan(conn, org_id, row["group_id"], changes)
+    on roles when the group is mapped (to `role`). Returns whether anything
+    changed."""
     if members.empty:
         return False
     tracker = None
-    if row["mapped_role"] is not None:
+    if role is not None:
         tracker = await roles.RoleTracker.start(conn, org_id, [*members.add, *members.remove])
-    changed = await write_members(conn, org_id, row["group_id"], members)
+    changed = await write_members(conn, org_id, gid, members)
     if tracker is not None:
         await tracker.finish("membership")
     return changed
@@ -273,10 +375,35 @@ def _conflict(exc: asyncpg.UniqueViolationError, document: dict[str, Any]) -> Ex
 
 
 async def lock(conn: Conn, principal: Principal, raw_id: str, expected_etag: str) -> asyncpg.Record:
-    """A group's row, locked, with the role it is mapped to (mapped_role)."""
+    """A group's row, locked."""
     return await locking.lock(
         conn, SELECT_GROUP_FOR_WRITE, principal.org_id, raw_id, expected_etag, "group"
     )
+
+
+async def insert(
+    conn: Conn,
+    principal: Principal,
+    new_id: uuid.UUID,
+    document: dict[str, Any],
+    changed: list[str],
+) -> asyncpg.Record:
+    """A new group, counted and audited (INSERT_GROUP)."""
+    try:
+        row = await conn.fetchrow(
+            INSERT_GROUP,
+            principal.org_id,
+            new_id,
+            *columns(document),
+            document,
+            counts.slot(),
+            principal.token_id,
+            changed,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise _conflict(exc, document) from None
+    assert row is not None
+    return row
 
 
 async def write(
@@ -306,6 +433,46 @@ async def write(
     return updated
 
 
+async def add_and_write(
+    conn: Conn,
+    principal: Principal,
+    row: asyncpg.Record,
+    document: dict[str, Any],
+    action: str,
+    changed: list[str],
+    add: list[uuid.UUID],
+) -> tuple[asyncpg.Record, str | None]:
+    """write() with members added, in one statement (ADD_MEMBERS_AND_UPDATE),
+    if the locked group is mapped to no role. Returns the row with the new
+    version, or as it was if nothing changed; its mapped_role when the group
+    is mapped, and then nothing was written."""
+    if len(add) > SMALL_ARRAY:
+        await custom_plans(conn)
+    try:
+        found = await conn.fetchrow(
+            ADD_MEMBERS_AND_UPDATE,
+            principal.org_id,
+            row["group_id"],
+            add,
+            *columns(document),
+            document,
+            principal.token_id,
+            action,
+            sorted(changed),
+            sorted([*changed, "members"]),
+        )
+    except asyncpg.ForeignKeyViolationError:  # a user deleted meanwhile
+        raise _unknown_members([str(i) for i in add]) from None
+    except asyncpg.UniqueViolationError as exc:
+        raise _conflict(exc, document) from None
+    assert found is not None
+    if found["unknown"]:
+        raise _unknown_members([str(i) for i in found["unknown"]])
+    if found["mapped_role"] is not None:
+        return row, found["mapped_role"]
+    return (row if found["group_id"] is None else found), None
+
+
 class GroupService(group_service_pb2_grpc.GroupServiceServicer):
     def __init__(self, pool: asyncpg.Pool, guard: Guard, cursors: Cursors) -> None:
         self._pool = pool
@@ -329,28 +496,21 @@ class GroupService(group_service_pb2_grpc.GroupServiceServicer):
         body = fields.loads_object(request.group_json, "group_json")
         document = documents.normalize(TABLE.schema, body)
         wanted = documents.member_ids(body) or []
+        changed = sorted([*document, *(["members"] if wanted else [])])
         new_id = uuid.uuid4()
-        async with self._pool.acquire() as conn, conn.transaction():
-            try:
-                row = await conn.fetchrow(
-                    INSERT_GROUP,
-                    principal.org_id,
-                    new_id,
-                    *columns(document),
-                    document,
-                    counts.slot(),
-                )
-            except asyncpg.UniqueViolationError as exc:
-                raise _conflict(exc, document) from None
-            assert row is not None
-            # a new group has no role mapping yet: its members' roles do not change
-            members = await plan(
-                conn, principal.org_id, new_id, patch.MemberChanges(replace=wanted)
-            )
-            await write_members(conn, principal.org_id, new_id, members)
-            changed = sorted(document) + (["members"] if wanted else [])
-            await audit.record(conn, principal, "create", "Group", new_id, changed)
-            group = await self._reply(conn, principal, row, request.exclude_members)
+        async with self._pool.acquire() as conn:
+            if not wanted:  # one statement, so one transaction of its own
+                row = await insert(conn, principal, new_id, document, changed)
+                # the answer is the group as created: without members
+                group = group_proto(row, None if request.exclude_members else [], 0)
+            else:
+                async with conn.transaction():
+                    row = await insert(conn, principal, new_id, document, changed)
+                    # a new group has no members yet, so all of these are
+                    # added; and no role mapping yet, so no role changes
+                    added = MemberPlan(add=member_uuids(wanted, strict=True), remove=[])
+                    await write_members(conn, principal.org_id, new_id, added)
+                    group = await self._reply(conn, principal, row, request.exclude_members)
         return pb.CreateGroupResponse(group=group, role_sequence=roles.SEQUENCE_PRODUCED.get())
 
     async def GetGroup(self, request: pb.GetGroupRequest, context: Ctx) -> pb.GetGroupResponse:
@@ -367,23 +527,18 @@ class GroupService(group_service_pb2_grpc.GroupServiceServicer):
         self, request: pb.ListGroupsRequest, context: Ctx
     ) -> pb.ListGroupsResponse:
         principal = await self._guard.scim(context)
-        async with (
-            self._pool.acquire() as conn,
-            conn.transaction(isolation="repeatable_read", readonly=True),
-        ):
+        exclude = request.exclude_members
+        async with self._pool.acquire() as conn:
             page = await listing.list_page(
-                conn, TABLE, principal.org_id, request.query, self._cursors
-            )
-            ids = [r["group_id"] for r in page.rows]
-            counts = await member_counts(conn, principal.org_id, ids)
-            members = (
-                None if request.exclude_members else await members_of(conn, principal.org_id, ids)
+                conn,
+                COUNTED_TABLE if exclude else WITH_MEMBERS_TABLE,
+                principal.org_id,
+                request.query,
+                self._cursors,
             )
         return pb.ListGroupsResponse(
             groups=[
-                group_proto(
-                    r, None if members is None else members[r["group_id"]], counts[r["group_id"]]
-                )
+                group_proto(r, None if exclude else listed_members(r), r["member_count"])
                 for r in page.rows
             ],
             total_results=page.total,
@@ -434,11 +589,23 @@ class GroupService(group_service_pb2_grpc.GroupServiceServicer):
     ) -> asyncpg.Record:
         """Write a locked group's new document and membership; a new version
         only if something changed."""
+        gid = row["group_id"]
         changed = diff(row["attributes"], document)
-        if await change_members(conn, principal.org_id, row, members):
+        wanted = await plan(conn, principal.org_id, gid, members)
+        if wanted.add and not wanted.remove:
+            # if the group is mapped to no role, nobody's role changes: the
+            # additions and the new version in one statement
+            written, role = await add_and_write(
+                conn, principal, row, document, action, changed, wanted.add
+            )
+            if role is None:
+                return written
+        else:
+            role = await mapped_role(conn, principal.org_id, gid)
+        if await change_members(conn, principal.org_id, gid, role, wanted):
             changed.append("members")
         if changed:
-            renamed = row["mapped_role"] is not None and columns(document)[0] != row["display_name"]
+            renamed = role is not None and columns(document)[0] != row["display_name"]
             row = await write(conn, principal, row, document, action, changed)
             if renamed:  # its members' answers name it (granted_by)
                 await roles.record_organization_change(conn, principal.org_id, "group renamed")
@@ -453,7 +620,7 @@ class GroupService(group_service_pb2_grpc.GroupServiceServicer):
             gid = row["group_id"]
             await counts.uncount(conn, principal.org_id, "groups")
             tracker = None
-            if row["mapped_role"] is not None:
+            if await mapped_role(conn, principal.org_id, gid) is not None:
                 members = await roles.group_members(conn, principal.org_id, gid)
                 tracker = await roles.RoleTracker.start(conn, principal.org_id, members)
             await conn.execute(DELETE_GROUP, principal.org_id, gid)

@@ -9,7 +9,7 @@ import asyncpg
 import grpc
 
 from tests.scim_client import Scim, fails, okta_user, ops, reason
-from wando.provisioning.v1 import error_pb2
+from wando.provisioning.v1 import error_pb2, scim_pb2
 from wando.provisioning.v1 import group_service_pb2 as gpb
 
 
@@ -270,3 +270,66 @@ async def test_delete_group(acme: Scim, globex: Scim) -> None:
     await fails(acme.get_group(group["id"]), grpc.StatusCode.NOT_FOUND)
     await fails(acme.delete_group(group["id"]), grpc.StatusCode.NOT_FOUND)
     assert (await acme.get_user(ids[0]))["groups"] == []
+
+
+async def test_group_writes_are_audited_once_and_failed_ones_not(
+    acme: Scim, pool: asyncpg.Pool
+) -> None:
+    """A creation's event names what it set (members when it had some), in
+    the creation's transaction: a refused creation leaves no event, group or
+    count behind."""
+    ids = await users(acme, 2, prefix="audited")
+    empty = await acme.create_group({"displayName": "Empty", "members": []}, exclude_members=True)
+    assert "members" not in empty
+    full = await acme.create_group(
+        {"displayName": "Full", "externalId": "e1", "members": [{"value": i} for i in ids]}
+    )
+    await fails(
+        acme.create_group({"displayName": "Refused", "members": [{"value": "not-a-uuid"}]}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    await fails(acme.create_group({"displayName": "full"}), grpc.StatusCode.ALREADY_EXISTS)
+    await acme.patch_group(
+        empty["id"], {"op": "add", "path": "members", "value": [{"value": ids[0]}]}
+    )
+    async with pool.acquire() as conn:
+        events = await conn.fetch(
+            "SELECT action, resource_id, changed, token_id FROM audit_events "
+            "WHERE resource_type = 'Group' ORDER BY event_id"
+        )
+    assert [(e["action"], e["resource_id"], e["changed"]) for e in events] == [
+        ("create", empty["id"], ["displayName"]),
+        ("create", full["id"], ["displayName", "externalId", "members"]),
+        ("patch", empty["id"], ["members"]),
+    ]
+    assert all(e["token_id"] for e in events)
+    _, total, _ = await acme.list_groups()
+    assert total == 2
+    assert (await acme.get_group(empty["id"]))["members"][0]["value"] == ids[0]
+
+
+async def test_a_page_of_groups_lists_members_as_a_group_read_does(acme: Scim) -> None:
+    """Listed members come in their order with their display, as GetGroup's
+    do; an empty group lists none; without members, the count still comes."""
+    ids = await users(acme, 4, prefix="listed")
+    sent = [ids[i] for i in (2, 0, 3)]
+    group = await acme.create_group(
+        {"displayName": "Listed", "members": [{"value": i} for i in sent]}
+    )
+    await acme.create_group({"displayName": "Listed empty"})
+    listed, total, _ = await acme.list_groups(filter='displayName sw "listed"')
+    assert total == 2
+    by_name = {g["displayName"]: g for g in listed}
+    assert by_name["Listed"]["members"] == (await acme.get_group(group["id"]))["members"]
+    assert [m["value"] for m in by_name["Listed"]["members"]] == sent
+    assert all(m["display"] for m in by_name["Listed"]["members"])
+    assert by_name["Listed empty"]["members"] == []
+    answer = await acme.groups.ListGroups(
+        gpb.ListGroupsRequest(
+            query=scim_pb2.ListQuery(filter='displayName sw "listed"'), exclude_members=True
+        ),
+        metadata=acme.metadata,
+    )
+    counts = {g.display_name: g.member_count for g in answer.groups}
+    assert counts == {"Listed": 3, "Listed empty": 0}
+    assert all("members" not in g.resource_json for g in answer.groups)

@@ -241,6 +241,62 @@ async def test_concurrent_changes_end_in_a_consistent_role(
     assert replayed == final.role.role
 
 
+async def test_members_added_while_the_group_is_mapped_and_unmapped_are_on_the_stream(
+    acme: Scim, admin_stub: Admin, roles_stub
+) -> None:  # type: ignore[no-untyped-def]
+    """A member PATCH of a group mapped to no role writes no role change: it
+    must see a mapping committed before it (which takes the group's lock), or
+    commit before the mapping reads the members. Raced here, every user's
+    stream ends at the role the database gives."""
+    ids = [(await acme.create_user(okta_user(f"racer{i}@x.example")))["id"] for i in range(12)]
+    group = (await acme.create_group({"displayName": "Racing"}))["id"]
+    start = (await role_of(roles_stub, user_id=ids[0])).sequence
+    calls = []
+    for n, user_id in enumerate(ids):
+        add = {"op": "add", "path": "members", "value": [{"value": user_id}]}
+        calls.append(acme.patch_group(group, add))
+        if n % 3 == 0:
+            calls.append(map_group(admin_stub, "Racing", ("admin", None, "boss", None)[n // 3]))
+    await asyncio.gather(*calls)
+    finals = {u: await role_of(roles_stub, user_id=u) for u in ids}
+    end = max(f.sequence for f in finals.values())
+    replayed = dict.fromkeys(ids, R.ROLE_MEMBER)
+    for change in await watch(roles_stub, start, end - start) if end > start else []:
+        if change.user_id in replayed:
+            assert change.old_role == replayed[change.user_id]
+            replayed[change.user_id] = change.new_role
+    assert replayed == {u: f.role.role for u, f in finals.items()}
+
+
+async def test_members_removed_or_deleted_while_the_group_is_mapped_are_on_the_stream(
+    acme: Scim, admin_stub: Admin, roles_stub
+) -> None:  # type: ignore[no-untyped-def]
+    """As above for the writes that take members out: a removal, or the
+    group's deletion, racing the group's mapping."""
+    ids = [(await acme.create_user(okta_user(f"leaver{i}@x.example")))["id"] for i in range(8)]
+    start = (await role_of(roles_stub, user_id=ids[0])).sequence
+    for round_ in range(3):
+        name = f"Leaving {round_}"
+        group = (
+            await acme.create_group({"displayName": name, "members": [{"value": u} for u in ids]})
+        )["id"]
+        removals = [
+            acme.patch_group(group, {"op": "remove", "path": f'members[value eq "{u}"]'})
+            for u in ids[:4]
+        ]
+        await asyncio.gather(map_group(admin_stub, name, "admin"), *removals)
+        deleted = acme.delete_group(group)
+        await asyncio.gather(deleted, map_group(admin_stub, name, "boss"), return_exceptions=True)
+    finals = {u: await role_of(roles_stub, user_id=u) for u in ids}
+    end = max(f.sequence for f in finals.values())
+    replayed = dict.fromkeys(ids, R.ROLE_MEMBER)
+    for change in await watch(roles_stub, start, end - start) if end > start else []:
+        if change.user_id in replayed:
+            assert change.old_role == replayed[change.user_id]
+            replayed[change.user_id] = change.new_role
+    assert replayed == {u: f.role.role for u, f in finals.items()}
+
+
 async def test_batch_and_list_by_role(acme: Scim, admin_stub: Admin, roles_stub) -> None:  # type: ignore[no-untyped-def]
     ids = [
         (await acme.create_user(okta_user(f"b{i}@x.example", externalId=f"ext-{i}")))["id"]
