@@ -232,6 +232,7 @@ class ActivityWriter:
         self._channel: grpc.aio.Channel | None = None
         self._stub_now: activity_pb2_grpc.ActivityServiceAsyncStub | None = None
         self._settings = settings
+        self.scim_prefix = settings.scim_prefix  # what entry() takes off each route
         self._pending = Kept()
         self._full = asyncio.Event()
         self._sending = asyncio.Lock()
@@ -386,17 +387,18 @@ def entry(
     route = resource.canonical.removeprefix(prefix) if resource is not None else ""
     if route.startswith("//"):  # the routes repeated after a trailing slash (gateway.app)
         route = route[1:]
-    return Pending(
-        token=token,
-        wall_time=wall_time,
-        request_id=request.get(REQUEST_ID, ""),
-        user_agent=request.headers.get("User-Agent", ""),
-        method=request.method,
-        route=route,
-        resource_id=request.get(RESOURCE_ID) or request.match_info.get("id", ""),
-        filter=request.get(SEARCH_FILTER) or request.query.get("filter", ""),
-        status=status,
-        scim_type=(failure.scim_type or "") if failure is not None else "",
-        detail=(failure.detail or "") if failure is not None else "",
-        latency_seconds=time.perf_counter() - started,
+    return Pending(  # positional: half the cost of keywords, on every request
+        token,
+        wall_time,
+        request.get(REQUEST_ID, ""),
+        request.headers.get("User-Agent", ""),
+        request.method,
+        route,
+        request.get(RESOURCE_ID) or request.match_info.get("id", ""),
+        # the query parsed only if there is one (a search has parsed it already)
+        request.get(SEARCH_FILTER) or (request.query_string and request.query.get("filter", "")),
+        status,
+        (failure.scim_type or "") if failure is not None else "",
+        (failure.detail or "") if failure is not None else "",
+        time.perf_counter() - started,
     )
