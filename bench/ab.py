@@ -12,8 +12,11 @@ other benchmarks).
 
 REV is a git revision, exported with `git archive` into a scratch directory
 and run from there (its core, gateway, common, cli and generated protos on
-PYTHONPATH), or `.` for the working tree as it is. The same revision twice
-shows the noise left (REV#1, REV#2). Printed: the gateway's and the core's
+PYTHONPATH), or `.` for the working tree as it is; `REV:off` runs it with
+WANDO_ACTIVITY=off (what activity costs, issue #18: `. .:off . .:off`). The
+same revision twice shows the noise left (REV#1, REV#2). `--service local`
+runs each gateway with WANDO_CORE=local, the core's SCIM services in its own
+process (`wando serve`'s shape; bench.service). Printed: the gateway's and the core's
 CPU (user + system, /proc) ÷ requests, per round and as the mean of the
 rounds. PostgreSQL's CPU is left out: the stacks share one server.
 """
@@ -50,6 +53,7 @@ WORKLOADS = {
 }
 SOURCES = ("core", "gateway", "common", "cli", "protos")
 WORKING_TREE = "."
+ACTIVITY_OFF = ":off"  # git refuses ':' in a branch or tag name
 
 
 @dataclass
@@ -66,6 +70,7 @@ class Stack:
 
 def export(rev: str, into: Path) -> Path | None:
     """The sources of `rev` under `into`; None for the working tree."""
+    rev = rev.removesuffix(ACTIVITY_OFF)
     if rev == WORKING_TREE:
         return None
     archive = subprocess.run(
@@ -128,7 +133,13 @@ async def measure(
 
 
 async def run(
-    revs: list[str], workloads: list[str], rounds: int, seconds: float, in_flight: int, users: int
+    revs: list[str],
+    workloads: list[str],
+    rounds: int,
+    seconds: float,
+    in_flight: int,
+    users: int,
+    mode: str = "split",
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="wando-ab-") as tmp:
         work = Path(tmp)
@@ -140,7 +151,8 @@ async def run(
                 home = work / f"stack{n}"
                 home.mkdir()
                 source = export(rev, home / "src")
-                service = Service(pg.dsn, home, postmaster, "split", source=source)
+                activity = not rev.endswith(ACTIVITY_OFF)
+                service = Service(pg.dsn, home, postmaster, mode, activity=activity, source=source)
                 await service.start()  # the first one migrates
                 label = rev if revs.count(rev) == 1 else f"{rev}#{revs[:n].count(rev) + 1}"
                 stacks.append(Stack(label, service, await LoadClient.start(home / "load.log")))
@@ -195,8 +207,14 @@ def _line(row: dict[str, Any]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.splitlines()[0])
-    parser.add_argument("revs", nargs="+", metavar="REV", help="git revisions, or . (working tree)")
+    parser.add_argument(
+        "revs",
+        nargs="+",
+        metavar="REV",
+        help="git revisions, or . (working tree); REV:off without activity",
+    )
     parser.add_argument("--only", nargs="+", choices=WORKLOADS, default=["get-user"])
+    parser.add_argument("--service", choices=("split", "local"), default="split")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=4.0, help="per workload and round")
     parser.add_argument("--in-flight", type=int, default=8, help="per stack")
@@ -204,7 +222,15 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="JSON results")
     args = parser.parse_args()
     results = loop.run(
-        run(args.revs, args.only, args.rounds, args.seconds, args.in_flight, args.users)
+        run(
+            args.revs,
+            args.only,
+            args.rounds,
+            args.seconds,
+            args.in_flight,
+            args.users,
+            args.service,
+        )
     )
     print("\nmean of the rounds (CPU ms per request):")
     for m in results["means"]:

@@ -121,7 +121,9 @@ async def record_activity(request: web.Request, handler: Handler) -> web.StreamR
         raise
     finally:
         try:
-            prefix = request.config_dict[SETTINGS].scim_prefix
+            # the prefix from the writer: request.config_dict builds a new
+            # ChainMapProxy on each access (~2 us)
+            prefix = writer.scim_prefix
             writer.record(activity.entry(request, token, wall_time, started, status, prefix))
         except Exception:  # a request never fails because of its activity entry
             log.exception("activity entry not kept")

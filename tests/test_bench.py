@@ -339,13 +339,31 @@ def test_a_second_worker_count_runs_beside_the_default_in_the_same_run(tmp_path:
     assert "`--against-workers`" in printed and "| GET /Users/{id} |" in printed
 
 
-def test_revisions_are_measured_side_by_side(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("revs", "service"),
+    [(["HEAD", "."], "split"), (["HEAD", ".:off"], "local")],
+    ids=["split", "local-activity-off"],
+)
+def test_revisions_are_measured_side_by_side(tmp_path: Path, revs: list[str], service: str) -> None:
     """`python -m bench.ab`: each revision as its own core and gateway, loaded
-    at the same time: CPU per request of each, every request answered."""
+    at the same time: CPU per request of each, every request answered; with
+    `--service local` the gateway serves the SCIM requests alone, and `REV:off`
+    runs without activity."""
     out = tmp_path / "ab.json"
     flags = ["--rounds", "1", "--seconds", "0.5", "--users", "300", "--out", str(out)]
     result = subprocess.run(
-        [sys.executable, "-m", "bench.ab", "HEAD", ".", "--only", "get-user", "put-user", *flags],
+        [
+            sys.executable,
+            "-m",
+            "bench.ab",
+            *revs,
+            "--service",
+            service,
+            "--only",
+            "get-user",
+            "put-user",
+            *flags,
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -356,14 +374,13 @@ def test_revisions_are_measured_side_by_side(tmp_path: Path) -> None:
     assert "mean of the rounds" in result.stdout
     means = json.loads(out.read_text())["means"]
     assert [(m["workload"], m["rev"]) for m in means] == [
-        ("get-user", "HEAD"),
-        ("get-user", "."),
-        ("put-user", "HEAD"),
-        ("put-user", "."),
+        (workload, rev) for workload in ("get-user", "put-user") for rev in revs
     ]
     for m in means:
         assert m["errors"] == 0
-        assert m["gateway_ms"] > 0 and m["core_ms"] > 0
+        assert m["gateway_ms"] > 0
+        if service == "split":  # a local gateway calls its core for nothing SCIM
+            assert m["core_ms"] > 0
         assert m["both_ms"] == round(m["gateway_ms"] + m["core_ms"], 3)
 
 
