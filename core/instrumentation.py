@@ -26,6 +26,7 @@ from prometheus_client import Counter, Histogram
 
 from common import logs, tracing
 from core import errors
+from core.metrics import Inc, batched_counter, batched_histogram
 from core.rpc import Ctx
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,9 @@ def instrument(servicer: Any, service: ServiceDescriptor) -> Any:
 
 
 def _unary(method: str, inner: Any) -> Callable[[Any, Ctx], Awaitable[Any]]:
-    latency = RPC_LATENCY.labels(method)  # bound once, not looked up per call
-    counts: dict[str, Any] = {}  # by code, each looked up once
+    # bound once, not looked up per call; written in batches (core.metrics)
+    latency = batched_histogram(RPC_LATENCY.labels(method))
+    counts: dict[str, Inc] = {}  # by code, each looked up once
 
     async def unary(request: Any, context: Ctx) -> Any:
         request_id = _request_id(context)
@@ -136,7 +138,7 @@ def _unary(method: str, inner: Any) -> Callable[[Any, Ctx], Awaitable[Any]]:
             latency.observe(time.perf_counter() - started)
             count = counts.get(code)
             if count is None:
-                count = counts[code] = RPC_COUNT.labels(method, code)
+                count = counts[code] = batched_counter(RPC_COUNT.labels(method, code))
             count.inc()
             if traced is not None:
                 tracing.end_rpc(*traced, code)

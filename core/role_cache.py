@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from prometheus_client import Counter, Gauge
 
+from core.metrics import batched_counter
 from wando.provisioning.v1 import roles_pb2
 
 if TYPE_CHECKING:
@@ -86,7 +87,8 @@ Load = Callable[[], Awaitable[tuple[roles_pb2.EffectiveRole, int]]]
 LOOKUPS = Counter(
     "wando_role_cache_lookups_total", "RoleService lookups asked of the role cache", ["result"]
 )
-HIT, MISS = LOOKUPS.labels("hit"), LOOKUPS.labels("miss")  # bound once, not per lookup
+# bound once, not per lookup; written in batches (core.metrics)
+HIT, MISS = batched_counter(LOOKUPS.labels("hit")), batched_counter(LOOKUPS.labels("miss"))
 DROPS = Counter(
     "wando_role_cache_organizations_dropped_total",
     "Organisations the role cache dropped: the outbox was pruned past it, or a resync failed",
