@@ -32,8 +32,9 @@ that sequence, and says so.
   the organisation was unknown (its notification ignored) is not missed.
 - Bounded: at most max_entries answers and max_bytes (an estimate: the
   answer's encoded size plus ENTRY_OVERHEAD); least recently used first out.
-  Answers are held encoded (decoding one on a hit costs about a microsecond;
-  held as messages they took three times the memory).
+  Answers are held encoded (held as messages they took three times the
+  memory); GetEffectiveRole decodes a hit straight into its response
+  (peek_encoded), about half a microsecond.
 """
 
 from __future__ import annotations
