@@ -27,6 +27,7 @@ from prometheus_client import Counter, Histogram
 from common import logs, tracing
 from core import errors, roles
 from core.doorbell import Doorbell
+from core.metrics import Inc, batched_counter, batched_histogram
 from core.rpc import Ctx
 
 log = logging.getLogger(__name__)
@@ -115,8 +116,9 @@ def instrument(servicer: Any, service: ServiceDescriptor, doorbell: Doorbell | N
 def _unary(
     method: str, inner: Any, doorbell: Doorbell | None = None
 ) -> Callable[[Any, Ctx], Awaitable[Any]]:
-    latency = RPC_LATENCY.labels(method)  # bound once, not looked up per call
-    counts: dict[str, Any] = {}  # by code, each looked up once
+    # bound once, not looked up per call; written in batches (core.metrics)
+    latency = batched_histogram(RPC_LATENCY.labels(method))
+    counts: dict[str, Inc] = {}  # by code, each looked up once
 
     async def unary(request: Any, context: Ctx) -> Any:
         request_id = _request_id(context)
@@ -142,7 +144,7 @@ def _unary(
             latency.observe(time.perf_counter() - started)
             count = counts.get(code)
             if count is None:
-                count = counts[code] = RPC_COUNT.labels(method, code)
+                count = counts[code] = batched_counter(RPC_COUNT.labels(method, code))
             count.inc()
             if traced is not None:
                 tracing.end_rpc(*traced, code)

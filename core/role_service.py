@@ -184,7 +184,8 @@ class RoleService(role_service_pb2_grpc.RoleServiceServicer):
         self, request: pb.GetEffectiveRoleRequest, context: Ctx
     ) -> pb.GetEffectiveRoleResponse:
         self._guard.service(context)
-        kind, value = selector(request.user)
+        value = request.user.user_id  # the usual selector, read without WhichOneof
+        kind, value = ("user_id", value) if value else selector(request.user)
         user_id = None
         if kind == "user_id":
             user_id = parse_uuid(value)
@@ -195,12 +196,12 @@ class RoleService(role_service_pb2_grpc.RoleServiceServicer):
         if cached and request.consistency.WhichOneof("requirement") in MINIMIZE_LATENCY:
             # the hot path (every Wando request): the replica's cache, in
             # memory, no await; a miss goes on as any other read
-            if user_id is not None:
-                hit = self.cache.peek_user(org_id, user_id)
-            else:
-                hit = self.cache.peek(org_id, kind, value)
+            key = user_id if user_id is not None else self.cache.user_id(org_id, kind, value)
+            hit = self.cache.peek_encoded(org_id, key)
             if hit is not None:
-                return pb.GetEffectiveRoleResponse(role=hit[0], sequence=hit[1])
+                response = pb.GetEffectiveRoleResponse(sequence=hit[1])
+                response.role.MergeFromString(hit[0])  # decoded in place, not copied
+                return response
             at_least, read = 0, self.cache.fill  # peeked already
         else:
             allowed, at_least = await self._from_cache(org_id, request.consistency)

@@ -347,10 +347,16 @@ async def test_credentials_do_not_cross(
 ) -> None:  # type: ignore[no-untyped-def]
     _, scim_secret = await new_org_with_token(admin_stub, "acme")
     request = rpb.GetEffectiveRoleRequest(organization="acme", user=rpb.UserSelector(user_name="x"))
-    for metadata in ((), bearer(scim_secret), ADMIN):
+    service = SERVICE[0][1].removeprefix("Bearer ")
+    for metadata in ((), bearer(scim_secret), ADMIN, bearer(service + "x"), bearer(service[:-1])):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await roles_stub.GetEffectiveRole(request, metadata=metadata)
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    # the service credential however the scheme is spelled: past the check (no user "x")
+    for spelled in (f"bearer {service}", f"BEARER   {service} "):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await roles_stub.GetEffectiveRole(request, metadata=(("authorization", spelled),))
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     users = user_service_pb2_grpc.UserServiceStub(channel)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await users.ListUsers(upb.ListUsersRequest(), metadata=SERVICE)
