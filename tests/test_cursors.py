@@ -4,6 +4,7 @@ them with, and the key is shared through the environment or the data dir."""
 from __future__ import annotations
 
 import stat
+import threading
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,3 +48,29 @@ def test_the_secret_comes_from_the_environment_or_the_data_dir(tmp_path: Path) -
     assert auth.load_cursor_secret(None, tmp_path) == generated  # kept across restarts
     mode = (tmp_path / auth.CURSOR_SECRET_FILE).stat().st_mode
     assert stat.S_IMODE(mode) == 0o600
+
+
+def _load_together(data_dir: Path, n: int) -> list[str]:
+    start = threading.Barrier(n)
+    found: list[str] = []
+
+    def load() -> None:
+        start.wait()
+        found.append(auth.load_cursor_secret(None, data_dir))
+
+    threads = [threading.Thread(target=load) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return found
+
+
+def test_processes_starting_together_on_one_data_dir_share_one_secret(tmp_path: Path) -> None:
+    """A core and a gateway hosting the local core start at once on one data
+    dir: neither fails on the other's file, nor reads it half written."""
+    for attempt in range(20):
+        data_dir = tmp_path / str(attempt)
+        found = _load_together(data_dir, 8)
+        assert len(found) == 8 and len(set(found)) == 1 and found[0].startswith("wando_cursor_")
+        assert [p.name for p in data_dir.iterdir()] == [auth.CURSOR_SECRET_FILE]
