@@ -119,17 +119,22 @@ SELECT * FROM updated
 
 DELETE_GROUP = "DELETE FROM groups WHERE org_id = $1 AND group_id = $2"
 
-# additions in one statement: nothing is added if any id is not a user of the
-# organisation (those come back as "unknown"), else the ids that were not yet
-# members come back as "added". $3 holds no id twice (member_uuids); rows go
-# in its order, which is the members' order (created_at)
-ADD_MEMBERS = """
-WITH wanted AS (
+# the member ids a statement adds ($3; $1 the organisation) as `wanted`, and
+# those that are not users of the organisation as `unknown`: the member
+# reference check both additions below make
+_WANTED = """wanted AS (
     SELECT x.id FROM unnest($3::uuid[]) AS x(id)
 ), unknown AS (
     SELECT w.id FROM wanted w
     WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.org_id = $1 AND u.user_id = w.id)
-), added AS (
+)"""
+
+# additions in one statement: nothing is added if any id is not a user of the
+# organisation (those come back as "unknown"), else the ids that were not yet
+# members come back as "added". $3 holds no id twice (member_uuids); rows go
+# in its order, which is the members' order (created_at)
+ADD_MEMBERS = f"""
+WITH {_WANTED}, added AS (
     INSERT INTO group_members (org_id, group_id, user_id)
     SELECT $1, $2, w.id FROM wanted w
     WHERE NOT EXISTS (SELECT 1 FROM unknown)
@@ -149,15 +154,10 @@ SELECT 'added', user_id FROM added
 # version is new if a member was added or the document changed: $9 names
 # the attributes changed, $10 the same with members (each sorted). The new
 # version's row comes back; its columns are NULL when nothing was written.
-ADD_MEMBERS_AND_UPDATE = """
+ADD_MEMBERS_AND_UPDATE = f"""
 WITH mapped AS (
     SELECT r.role FROM group_roles r WHERE r.org_id = $1 AND r.group_id = $2
-), wanted AS (
-    SELECT x.id FROM unnest($3::uuid[]) AS x(id)
-), unknown AS (
-    SELECT w.id FROM wanted w
-    WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.org_id = $1 AND u.user_id = w.id)
-), added AS (
+), {_WANTED}, added AS (
     INSERT INTO group_members (org_id, group_id, user_id)
     SELECT $1, $2, w.id FROM wanted w
     WHERE NOT EXISTS (SELECT 1 FROM unknown) AND NOT EXISTS (SELECT 1 FROM mapped)
