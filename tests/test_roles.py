@@ -69,6 +69,22 @@ async def watch(
     return changes
 
 
+async def assert_stream_replays_to_final_roles(
+    stub: role_service_pb2_grpc.RoleServiceStub, user_ids: list[str], start: int
+) -> None:
+    """Replaying the stream from `start` (each user a member before it) ends
+    where the database is for every one of `user_ids`, each change starting
+    where the user's last one ended."""
+    finals = {u: await role_of(stub, user_id=u) for u in user_ids}
+    end = max(f.sequence for f in finals.values())
+    replayed = dict.fromkeys(user_ids, R.ROLE_MEMBER)
+    for change in await watch(stub, start, end - start) if end > start else []:
+        if change.user_id in replayed:
+            assert change.old_role == replayed[change.user_id]
+            replayed[change.user_id] = change.new_role
+    assert replayed == {u: f.role.role for u, f in finals.items()}
+
+
 async def test_highest_mapped_role_wins(acme: Scim, admin_stub: Admin, roles_stub) -> None:  # type: ignore[no-untyped-def]
     groups = {}
     for role in ("admin", "boss", "member"):
@@ -229,16 +245,7 @@ async def test_concurrent_changes_end_in_a_consistent_role(
         )
     calls.append(acme.patch_group(admins, {"op": "add", "path": "members", "value": member}))
     await asyncio.gather(*calls)
-    final = await role_of(roles_stub, user_id=user["id"])
-    # replaying the stream from before the burst ends where the database is
-    changes = (
-        await watch(roles_stub, start, final.sequence - start) if final.sequence > start else []
-    )
-    replayed = R.ROLE_MEMBER
-    for change in changes:
-        assert change.old_role == replayed  # each change starts where the last ended
-        replayed = change.new_role
-    assert replayed == final.role.role
+    await assert_stream_replays_to_final_roles(roles_stub, [user["id"]], start)
 
 
 async def test_members_added_while_the_group_is_mapped_and_unmapped_are_on_the_stream(
@@ -258,14 +265,7 @@ async def test_members_added_while_the_group_is_mapped_and_unmapped_are_on_the_s
         if n % 3 == 0:
             calls.append(map_group(admin_stub, "Racing", ("admin", None, "boss", None)[n // 3]))
     await asyncio.gather(*calls)
-    finals = {u: await role_of(roles_stub, user_id=u) for u in ids}
-    end = max(f.sequence for f in finals.values())
-    replayed = dict.fromkeys(ids, R.ROLE_MEMBER)
-    for change in await watch(roles_stub, start, end - start) if end > start else []:
-        if change.user_id in replayed:
-            assert change.old_role == replayed[change.user_id]
-            replayed[change.user_id] = change.new_role
-    assert replayed == {u: f.role.role for u, f in finals.items()}
+    await assert_stream_replays_to_final_roles(roles_stub, ids, start)
 
 
 async def test_members_removed_or_deleted_while_the_group_is_mapped_are_on_the_stream(
@@ -287,14 +287,7 @@ async def test_members_removed_or_deleted_while_the_group_is_mapped_are_on_the_s
         await asyncio.gather(map_group(admin_stub, name, "admin"), *removals)
         deleted = acme.delete_group(group)
         await asyncio.gather(deleted, map_group(admin_stub, name, "boss"), return_exceptions=True)
-    finals = {u: await role_of(roles_stub, user_id=u) for u in ids}
-    end = max(f.sequence for f in finals.values())
-    replayed = dict.fromkeys(ids, R.ROLE_MEMBER)
-    for change in await watch(roles_stub, start, end - start) if end > start else []:
-        if change.user_id in replayed:
-            assert change.old_role == replayed[change.user_id]
-            replayed[change.user_id] = change.new_role
-    assert replayed == {u: f.role.role for u, f in finals.items()}
+    await assert_stream_replays_to_final_roles(roles_stub, ids, start)
 
 
 async def test_batch_and_list_by_role(acme: Scim, admin_stub: Admin, roles_stub) -> None:  # type: ignore[no-untyped-def]
