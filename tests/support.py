@@ -8,12 +8,14 @@ import os
 import signal
 import socket
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import grpc
 
 from wando.provisioning.v1 import admin_service_pb2 as admin_pb
@@ -56,6 +58,12 @@ async def new_org_with_token(stub: admin_grpc.AdminServiceStub, slug: str) -> tu
         admin_pb.IssueScimTokenRequest(organization=slug), metadata=ADMIN
     )
     return org.id, issued.secret
+
+
+async def org_id_of(db: asyncpg.Pool | asyncpg.Connection, slug: str) -> uuid.UUID:
+    """An organisation's id, read from the database by its slug."""
+    found: uuid.UUID = await db.fetchval("SELECT org_id FROM organizations WHERE slug = $1", slug)
+    return found
 
 
 @asynccontextmanager

@@ -14,7 +14,7 @@ from common.wirejson import dumps
 from core import users
 from core.creations import Creation, Creations
 from tests.scim_client import Scim
-from tests.support import bearer, new_org_with_token
+from tests.support import bearer, new_org_with_token, org_id_of
 from wando.provisioning.v1 import admin_service_pb2_grpc
 from wando.provisioning.v1 import user_service_pb2 as upb
 from wando.provisioning.v1 import user_service_pb2_grpc as ugrpc
@@ -32,20 +32,13 @@ async def _create(
         return exc.code()
 
 
-async def _org(pool: asyncpg.Pool, slug: str) -> uuid.UUID:
-    org_id: uuid.UUID = await pool.fetchval(
-        "SELECT org_id FROM organizations WHERE slug = $1", slug
-    )
-    return org_id
-
-
 async def test_a_burst_of_creations_each_gets_its_own_row_audit_and_sequence(
     channel: grpc.aio.Channel,
     admin_stub: admin_service_pb2_grpc.AdminServiceStub,
     pool: asyncpg.Pool,
 ) -> None:
     _, secret = await new_org_with_token(admin_stub, "burst")
-    org_id = await _org(pool, "burst")
+    org_id = await org_id_of(pool, "burst")
     stub = ugrpc.UserServiceStub(channel)
     await _create(stub, secret, "taken@burst.example")
     names = [f"u{i}@burst.example" for i in range(40)]
@@ -101,7 +94,7 @@ def _creation(user_name: str) -> Creation:
 async def test_creations_that_arrive_together_go_as_one_statement(
     acme: Scim, pool: asyncpg.Pool
 ) -> None:
-    org_id = await _org(pool, "acme")
+    org_id = await org_id_of(pool, "acme")
     creations = Creations(pool, users.INSERT_USERS, users.CREATE_ATTEMPTS)
     rows = await asyncio.gather(
         *(creations.create(org_id, _creation(f"u{i}@acme.example")) for i in range(30))
@@ -124,7 +117,7 @@ async def test_a_creation_the_database_refuses_fails_alone(acme: Scim, pool: asy
             FOR EACH ROW EXECUTE FUNCTION refuse_poison();
         """
     )
-    org_id = await _org(pool, "acme")
+    org_id = await org_id_of(pool, "acme")
     creations = Creations(pool, users.INSERT_USERS, users.CREATE_ATTEMPTS)
     sent = [_creation(f"u{i}@acme.example") for i in range(10)]
     sent.insert(5, _creation("poison@acme.example"))

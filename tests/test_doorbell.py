@@ -20,7 +20,7 @@ from core.doorbell import Doorbell
 from core.local import start_local_core
 from core.roles import NOTIFY_CHANNEL
 from tests.scim_client import Scim
-from tests.support import ADMIN, GATEWAY_TOKEN, new_org_with_token
+from tests.support import ADMIN, GATEWAY_TOKEN, new_org_with_token, org_id_of
 from tests.test_roles import map_group
 from wando.provisioning.v1 import admin_service_pb2 as apb
 from wando.provisioning.v1 import admin_service_pb2_grpc, roles_pb2
@@ -58,13 +58,6 @@ async def listener(database_dsn: str) -> AsyncIterator[Listener]:
     await conn.close()
 
 
-async def _org_id(pool: asyncpg.Pool, slug: str) -> uuid.UUID:
-    org_id: uuid.UUID = await pool.fetchval(
-        "SELECT org_id FROM organizations WHERE slug = $1", slug
-    )
-    return org_id
-
-
 async def test_every_write_that_changes_roles_rings_after_its_commit(
     acme: Scim,
     admin_stub: admin_service_pb2_grpc.AdminServiceStub,
@@ -75,7 +68,7 @@ async def test_every_write_that_changes_roles_rings_after_its_commit(
     role tracker), and an organisation-wide change (a mapped group renamed):
     each rings for its organisation, and what the ring announces is already
     readable when it arrives."""
-    org_id = await _org_id(pool, "acme")
+    org_id = await org_id_of(pool, "acme")
     user = await acme.create_user({"userName": "ada@acme.example"})
     assert await listener.next() == str(org_id)
     assert await listener.conn.fetchval(OUTBOX, org_id) == 1
@@ -111,7 +104,7 @@ async def test_a_mapping_change_through_the_admin_api_rings(
     pool: asyncpg.Pool,
     listener: Listener,
 ) -> None:
-    org_id = await _org_id(pool, "acme")
+    org_id = await org_id_of(pool, "acme")
     await acme.create_user({"userName": "ada@acme.example"})
     await listener.next()
     await admin_stub.SetDefaultRole(
@@ -181,7 +174,7 @@ async def test_the_local_core_rings_for_the_writes_it_hosts(
 ) -> None:
     core = await start_local_core(pool, Cursors(b"k" * 32), GATEWAY_TOKEN)
     _, secret = await new_org_with_token(admin_stub, "local")
-    org_id = await _org_id(pool, "local")
+    org_id = await org_id_of(pool, "local")
     scim = Scim(core, secret)  # the gateway's stubs on the local core
     await scim.create_user({"userName": "ada@local.example"})
     assert await listener.next() == str(org_id)

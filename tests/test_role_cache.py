@@ -26,7 +26,7 @@ from core import db
 from core.role_service import RoleOptions
 from core.server import CoreServer, start_server
 from tests.scim_client import Scim, okta_user, ops
-from tests.support import ADMIN, ADMIN_TOKEN, SERVICE, SERVICE_TOKEN, new_org_with_token
+from tests.support import ADMIN, ADMIN_TOKEN, SERVICE, SERVICE_TOKEN, new_org_with_token, org_id_of
 from wando.provisioning.v1 import admin_service_pb2 as apb
 from wando.provisioning.v1 import admin_service_pb2_grpc, role_service_pb2_grpc, roles_pb2
 from wando.provisioning.v1 import group_service_pb2 as gpb
@@ -108,12 +108,9 @@ async def converged(replica: Replica, user_id: str) -> bool:
 async def org_id(dsn: str, slug: str = "acme") -> uuid.UUID:
     conn = await asyncpg.connect(dsn)
     try:
-        found: uuid.UUID = await conn.fetchval(
-            "SELECT org_id FROM organizations WHERE slug = $1", slug
-        )
+        return await org_id_of(conn, slug)
     finally:
         await conn.close()
-    return found
 
 
 async def serving(replica: Replica) -> bool:
