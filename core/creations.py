@@ -83,7 +83,6 @@ class Creations:
         return await asyncio.shield(creation.done)
 
     async def _run(self, org_id: uuid.UUID) -> None:
-        waiting: list[Creation] = []
         try:
             while waiting := self._waiting.pop(org_id, []):
                 self._waiting[org_id] = waiting[MAX_BATCH:]  # a burst beyond a batch waits
