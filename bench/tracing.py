@@ -30,9 +30,10 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 
-from common import tracing
+from common import config, tracing
 from core import instrumentation
 from gateway import middlewares, resources
+from gateway.keys import SETTINGS
 
 Call = Callable[[], Coroutine[Any, Any, Any]]
 
@@ -105,10 +106,12 @@ def cases() -> dict[str, Call]:
     call = resources.Call(metadata=(("authorization", "Bearer x"),), timeout=5)
     request = make_mocked_request("GET", "/api/auth/scim/v2/Users/0f8e")
     app = web.Application()
+    app[SETTINGS] = config.load({"WANDO_ACTIVITY": "off"})  # what tracing costs, alone
     route = app.router.add_get("/api/auth/scim/v2/Users/{id}", _handler)
+    request_context = middlewares.request_context(app)
     request._match_info = UrlMappingMatchInfo({"id": "0f8e"}, route)  # as routing leaves it
     return {
-        "gateway request (request_context)": lambda: middlewares.request_context(request, _handler),
+        "gateway request (request_context)": lambda: request_context(request, _handler),
         "gateway call to the core (Call.invoke)": lambda: call.invoke(method, None),
         "core RPC (instrumentation._unary)": lambda: unary(None, context),
     }

@@ -20,7 +20,6 @@ read nothing and change nothing.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import functools
 import hashlib
@@ -36,15 +35,8 @@ from prometheus_client import Counter
 
 from common import credentials
 from common.config import Settings
-from gateway.keys import (
-    ACTIVITY,
-    CORE,
-    FAILURE,
-    REQUEST_ID,
-    RESOURCE_ID,
-    SEARCH_FILTER,
-    SETTINGS,
-)
+from gateway.keys import ACTIVITY, CORE, FAILURE, RESOURCE_ID, SEARCH_FILTER, SETTINGS
+from gateway.metrics import UNMATCHED
 from wando.provisioning.v1 import activity_pb2, activity_pb2_grpc
 
 log = logging.getLogger("gateway.activity")
@@ -65,6 +57,7 @@ DROPPED = Counter(
     "Activity entries the gateway dropped instead of sending to the core",
     ["reason"],  # queue_full, send_failed, no_credential
 )
+_QUEUE_FULL = DROPPED.labels("queue_full")
 SENT = Counter("wando_activity_sent_total", "Activity entries the gateway sent to the core")
 
 
@@ -104,8 +97,15 @@ class Pending(NamedTuple):
     latency_seconds: float
 
 
+# one entry, as the request path leaves it: Pending's fields in order, in a plain
+# tuple (a NamedTuple costs more to build than the whole append)
+Entry = tuple[str, float, str, str, str, str, str, str, int, str, str, float]
+FIELDS = len(Pending._fields)
+
+
 class Kept:
-    """The entries waiting for a batch, as one list per field of Pending.
+    """The entries waiting for a batch, one after another in one flat list
+    (FIELDS values an entry): a request's whole cost here is one `extend`.
 
     Not a list of entries: a tuple subclass such as Pending stays tracked by
     the garbage collector (CPython untracks only exact tuples), so a second's
@@ -113,29 +113,33 @@ class Kept:
     generation, and the gateway, which otherwise leaves next to nothing
     behind a request, ran a full collection of its whole heap (~150 ms under
     the bench's load) every few tens of thousands of requests: most of what
-    activity cost a GET (issue #18). Strings and numbers appended to lists
-    leave the collector nothing to count."""
+    activity cost a GET (issue #18). Strings and numbers in a list leave the
+    collector nothing to count."""
 
-    def __init__(self, fields: Sequence[list[Any]] | None = None) -> None:
-        self.fields = tuple(fields) if fields is not None else tuple([] for _ in Pending._fields)
+    def __init__(self, values: list[Any] | None = None) -> None:
+        self.values: list[Any] = [] if values is None else values
 
-    def append(self, entry: Pending) -> None:
-        # each field onto its list, consumed in C (the itertools recipes' `consume`)
-        collections.deque(map(list.append, self.fields, entry), maxlen=0)
+    def append(self, entry: Entry) -> None:
+        self.values.extend(entry)
 
     def __len__(self) -> int:
-        return len(self.fields[0])
+        return len(self.values) // FIELDS
 
     def cut(self, start: int, stop: int) -> Kept:
-        return Kept([f[start:stop] for f in self.fields])
+        return Kept(self.values[start * FIELDS : stop * FIELDS])
 
     def put_back(self, kept: Kept) -> None:
         """`kept` ahead of what is here (a send that did not happen)."""
-        for mine, theirs in zip(self.fields, kept.fields, strict=True):
-            mine[:0] = theirs
+        self.values[:0] = kept.values
+
+    @property
+    def fields(self) -> tuple[list[Any], ...]:
+        """One list a field, in Pending's order."""
+        return tuple(self.values[n::FIELDS] for n in range(FIELDS))
 
     def entries(self) -> list[Pending]:
-        return [Pending._make(e) for e in zip(*self.fields, strict=True)]
+        v = self.values
+        return [Pending._make(v[n : n + FIELDS]) for n in range(0, len(v), FIELDS)]
 
 
 def columns(batch: list[Pending], sha256: Callable[[str], bytes]) -> activity_pb2.RecordedColumns:
@@ -232,7 +236,6 @@ class ActivityWriter:
         self._channel: grpc.aio.Channel | None = None
         self._stub_now: activity_pb2_grpc.ActivityServiceAsyncStub | None = None
         self._settings = settings
-        self.scim_prefix = settings.scim_prefix  # what entry() takes off each route
         self._pending = Kept()
         self._full = asyncio.Event()
         self._sending = asyncio.Lock()
@@ -241,13 +244,14 @@ class ActivityWriter:
         self._hashes: dict[str, bytes] = {}
         self._task = asyncio.create_task(self._run())
 
-    def record(self, entry: Pending) -> None:
+    def record(self, entry: Entry) -> None:
         """Keep an entry for the next batch (never blocks, never raises)."""
-        if len(self._pending) >= MAX_PENDING:
-            DROPPED.labels("queue_full").inc()
+        values = self._pending.values
+        if len(values) >= MAX_PENDING * FIELDS:
+            _QUEUE_FULL.inc()
             return
-        self._pending.append(entry)
-        if len(self._pending) >= BATCH_SIZE:
+        values.extend(entry)
+        if len(values) >= BATCH_SIZE * FIELDS:
             self._full.set()
 
     async def flush(self) -> None:
@@ -376,29 +380,41 @@ async def activity_writer(app: web.Application) -> AsyncIterator[None]:
 def entry(
     request: web.Request,
     token: str,
-    wall_time: float,
-    started: float,
+    request_id: str,
+    route: str,
     status: int,
+    elapsed: float,
     prefix: str,
-) -> Pending:
-    """What the middleware keeps of a finished request."""
-    failure = request.get(FAILURE)
-    resource = request.match_info.route.resource
-    route = resource.canonical.removeprefix(prefix) if resource is not None else ""
-    if route.startswith("//"):  # the routes repeated after a trailing slash (gateway.app)
-        route = route[1:]
-    return Pending(  # positional: half the cost of keywords, on every request
+) -> Entry:
+    """What the request context keeps of a finished request (`route`: its
+    metrics route). It asks the request only for what can be there: looking up
+    a key a request lacks costs an exception (aiohttp's Request.get is
+    Mapping.get), and three of them cost as much as the rest."""
+    method = request.method
+    resource_id = request.match_info.get("id", "")
+    if status == 201:  # the id the POST created
+        resource_id = request.get(RESOURCE_ID) or resource_id
+    search = ""
+    if request.query_string:  # the query parsed only if there is one
+        search = request.get(SEARCH_FILTER) or request.query.get("filter", "")
+    elif method == "POST":  # …/.search: its body's
+        search = request.get(SEARCH_FILTER, "")
+    scim_type = detail = ""
+    if status >= 400:
+        failure = request.get(FAILURE)
+        if failure is not None:
+            scim_type, detail = failure.scim_type or "", failure.detail or ""
+    return (
         token,
-        wall_time,
-        request.get(REQUEST_ID, ""),
+        time.time() - elapsed,
+        request_id,
         request.headers.get("User-Agent", ""),
-        request.method,
-        route,
-        request.get(RESOURCE_ID) or request.match_info.get("id", ""),
-        # the query parsed only if there is one (a search has parsed it already)
-        request.get(SEARCH_FILTER) or (request.query_string and request.query.get("filter", "")),
+        method,
+        route.removeprefix(prefix) if route != UNMATCHED else "",
+        resource_id,
+        search,
         status,
-        (failure.scim_type or "") if failure is not None else "",
-        (failure.detail or "") if failure is not None else "",
-        time.perf_counter() - started,
+        scim_type,
+        detail,
+        elapsed,
     )

@@ -97,11 +97,10 @@ def create_app(settings: Settings, core: grpc.aio.Channel | None = None) -> web.
     gives the local core's)."""
     limits = Limits(settings.max_line_bytes, settings.max_header_bytes, settings.max_headers)
     app = web.Application(
-        middlewares=middlewares.ROOT,
-        client_max_size=settings.max_body_bytes,
-        handler_args=limits.handler_args(),
+        client_max_size=settings.max_body_bytes, handler_args=limits.handler_args()
     )
     app[SETTINGS] = settings
+    app.middlewares.extend(middlewares.root(app))
     app[LIFECYCLE] = health.Lifecycle()
     app[CALL_METADATA] = rate_limit_metadata(settings)
     app[AUTH_FAILURES] = AuthFailures(settings.auth_failure_per_second, settings.auth_failure_burst)

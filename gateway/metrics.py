@@ -45,11 +45,14 @@ _request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 _core_children: dict[tuple[Any, str], tuple[Any, Any]] = {}
 
 
+UNMATCHED = "unmatched"
+
+
 def route_of(request: web.Request) -> str:
-    """The route template a request matched, or "unmatched"."""
+    """The route template a request matched, or UNMATCHED."""
     resource = request.match_info.route.resource
     if resource is None:
-        return "unmatched"
+        return UNMATCHED
     # the routes repeated after a "/" (gateway.app) count as the route itself
     return resource.canonical.replace("//", "/")
 
@@ -59,9 +62,9 @@ def method_of(request: web.Request) -> str:
     return request.method if request.method in _METHODS else "OTHER"
 
 
-def observe_request(request: web.Request, status: int, seconds: float) -> None:
+def observe_request(request: web.Request, route: str, status: int, seconds: float) -> None:
+    """`route`: route_of(request)."""
     method = method_of(request)
-    route = route_of(request)
     key = (method, route, status)
     children = _request_children.get(key)
     if children is None:

@@ -3,8 +3,8 @@
 - request_context (root app): a request id (X-Request-Id if the caller sent a
   sane one) for the logs, the core call and the response; one access-log line;
   the request's trace span when traces are exported (gateway.traces).
-- record_activity (root app): for a request that presented a bearer token,
-  an activity entry (gateway.activity) once it is answered, errors included.
+  With activity on, for a request that presented a bearer token, an
+  activity entry (gateway.activity) once it is answered, errors included.
 - render_errors (root app): SCIM exceptions, failed core calls (through
   gateway.errors.TABLE), aiohttp's own 404/405/413 and anything unexpected
   become RFC 7644 §3.12 error responses; never a traceback.
@@ -59,74 +59,80 @@ def bulk_sized(handler: Handler) -> Handler:
     return handler
 
 
-@web.middleware
-async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    sent = request.headers.get("X-Request-Id", "")
-    request_id = sent if _REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
-    request[REQUEST_ID] = request_id
-    context = logs.request_id.set(request_id)
-    started = time.perf_counter()
-    status = 500
-    tracer = tracing.tracer  # None unless traces are exported
-    try:
-        if tracer is None:
-            response = await handler(request)
-        else:
-            response = await traces.serve(tracer, request, lambda: handler(request))
-        status = response.status
-        response.headers["X-Request-Id"] = request_id
-        return response
-    except asyncio.CancelledError:
-        status = 499  # the client went away
-        raise
-    finally:
-        elapsed = time.perf_counter() - started
-        metrics.observe_request(request, status, elapsed)
-        elapsed_ms = elapsed * 1000
-        # the path only: query strings hold filter values (user names, e-mails)
-        access_log.info(
-            "%s %s %s %.1fms",
-            request.method,
-            request.path,
-            status,
-            elapsed_ms,
-            extra={
-                "fields": {
-                    "method": request.method,
-                    "path": request.path,
-                    "status": status,
-                    "duration_ms": round(elapsed_ms, 1),
-                }
-            },
-        )
-        logs.request_id.reset(context)
+def request_context(app: web.Application) -> Middleware:
+    """The outermost middleware of `app`: request id, access log, metrics and,
+    unless WANDO_ACTIVITY=off, the request's activity entry (in this one
+    middleware rather than a second: each layer costs every request)."""
+    settings = app[SETTINGS]
+    prefix, recording = settings.scim_prefix, settings.activity
 
-
-@web.middleware
-async def record_activity(request: web.Request, handler: Handler) -> web.StreamResponse:
-    writer = request.config_dict.get(ACTIVITY)
-    if writer is None:  # WANDO_ACTIVITY=off
-        return await handler(request)
-    scheme, token = _split_authorization(request.headers.get("Authorization"))
-    if scheme != "bearer" or not token or getattr(request.match_info.handler, _PUBLIC, False):
-        return await handler(request)  # no organisation's request
-    wall_time, started = time.time(), time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except asyncio.CancelledError:
-        status = 499  # the client went away
-        raise
-    finally:
+    @web.middleware
+    async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+        sent = request.headers.get("X-Request-Id", "")
+        request_id = sent if _REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+        request[REQUEST_ID] = request_id
+        context = logs.request_id.set(request_id)
+        started = time.perf_counter()
+        status = 500
+        tracer = tracing.tracer  # None unless traces are exported
         try:
-            # the prefix from the writer: request.config_dict builds a new
-            # ChainMapProxy on each access (~2 us)
-            prefix = writer.scim_prefix
-            writer.record(activity.entry(request, token, wall_time, started, status, prefix))
-        except Exception:  # a request never fails because of its activity entry
-            log.exception("activity entry not kept")
+            if tracer is None:
+                response = await handler(request)
+            else:
+                response = await traces.serve(tracer, request, lambda: handler(request))
+            status = response.status
+            response.headers["X-Request-Id"] = request_id
+            return response
+        except asyncio.CancelledError:
+            status = 499  # the client went away
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            route = metrics.route_of(request)
+            metrics.observe_request(request, route, status, elapsed)
+            elapsed_ms = elapsed * 1000
+            # the path only: query strings hold filter values (user names, e-mails)
+            access_log.info(
+                "%s %s %s %.1fms",
+                request.method,
+                request.path,
+                status,
+                elapsed_ms,
+                extra={
+                    "fields": {
+                        "method": request.method,
+                        "path": request.path,
+                        "status": status,
+                        "duration_ms": round(elapsed_ms, 1),
+                    }
+                },
+            )
+            if recording:
+                _record_activity(app, request, request_id, route, status, elapsed, prefix)
+            logs.request_id.reset(context)
+
+    return request_context
+
+
+def _record_activity(
+    app: web.Application,
+    request: web.Request,
+    request_id: str,
+    route: str,
+    status: int,
+    elapsed: float,
+    prefix: str,
+) -> None:
+    """The activity entry of a request that presented a bearer token (and
+    asked for more than discovery), errors included (gateway.activity)."""
+    try:
+        scheme, token = _split_authorization(request.headers.get("Authorization"))
+        if scheme != "bearer" or not token or getattr(request.match_info.handler, _PUBLIC, False):
+            return  # no organisation's request
+        entry = activity.entry(request, token, request_id, route, status, elapsed, prefix)
+        app[ACTIVITY].record(entry)
+    except Exception:  # a request never fails because of its activity entry
+        log.exception("activity entry not kept")
 
 
 @web.middleware
@@ -252,5 +258,9 @@ def _unauthorized(reason: str) -> UnauthorizedException:
     )
 
 
-ROOT: list[Middleware] = [request_context, record_activity, render_errors]
+def root(app: web.Application) -> list[Middleware]:
+    """The root app's middlewares."""
+    return [request_context(app), render_errors]
+
+
 SCIM: list[Middleware] = [limit_body, authenticate]
