@@ -8,7 +8,11 @@ revision runs at once as its own `wando core` + `wando gateway` on one
 embedded PostgreSQL, and each workload loads them all at the same moment
 (one load process each), so they share the same neighbours: two stacks of
 the same revision agreed within 2-4 % (3 rounds of 4 s, 2 cores shared with
-other benchmarks).
+other benchmarks), on a quieter day; on 2026-12-06 four stacks of one revision
+spread over 6 %, each stack keeping its place in every round (a process's own
+luck: its memory layout, its scheduling). So a small difference needs several
+stacks of each revision and several runs (`--runs`, fresh processes each, the
+order reversed every other run), compared by the mean over stacks.
 
 REV is a git revision, exported with `git archive` into a scratch directory
 and run from there (its core, gateway, common, cli and generated protos on
@@ -16,9 +20,12 @@ PYTHONPATH), or `.` for the working tree as it is; `REV:off` runs it with
 WANDO_ACTIVITY=off (what activity costs, issue #18: `. .:off . .:off`). The
 same revision twice shows the noise left (REV#1, REV#2). `--service local`
 runs each gateway with WANDO_CORE=local, the core's SCIM services in its own
-process (`wando serve`'s shape; bench.service). Printed: the gateway's and the core's
-CPU (user + system, /proc) ÷ requests, per round and as the mean of the
-rounds. PostgreSQL's CPU is left out: the stacks share one server.
+process (`wando serve`'s shape; bench.service). Printed: the gateway's, the
+core's and the stack's PostgreSQL backends' CPU (user + system, /proc) ÷
+requests, per round and as the mean of the rounds; then, over every stack of
+every run, each revision's mean and, for REV beside REV:off, what activity
+costs. PostgreSQL's shared processes (WAL writer, checkpointer, autovacuum)
+are left out: the stacks share one server.
 """
 
 from __future__ import annotations
@@ -34,8 +41,10 @@ import time
 from dataclasses import dataclass, replace
 from io import BytesIO
 from pathlib import Path
-from statistics import mean
+from statistics import mean, variance
 from typing import Any
+
+import asyncpg
 
 from bench import dataset, loop, processes
 from bench.dataset import Dataset
@@ -98,10 +107,33 @@ def params(job: str, data: Dataset, index: int, stacks: int) -> dict[str, Any]:
     }
 
 
+async def backends(pool: asyncpg.Pool, stacks: list[Stack]) -> list[list[int]]:
+    """Each stack's PostgreSQL backends: the connections its gateway and core
+    processes opened (core.db.application_name names the process)."""
+    rows = await pool.fetch("SELECT pid, application_name FROM pg_stat_activity")
+    by_name: dict[str, list[int]] = {}
+    for row in rows:
+        by_name.setdefault(row["application_name"] or "", []).append(row["pid"])
+    return [
+        [
+            b
+            for pid in (*s.pids("gateway"), *s.pids("core"))
+            for b in by_name.get(f"wando {pid}", [])
+        ]
+        for s in stacks
+    ]
+
+
 async def measure(
-    stacks: list[Stack], data: Dataset, job: str, seconds: float, in_flight: int
+    stacks: list[Stack],
+    data: Dataset,
+    job: str,
+    seconds: float,
+    in_flight: int,
+    postgres: list[list[int]],
 ) -> list[dict[str, Any]]:
-    """One round of `job` on every stack at once; a row per stack."""
+    """One round of `job` on every stack at once; a row per stack. `postgres`:
+    each stack's backends (backends())."""
     specs = [
         {
             "job": job,
@@ -110,7 +142,11 @@ async def measure(
             "in_flight": in_flight,
             "seconds": seconds,
             "warmup_seconds": 1.0,
-            "cpu": {"gateway": s.pids("gateway"), "core": s.pids("core")},
+            "cpu": {
+                "gateway": s.pids("gateway"),
+                "core": s.pids("core"),
+                "postgres": postgres[n],
+            },
         }
         for n, s in enumerate(stacks)
     ]
@@ -127,6 +163,7 @@ async def measure(
                 "error_samples": result["error_samples"],
                 "gateway_ms": cpu.get("gateway", 0.0),
                 "core_ms": cpu.get("core", 0.0),
+                "postgres_ms": cpu.get("postgres", 0.0),
             }
         )
     return rows
@@ -160,14 +197,20 @@ async def run(
             try:
                 sizes = replace(QUICK, users=users, small_import_users=10)
                 data = await dataset.build(stacks[0].service, pool, sizes)
+                # a pass of each workload that counts for nothing: the pools
+                # open their connections, which backends() then finds
+                for name in workloads:
+                    await measure(stacks, data, WORKLOADS[name], 1.0, in_flight, [[]] * len(stacks))
+                rows = []
+                for r in range(rounds):
+                    for name in workloads:
+                        postgres = await backends(pool, stacks)
+                        job = WORKLOADS[name]
+                        for row in await measure(stacks, data, job, seconds, in_flight, postgres):
+                            rows.append({"workload": name, "round": r, **row})
+                            print(_line(rows[-1]), flush=True)
             finally:
                 await pool.close()
-            rows = []
-            for r in range(rounds):
-                for name in workloads:
-                    for row in await measure(stacks, data, WORKLOADS[name], seconds, in_flight):
-                        rows.append({"workload": name, "round": r, **row})
-                        print(_line(rows[-1]), flush=True)
         finally:
             for stack in stacks:
                 await stack.service.stop()
@@ -182,6 +225,7 @@ def means(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for key in dict.fromkeys((r["workload"], r["rev"]) for r in rows):
         mine = [r for r in rows if (r["workload"], r["rev"]) == key]
         gateway, core = mean(r["gateway_ms"] for r in mine), mean(r["core_ms"] for r in mine)
+        postgres = mean(r["postgres_ms"] for r in mine)
         out.append(
             {
                 "workload": key[0],
@@ -189,11 +233,46 @@ def means(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "gateway_ms": round(gateway, 3),
                 "core_ms": round(core, 3),
                 "both_ms": round(gateway + core, 3),
+                "postgres_ms": round(postgres, 3),
+                "all_ms": round(gateway + core + postgres, 3),
                 "rounds": [round(r["gateway_ms"] + r["core_ms"], 3) for r in mine],
+                "all_rounds": [
+                    round(r["gateway_ms"] + r["core_ms"] + r["postgres_ms"], 3) for r in mine
+                ],
                 "errors": sum(r["errors"] for r in mine),
             }
         )
     return out
+
+
+def summary(means: list[dict[str, Any]]) -> list[str]:
+    """Per workload: each revision's mean over its stacks (REV#2 and REV#1 are
+    stacks of REV) with their range, and activity's cost where REV and REV:off
+    both ran, ± one standard error of that difference (from the spread of the
+    stacks, which dwarfs the spread of one stack's rounds)."""
+    lines = []
+    for workload in dict.fromkeys(m["workload"] for m in means):
+        stacks: dict[str, list[float]] = {}
+        for m in means:
+            if m["workload"] == workload:
+                stacks.setdefault(m["rev"].partition("#")[0], []).append(m["all_ms"])
+        for rev, values in stacks.items():
+            lines.append(
+                f"{workload:<12} {rev:<14} {mean(values):.3f} over {len(values)} stacks "
+                f"({min(values):.3f}-{max(values):.3f})"
+            )
+        for rev, on in stacks.items():
+            off = stacks.get(rev + ACTIVITY_OFF)
+            if off is None or rev.endswith(ACTIVITY_OFF):
+                continue
+            cost = mean(on) / mean(off) - 1
+            error = (_variance(on) / len(on) + _variance(off) / len(off)) ** 0.5 / mean(off)
+            lines.append(f"{workload:<12} {rev:<14} activity costs {cost:.1%} ± {error:.1%}")
+    return lines
+
+
+def _variance(values: list[float]) -> float:
+    return variance(values) if len(values) > 1 else 0.0
 
 
 def _line(row: dict[str, Any]) -> str:
@@ -201,7 +280,8 @@ def _line(row: dict[str, Any]) -> str:
     return (
         f"round {row['round']} {row['workload']:<10} {row['rev']:<12} "
         f"{row['requests']:>6} req  gateway {row['gateway_ms']:.3f}  core {row['core_ms']:.3f}"
-        f"  both {both:.3f} ms/req  errors {row['errors']}"
+        f"  both {both:.3f}  postgres {row['postgres_ms']:.3f}"
+        f"  all {both + row['postgres_ms']:.3f} ms/req  errors {row['errors']}"
     )
 
 
@@ -219,25 +299,30 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="per workload and round")
     parser.add_argument("--in-flight", type=int, default=8, help="per stack")
     parser.add_argument("--users", type=int, default=5_000)
+    parser.add_argument("--runs", type=int, default=1, help="each with fresh stacks")
     parser.add_argument("--out", type=Path, help="JSON results")
     args = parser.parse_args()
-    results = loop.run(
-        run(
-            args.revs,
-            args.only,
-            args.rounds,
-            args.seconds,
-            args.in_flight,
-            args.users,
-            args.service,
+    results: dict[str, Any] = {"revs": args.revs, "rows": [], "means": []}
+    for n in range(args.runs):
+        print(f"run {n + 1} of {args.runs}", flush=True)
+        revs = args.revs if n % 2 == 0 else args.revs[::-1]  # no revision keeps a place
+        one = loop.run(
+            run(
+                revs, args.only, args.rounds, args.seconds, args.in_flight, args.users, args.service
+            )
         )
-    )
+        results["rows"] += [{"run": n, **r} for r in one["rows"]]
+        results["means"] += [{"run": n, **m} for m in one["means"]]
     print("\nmean of the rounds (CPU ms per request):")
     for m in results["means"]:
         print(
             f"  {m['workload']:<10} {m['rev']:<12} gateway {m['gateway_ms']:.3f}  "
-            f"core {m['core_ms']:.3f}  both {m['both_ms']:.3f}  rounds {m['rounds']}"
+            f"core {m['core_ms']:.3f}  both {m['both_ms']:.3f}  postgres {m['postgres_ms']:.3f}  "
+            f"all {m['all_ms']:.3f}  rounds {m['all_rounds']}"
         )
+    print("\nover every stack (all processes, CPU ms per request):")
+    for line in summary(results["means"]):
+        print(f"  {line}")
     if args.out is not None:
         args.out.write_text(json.dumps(results, indent=1))
     failed = [m for m in results["means"] if m["errors"]]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -119,6 +120,12 @@ async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     (Connection._reset) before calling this."""
 
 
+def application_name() -> str:
+    """What this process's connections say they are (pg_stat_activity): an
+    operator, or the bench, finds the process by its pid."""
+    return f"wando {os.getpid()}"
+
+
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     pool: asyncpg.Pool = await asyncpg.create_pool(
         dsn,
@@ -127,6 +134,8 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asy
         init=_init_connection,
         reset=_keep_session,
         command_timeout=30,
+        # which process holds each connection, in pg_stat_activity
+        server_settings={"application_name": application_name()},
         # a span per statement only while traces are exported (common.tracing)
         connection_class=tracing.connection_class(),
     )

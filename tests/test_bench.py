@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -340,15 +341,18 @@ def test_a_second_worker_count_runs_beside_the_default_in_the_same_run(tmp_path:
 
 
 @pytest.mark.parametrize(
-    ("revs", "service"),
-    [(["HEAD", "."], "split"), (["HEAD", ".:off"], "local")],
+    ("revs", "service", "runs"),
+    [(["HEAD", "."], "split", 1), ([".", ".:off"], "local", 2)],
     ids=["split", "local-activity-off"],
 )
-def test_revisions_are_measured_side_by_side(tmp_path: Path, revs: list[str], service: str) -> None:
+def test_revisions_are_measured_side_by_side(
+    tmp_path: Path, revs: list[str], service: str, runs: int
+) -> None:
     """`python -m bench.ab`: each revision as its own core and gateway, loaded
-    at the same time: CPU per request of each, every request answered; with
-    `--service local` the gateway serves the SCIM requests alone, and `REV:off`
-    runs without activity."""
+    at the same time: CPU per request of each, its PostgreSQL backends' too,
+    every request answered; with `--service local` the gateway serves the SCIM
+    requests alone, and `REV:off` runs without activity; a second run puts the
+    revisions the other way round, and the summary says what activity costs."""
     out = tmp_path / "ab.json"
     flags = ["--rounds", "1", "--seconds", "0.5", "--users", "300", "--out", str(out)]
     result = subprocess.run(
@@ -362,6 +366,8 @@ def test_revisions_are_measured_side_by_side(tmp_path: Path, revs: list[str], se
             "--only",
             "get-user",
             "put-user",
+            "--runs",
+            str(runs),
             *flags,
         ],
         cwd=ROOT,
@@ -373,15 +379,23 @@ def test_revisions_are_measured_side_by_side(tmp_path: Path, revs: list[str], se
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "mean of the rounds" in result.stdout
     means = json.loads(out.read_text())["means"]
-    assert [(m["workload"], m["rev"]) for m in means] == [
-        (workload, rev) for workload in ("get-user", "put-user") for rev in revs
+    assert [(m["run"], m["workload"], m["rev"]) for m in means] == [
+        (run, workload, rev)
+        for run in range(runs)
+        for workload in ("get-user", "put-user")
+        for rev in (revs if run % 2 == 0 else revs[::-1])
     ]
     for m in means:
         assert m["errors"] == 0
         assert m["gateway_ms"] > 0
+        assert m["postgres_ms"] > 0  # every GET and PUT reads the database
         if service == "split":  # a local gateway calls its core for nothing SCIM
             assert m["core_ms"] > 0
         assert m["both_ms"] == round(m["gateway_ms"] + m["core_ms"], 3)
+        assert m["all_ms"] == round(m["both_ms"] + m["postgres_ms"], 3)
+    if ".:off" in revs:
+        for workload in ("get-user", "put-user"):
+            assert re.search(rf"{workload} +\. +activity costs -?\d+\.\d% ± ", result.stdout)
 
 
 async def test_untimed_requests_of_concurrent_jobs_are_not_recorded() -> None:
