@@ -10,6 +10,8 @@ activity). Staff read it with AdminService.ListActivity / WatchActivity.
 
 Pruning (Pruner, in each core process): rows older than the retention, and
 each organisation's oldest rows beyond its cap, in batches of PRUNE_BATCH.
+How far beyond, activity_counts says (kept by the same statements that
+insert and delete): pruning costs what it deletes, not what is kept.
 """
 
 from __future__ import annotations
@@ -85,6 +87,10 @@ WITH tokens AS (
     JOIN shapes s ON s.n = e.shape + 1
     JOIN tokens k ON k.n = s.token + 1
     RETURNING org_id, request_time, activity_id
+), counted AS (
+    INSERT INTO activity_counts AS c (org_id, entries)
+    SELECT a.org_id, count(*) FROM added a GROUP BY a.org_id
+    ON CONFLICT (org_id) DO UPDATE SET entries = c.entries + excluded.entries
 )
 INSERT INTO activity_batches (org_id, first_time, last_time, first_id, last_id, entries)
 SELECT a.org_id, min(a.request_time), max(a.request_time), min(a.activity_id),
@@ -174,39 +180,46 @@ WHERE EXISTS (SELECT 1 FROM activity a WHERE a.org_id = o.org_id)
    OR EXISTS (SELECT 1 FROM activity_batches b WHERE b.org_id = o.org_id)
 """
 
-DELETE_OLDER = """
-DELETE FROM activity
-WHERE org_id = $1 AND (request_time, activity_id) IN (
-    SELECT request_time, activity_id FROM activity
-    WHERE org_id = $1 AND request_time < $2
-    ORDER BY request_time
-    LIMIT $3)
+# each DELETE of a batch of an organisation's rows returns how many went, and
+# takes them off its count (activity_counts)
+_DELETE_COUNTED = """
+WITH gone AS (
+    DELETE FROM activity
+    WHERE org_id = $1 AND (request_time, activity_id) IN (
+        SELECT request_time, activity_id FROM activity
+        WHERE {which}
+        ORDER BY request_time, activity_id
+        LIMIT {limit})
+    RETURNING 1
+), counted AS (
+    UPDATE activity_counts SET entries = entries - (SELECT count(*) FROM gone)
+    WHERE org_id = $1
+)
+SELECT count(*) FROM gone
 """
 
-# the time of the organisation's newest row beyond its cap, if it has one
-SELECT_CAP_BOUNDARY = """
-SELECT request_time, activity_id FROM activity
-WHERE org_id = $1
-ORDER BY request_time DESC, activity_id DESC
-OFFSET $2 LIMIT 1
+# rows older than $2, at most $3
+DELETE_OLDER = _DELETE_COUNTED.format(which="org_id = $1 AND request_time < $2", limit="$3")
+
+# how many rows the organisation has beyond the cap $2
+SELECT_EXCESS = """
+SELECT entries - $2 FROM activity_counts WHERE org_id = $1
 """
 
-DELETE_BEYOND_CAP = """
-DELETE FROM activity
-WHERE org_id = $1 AND (request_time, activity_id) IN (
-    SELECT request_time, activity_id FROM activity
-    WHERE org_id = $1 AND (request_time, activity_id) <= ($2, $3)
-    ORDER BY request_time
-    LIMIT $4)
-"""
+# the oldest $2 rows
+DELETE_OLDEST = _DELETE_COUNTED.format(which="org_id = $1", limit="$2")
 
 DELETE_BATCHES_BEFORE = """
-DELETE FROM activity_batches
-WHERE org_id = $1 AND batch_id IN (
-    SELECT batch_id FROM activity_batches
-    WHERE org_id = $1 AND recorded_at < $2
-    ORDER BY batch_id
-    LIMIT $3)
+WITH gone AS (
+    DELETE FROM activity_batches
+    WHERE org_id = $1 AND batch_id IN (
+        SELECT batch_id FROM activity_batches
+        WHERE org_id = $1 AND recorded_at < $2
+        ORDER BY batch_id
+        LIMIT $3)
+    RETURNING 1
+)
+SELECT count(*) FROM gone
 """
 
 PRUNE_BATCH = 1000
@@ -554,9 +567,8 @@ def _from(where: Match, since: datetime) -> Match:
     return Match(**{**where.__dict__, "since": since})
 
 
-# one pruner at a time across every core replica: each would scan the same
-# organisations' indexes for the cap (a million entries for one at its cap),
-# and only one deletes anything; the others skip their round. A session lock
+# one pruner at a time across every core replica: each would walk the same
+# organisations and only one deletes anything; the others skip their round. A session lock
 # on the one connection the prune uses (its deletes are short transactions of
 # their own): released at the end, or the connection is closed with it.
 TRY_PRUNE_LOCK = "SELECT pg_try_advisory_lock(7310575402957144900)"
@@ -590,18 +602,22 @@ async def _prune(conn: Conn, retention: timedelta, max_per_org: int, batch: int)
     for org_id in orgs:
         await _in_batches(conn, batch, DELETE_BATCHES_BEFORE, org_id, batches_before)
         deleted += await _in_batches(conn, batch, DELETE_OLDER, org_id, cutoff)
-        boundary = await conn.fetchrow(SELECT_CAP_BOUNDARY, org_id, max_per_org)
-        if boundary is not None:
-            deleted += await _in_batches(conn, batch, DELETE_BEYOND_CAP, org_id, *boundary.values())
+        excess = await conn.fetchval(SELECT_EXCESS, org_id, max_per_org) or 0
+        while excess > 0:  # its oldest, a batch at a time
+            wanted = min(batch, excess)
+            gone: int = await conn.fetchval(DELETE_OLDEST, org_id, wanted)
+            deleted += gone
+            excess = excess - gone if gone == wanted else 0
+            await asyncio.sleep(0)  # let other work in between batches
     return deleted
 
 
 async def _in_batches(conn: Conn, batch: int, statement: str, *args: object) -> int:
-    """Run a DELETE whose last parameter is its batch size until it deletes less."""
+    """Run a DELETE whose last parameter is its batch size, and which returns
+    how many rows it deleted, until it deletes less."""
     total = 0
     while True:
-        status = await conn.execute(statement, *args, batch)
-        count = int(status.rsplit(" ", 1)[-1])
+        count: int = await conn.fetchval(statement, *args, batch)
         total += count
         if count < batch:
             return total

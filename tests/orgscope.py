@@ -58,6 +58,7 @@ TABLES: dict[str, str] = {
     "rate_limits": DISTRIBUTED,
     "activity": DISTRIBUTED,
     "activity_batches": DISTRIBUTED,
+    "activity_counts": DISTRIBUTED,
     # views over distributed tables, colocated: a statement pins them as a table
     "user_grants": DISTRIBUTED,
     "effective_roles": DISTRIBUTED,

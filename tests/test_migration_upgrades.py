@@ -6,7 +6,7 @@ every table that exists by then, then migrated to the newest schema. Then:
 
 - the data is all there, and what later migrations derive from it is right:
   role sequences carried on (0002), `roles` values indexed (0003), totals
-  counted (0004);
+  counted (0004), activity counted (0010);
 - the upgraded schema equals a fresh one, catalog entry by catalog entry
   (columns, constraints, indexes, views, functions).
 
@@ -58,6 +58,14 @@ SEEDS: dict[int, list[str]] = {
     3: [
         f"""INSERT INTO role_value_mappings (org_id, value, role)
             VALUES ('{ORG}', 'wando-admin', 'boss')""",
+    ],
+    8: [
+        f"""INSERT INTO activity (org_id, request_time, token_id, request_id, client, user_agent,
+                                  method, route, resource_id, filter, status, scim_type, detail,
+                                  latency_us)
+            SELECT '{ORG}', now() - n * interval '1 minute', '{GROUP}', 'r' || n, 'okta', 'Okta',
+                   'GET', '/Users', '', '', 200, '', '', 1000
+            FROM generate_series(1, 4) AS n""",
     ],
 }
 
@@ -158,6 +166,12 @@ async def test_each_migration_upgrades_a_database_with_data(
             )
         }
         assert totals == {"users": 3, "groups": 1}
+        # activity counted, for the pruner's cap (0010)
+        activity = await upgraded.fetchval("SELECT count(*) FROM activity WHERE org_id = $1", ORG)
+        counted = await upgraded.fetchval(
+            "SELECT entries FROM activity_counts WHERE org_id = $1", ORG
+        )
+        assert (activity, counted) == ((4, 4) if migration > 8 else (0, None))
 
         assert await catalog(upgraded) == await catalog(fresh)
     finally:

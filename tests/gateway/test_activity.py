@@ -268,12 +268,18 @@ async def test_retention_and_the_per_organisation_cap(
     assert min(kept) > now - timedelta(minutes=10, seconds=1)  # the newest ten remain
     count = await pool.fetchval("SELECT count(*) FROM activity")
     assert count == 15
+    # each organisation's count, kept by the inserts and the deletes, is its rows
+    # (what the pruner reads to find an organisation over its cap)
+    counted = await pool.fetch("SELECT org_id, entries FROM activity_counts ORDER BY 1")
+    actual = await pool.fetch("SELECT org_id, count(*) FROM activity GROUP BY 1 ORDER BY 1")
+    assert [tuple(r) for r in counted] == [tuple(r) for r in actual]
+    assert sorted(r["entries"] for r in counted) == [5, 10]
 
     # a prune that fails midway does not keep the lock from the next one: its
     # session is ended, and PostgreSQL lets the lock go as the backend exits
     # (a moment after the client closed the connection)
     with pytest.raises(asyncpg.PostgresError):
-        await activity.prune(pool, timedelta(days=14), max_per_org=-1)  # OFFSET -1
+        await activity.prune(pool, timedelta(days=14), max_per_org=10, batch=-1)  # LIMIT -1
     async with pool.acquire() as other:
         for _ in range(200):  # 10 s
             if await other.fetchval(activity.TRY_PRUNE_LOCK):
