@@ -121,23 +121,31 @@ class Service:
         ]
 
     async def start(self) -> None:
-        """Fresh processes (their peak RSS starts anew), started side by
-        side: a split gateway connects to the core lazily."""
+        """Fresh processes (their peak RSS starts anew), started side by side:
+        a split gateway connects to the core lazily. A local gateway reads the
+        database itself and refuses a schema short of its own, so it starts
+        once the core (which migrates) is up."""
         self.starts += 1
-        started = await asyncio.gather(
-            *(
-                start(
-                    name,
-                    argv,
-                    log_dir=self.work,
-                    env=env,
-                    ready=ready,
-                    log_name=f"{name}{self.label}-{self.starts}",
-                )
-                for name, argv, ready, env in self._commands()
-            ),
-            return_exceptions=True,
-        )
+        commands = self._commands()
+        first = [c for c in commands if self.mode == "local" and c[0] == "core"]
+        started: list[Child | BaseException] = []
+        for group in (first, [c for c in commands if c not in first]):
+            started += await asyncio.gather(
+                *(
+                    start(
+                        name,
+                        argv,
+                        log_dir=self.work,
+                        env=env,
+                        ready=ready,
+                        log_name=f"{name}{self.label}-{self.starts}",
+                    )
+                    for name, argv, ready, env in group
+                ),
+                return_exceptions=True,
+            )
+            if any(isinstance(e, BaseException) for e in started):
+                break
         failed = [e for e in started if isinstance(e, BaseException)]
         if failed:
             for child in started:

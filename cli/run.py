@@ -23,7 +23,7 @@ from cli.worker import READY
 from common import config, credentials, eventloop, logs, tls, tracing
 from core import auth, db
 from core.cursors import Cursors
-from core.db import SchemaTooNewError
+from core.db import SchemaError
 from core.local import LocalCore, start_local_core
 from core.metrics import serve_metrics, watch_pool
 from core.role_service import RoleOptions
@@ -114,7 +114,7 @@ def _migrate_handler(args: argparse.Namespace) -> int:
 def _run_until_stopped(main: Any) -> int:
     try:
         code = eventloop.run(main)
-    except SchemaTooNewError as exc:
+    except SchemaError as exc:
         log.error("%s", exc)
         return 1
     except OSError as exc:

@@ -45,8 +45,17 @@ INSERT_APPLIED = "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)"
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
-class SchemaTooNewError(Exception):
+class SchemaError(Exception):
+    """The database's schema is not the one this build runs on."""
+
+
+class SchemaTooNewError(SchemaError):
     """The database was migrated by a newer version of this service."""
+
+
+class SchemaTooOldError(SchemaError):
+    """The database lacks migrations this build needs, and this process does
+    not migrate (a gateway with WANDO_CORE=local): `wando migrate` applies them."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,32 @@ async def migrate(conn: Conn) -> list[int]:
             await conn.execute(INSERT_APPLIED, migration.version, migration.name)
             done.append(migration.version)
         return done
+
+
+async def check_schema(conn: Conn) -> None:
+    """That the schema is the one this build knows, for a process that reads
+    and writes the database but never migrates it (a gateway with
+    WANDO_CORE=local): at start-up, rather than as failed statements, one
+    request at a time, once it serves."""
+    migrations = known_migrations()
+    async with conn.transaction():
+        # a migration under way (a core starting beside this process) first ends
+        await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", MIGRATION_LOCK_ID)
+        exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        applied = {r["version"] for r in await conn.fetch(SELECT_APPLIED)} if exists else set()
+    newest_known = migrations[-1].version if migrations else 0
+    if applied and max(applied) > newest_known:
+        raise SchemaTooNewError(
+            f"the database schema is at version {max(applied)}, but this build knows "
+            f"migrations only up to {newest_known}: run a newer build of the service"
+        )
+    missing = [m.version for m in migrations if m.version not in applied]
+    if missing:
+        raise SchemaTooOldError(
+            f"the database schema lacks migration {missing[0]}"
+            + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+            + ", which this build needs: run `wando migrate` (or start a `wando core`) first"
+        )
 
 
 async def migrate_at(dsn: str) -> list[int]:

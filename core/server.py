@@ -234,14 +234,21 @@ async def postgres(settings: Settings) -> AsyncIterator[str]:
 
 @contextlib.asynccontextmanager
 async def database(settings: Settings, *, migrate: bool = True) -> AsyncIterator[asyncpg.Pool]:
-    """The migrated pool, on postgres(settings). `migrate=False`: the schema is
-    already current (a worker of `wando serve`, whose supervisor migrated)."""
+    """The migrated pool, on postgres(settings). `migrate=False`: the schema
+    must already be current (a worker of `wando serve`, whose supervisor
+    migrated; a `wando gateway` with WANDO_CORE=local), which is checked."""
     async with postgres(settings) as dsn:
         sizes = {"min_size": settings.db_pool_min, "max_size": settings.db_pool_max}
         if migrate:
             pool = await db.connect_and_migrate(dsn, **sizes)
         else:
             pool = await db.create_pool(dsn, **sizes)
+            try:
+                async with pool.acquire() as conn:
+                    await db.check_schema(conn)
+            except BaseException:
+                await pool.close()
+                raise
         try:
             yield pool
         finally:

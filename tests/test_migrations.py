@@ -1,15 +1,17 @@
-"""Migrations: applied once, safe when replicas start together, refuse a newer schema."""
+"""Migrations: applied once, safe when replicas start together, refuse a newer
+schema; a process that does not migrate refuses a schema not its own."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from core import db
-from tests.support import with_database
+from tests.support import free_port, run_wando, with_database
 
 
 @pytest.fixture
@@ -117,3 +119,41 @@ async def test_role_values_are_backfilled_for_existing_users(empty_dsn: str) -> 
         assert [tuple(r) for r in rows] == [("u1", "wando-admin"), ("u1", "x")]
     finally:
         await conn.close()
+
+
+async def test_a_local_gateway_refuses_a_schema_that_is_not_its_own(
+    empty_dsn: str, tmp_path: Path
+) -> None:
+    """`wando gateway` with WANDO_CORE=local reads and writes the database but
+    never migrates it: on a database short of this build's migrations it stops
+    at start-up, exit 1, with one line that names the fix, rather than serving
+    and failing statement by statement; on a newer schema it stops too."""
+    env = {
+        "WANDO_CORE": "local",
+        "WANDO_DATABASE_URL": empty_dsn,
+        "WANDO_DATA_DIR": str(tmp_path),
+        "WANDO_HTTP_LISTEN": f"127.0.0.1:{free_port()}",
+    }
+    code, _, err = await run_wando("gateway", env=env)
+    assert code == 1, err
+    assert "lacks migration 1 and" in err and "run `wando migrate`" in err, err
+    assert "Traceback" not in err
+
+    conn = await asyncpg.connect(empty_dsn)
+    try:
+        await db.migrate(conn)
+        await db.check_schema(conn)  # current: nothing to say
+        await conn.execute("DELETE FROM schema_migrations WHERE version = $1", newest())
+        with pytest.raises(db.SchemaTooOldError, match=f"lacks migration {newest()}, which"):
+            await db.check_schema(conn)
+        await conn.execute(db.INSERT_APPLIED, newest(), "back")
+        await conn.execute("INSERT INTO schema_migrations (version, name) VALUES (9999, 'future')")
+    finally:
+        await conn.close()
+    code, _, err = await run_wando("gateway", env=env)
+    assert code == 1, err
+    assert "version 9999" in err and "Traceback" not in err, err
+
+
+def newest() -> int:
+    return db.known_migrations()[-1].version
