@@ -31,7 +31,7 @@ import functools
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextvars import Token
 from typing import TYPE_CHECKING, Any
 
@@ -198,6 +198,25 @@ def _statement(query: str) -> Iterator[None]:
         except BaseException as exc:
             error_status(span, type(exc).__name__)
             raise
+
+
+@contextlib.contextmanager
+def linked_span(
+    name: str, callers: Sequence[trace.SpanContext], attributes: dict[str, Any]
+) -> Iterator[None]:
+    """The span of work done for several callers at once (a batch), current for
+    the block: the root of a trace of its own, linked to each caller's span,
+    since it belongs to no one of them. Nothing while traces are not exported,
+    or if no caller was traced."""
+    current = tracer
+    links = [trace.Link(c) for c in callers if c.is_valid]
+    if current is None or not links:
+        yield
+        return
+    with current.start_as_current_span(
+        name, kind=SpanKind.INTERNAL, links=links, attributes=attributes
+    ):
+        yield
 
 
 class TracedConnection(asyncpg.Connection):  # type: ignore[type-arg]

@@ -18,18 +18,27 @@ A batch is one transaction, so a failure of the whole statement would fail
 every creation in it; such a batch is then run again one creation at a time,
 so that a creation fails only for its own reasons. A taken userName skips
 that user alone (users.INSERT_USERS). The order of the organisation's
-commits, and so of the change stream, is still the counter's."""
+commits, and so of the change stream, is still the counter's.
+
+Whose statement is it: a creation that goes alone runs its statement in its
+caller's context (its request id in the logs, its trace); a batch of several
+runs in a context of none of them, its statements in a span of their own
+linked to each caller's (common.tracing.linked_span). The loop that drains an
+organisation's queue runs in an empty context: it was started by whichever
+caller came first, but it works for all."""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+from opentelemetry import trace
 
-from common import wirejson
+from common import tracing, wirejson
 from core import counts
 from core.errors import Unavailable
 from core.instrumentation import DB_UNAVAILABLE
@@ -53,8 +62,13 @@ class Creation:
     token_id: uuid.UUID | None
     changed: list[str]
     done: asyncio.Future[asyncpg.Record | None] = field(init=False)
+    # the caller's context, and its span's for a batch's links
+    context: contextvars.Context = field(init=False)
+    span: trace.SpanContext = field(init=False)
 
     def __post_init__(self) -> None:
+        self.context = contextvars.copy_context()
+        self.span = trace.get_current_span().get_span_context()
         self.done = asyncio.get_running_loop().create_future()
         # read, so that a failure whose caller went away is not logged as unread
         self.done.add_done_callback(lambda f: f.cancelled() or f.exception())
@@ -78,7 +92,9 @@ class Creations:
         taken. Raises RolesChanging, or the database's error."""
         self._waiting.setdefault(org_id, []).append(creation)
         if org_id not in self._running:
-            self._running[org_id] = asyncio.get_running_loop().create_task(self._run(org_id))
+            self._running[org_id] = asyncio.get_running_loop().create_task(
+                self._run(org_id), context=contextvars.Context()
+            )
         # shielded: a caller that goes away leaves the others' batch alone
         return await asyncio.shield(creation.done)
 
@@ -94,7 +110,7 @@ class Creations:
 
     async def _write(self, org_id: uuid.UUID, batch: list[Creation]) -> None:
         try:
-            rows = await self._insert(org_id, batch)
+            rows = await self._in_context(org_id, batch)
         except Exception as exc:
             if (
                 len(batch) > 1
@@ -115,6 +131,21 @@ class Creations:
         for creation in batch:
             if not creation.done.done():
                 creation.done.set_result(by_id.get(creation.user_id))
+
+    def _in_context(
+        self, org_id: uuid.UUID, batch: list[Creation]
+    ) -> asyncio.Task[list[asyncpg.Record]]:
+        """_insert in the lone creation's context, or a batch's in a span linked
+        to each of its callers' (a task: a coroutine cannot change context)."""
+        loop = asyncio.get_running_loop()
+        if len(batch) == 1:
+            return loop.create_task(self._insert(org_id, batch), context=batch[0].context.copy())
+        return loop.create_task(self._linked(org_id, batch), context=contextvars.Context())
+
+    async def _linked(self, org_id: uuid.UUID, batch: list[Creation]) -> list[asyncpg.Record]:
+        attributes = {"wando.batch_size": len(batch)}
+        with tracing.linked_span("user creations", [c.span for c in batch], attributes):
+            return await self._insert(org_id, batch)
 
     async def _insert(self, org_id: uuid.UUID, batch: list[Creation]) -> list[asyncpg.Record]:
         emails = [(n, v) for n, c in enumerate(batch, 1) for v in c.emails]

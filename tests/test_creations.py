@@ -1,6 +1,7 @@
 """User creations gathered per organisation (core.creations): a burst goes to
 PostgreSQL as few statements, and each creation still succeeds or fails on
-its own, with its own row, audit event and place on the change stream."""
+its own, with its own row, audit event and place on the change stream; and
+each statement shows in the trace it belongs to."""
 
 from __future__ import annotations
 
@@ -9,9 +10,14 @@ import uuid
 
 import asyncpg
 import grpc
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from common import tracing
 from common.wirejson import dumps
-from core import users
+from core import db, users
 from core.creations import Creation, Creations
 from tests.scim_client import Scim
 from tests.support import bearer, new_org_with_token, org_id_of
@@ -128,3 +134,54 @@ async def test_a_creation_the_database_refuses_fails_alone(acme: Scim, pool: asy
     assert all(isinstance(a, asyncpg.Record) for i, a in enumerate(answers) if i != 5)
     names = {r["user_name"] for r in await pool.fetch("SELECT user_name FROM users")}
     assert names == {f"u{i}@acme.example" for i in range(10)}
+
+
+async def test_whose_statement_a_trace_shows(acme: Scim, database_dsn: str) -> None:
+    """A creation that goes alone runs its INSERT in its caller's trace; a
+    batch's INSERT is in a span of its own, linked to each caller's span, and
+    in no caller's trace (before, every batch ran in the trace of whichever
+    caller started the queue)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.use(provider)
+    try:
+        traced = await db.create_pool(database_dsn, min_size=1, max_size=10)  # traced statements
+        try:
+            org_id = await org_id_of(traced, "acme")
+            creations = Creations(traced, users.INSERT_USERS, users.CREATE_ATTEMPTS)
+            tracer = provider.get_tracer("test")
+
+            async def caller(i: int) -> trace.SpanContext:
+                with tracer.start_as_current_span(f"caller {i}") as span:
+                    assert await creations.create(org_id, _creation(f"t{i}@acme.example"))
+                    return span.get_span_context()
+
+            callers = await asyncio.gather(*(caller(i) for i in range(30)))
+        finally:
+            await traced.close()
+    finally:
+        tracing.use(None)
+        provider.shutdown()
+
+    spans = exporter.get_finished_spans()
+    by_id = {s.context.span_id: s for s in spans}
+    batches = [s for s in spans if s.name == "user creations"]
+    inserts = [s for s in spans if s.name == "INSERT users"]
+    assert batches and creations.batches < 30  # some went together
+    # each INSERT is a lone caller's or a batch's, and each caller is in exactly one
+    served: list[int] = []
+    for insert in inserts:
+        assert insert.parent is not None
+        parent = by_id[insert.parent.span_id]
+        if parent.name == "user creations":
+            links = [link.context.span_id for link in parent.links]
+            assert len(links) == parent.attributes["wando.batch_size"] > 1
+            served += links
+        else:
+            assert parent.name.startswith("caller ")
+            served.append(parent.context.span_id)
+    assert sorted(served) == sorted(c.span_id for c in callers)
+    for batch in batches:  # the root of a trace of its own
+        assert batch.parent is None
+        assert batch.context.trace_id not in {c.trace_id for c in callers}
