@@ -85,12 +85,7 @@ async def migrate(conn: Conn) -> list[int]:
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_ID)
         await conn.execute(CREATE_MIGRATIONS_TABLE)
         applied = {row["version"] for row in await conn.fetch(SELECT_APPLIED)}
-        newest_known = migrations[-1].version if migrations else 0
-        if applied and max(applied) > newest_known:
-            raise SchemaTooNewError(
-                f"the database schema is at version {max(applied)}, but this build knows "
-                f"migrations only up to {newest_known}: run a newer build of the service"
-            )
+        _refuse_newer(applied, migrations)
         done = []
         for migration in migrations:
             if migration.version in applied:
@@ -100,6 +95,16 @@ async def migrate(conn: Conn) -> list[int]:
             await conn.execute(INSERT_APPLIED, migration.version, migration.name)
             done.append(migration.version)
         return done
+
+
+def _refuse_newer(applied: set[int], migrations: list[Migration]) -> None:
+    """SchemaTooNewError if a newer build migrated the database."""
+    newest_known = migrations[-1].version if migrations else 0
+    if applied and max(applied) > newest_known:
+        raise SchemaTooNewError(
+            f"the database schema is at version {max(applied)}, but this build knows "
+            f"migrations only up to {newest_known}: run a newer build of the service"
+        )
 
 
 async def check_schema(conn: Conn) -> None:
@@ -113,12 +118,7 @@ async def check_schema(conn: Conn) -> None:
         await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", MIGRATION_LOCK_ID)
         exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
         applied = {r["version"] for r in await conn.fetch(SELECT_APPLIED)} if exists else set()
-    newest_known = migrations[-1].version if migrations else 0
-    if applied and max(applied) > newest_known:
-        raise SchemaTooNewError(
-            f"the database schema is at version {max(applied)}, but this build knows "
-            f"migrations only up to {newest_known}: run a newer build of the service"
-        )
+    _refuse_newer(applied, migrations)
     missing = [m.version for m in migrations if m.version not in applied]
     if missing:
         raise SchemaTooOldError(
