@@ -181,7 +181,8 @@ WHERE EXISTS (SELECT 1 FROM activity a WHERE a.org_id = o.org_id)
 """
 
 # each DELETE of a batch of an organisation's rows returns how many went, and
-# takes them off its count (activity_counts)
+# takes them off its count (activity_counts); a DELETE that found nothing, as
+# most rounds' DELETE_OLDER does, writes no new version of the count
 _DELETE_COUNTED = """
 WITH gone AS (
     DELETE FROM activity
@@ -193,7 +194,7 @@ WITH gone AS (
     RETURNING 1
 ), counted AS (
     UPDATE activity_counts SET entries = entries - (SELECT count(*) FROM gone)
-    WHERE org_id = $1
+    WHERE org_id = $1 AND EXISTS (SELECT 1 FROM gone)
 )
 SELECT count(*) FROM gone
 """

@@ -1,8 +1,8 @@
 """Activity: the gateway's record of every SCIM request that presented a bearer
 token, sent to the core in batches off the request path (issue #18).
 
-A request only appends its entry's fields to bounded lists, one a field
-(`ActivityWriter.record`); a background task turns the lists into
+A request only appends its entry's fields to one bounded flat list
+(`ActivityWriter.record`, `Kept`); a background task turns it into
 RecordActivity calls every BATCH_SECONDS, or sooner once BATCH_SIZE entries
 wait. When the list is full
 (the core is slow or away), new entries are dropped and counted in
@@ -152,7 +152,7 @@ def columns(batch: list[Pending], sha256: Callable[[str], bytes]) -> activity_pb
 
 
 def kept_columns(kept: Kept, sha256: Callable[[str], bytes]) -> activity_pb2.RecordedColumns:
-    """`columns` of entries kept as lists."""
+    """`columns` of entries as `Kept` holds them."""
     (
         tokens,
         wall_times,
