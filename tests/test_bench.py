@@ -116,10 +116,11 @@ def test_every_scim_workload_is_a_ratio_to_the_peer_in_the_same_run(
         expected = ours["requests_per_second"] / theirs["requests_per_second"]
         assert ours["vs_peer"] == pytest.approx(expected, abs=0.01), name
         assert ours["target"] == f"≥{factor:g}x peer", name
-        assert ours["met"] is (ours["vs_peer"] >= factor), name
+        # verdicts are of the ratio itself: a shown 1.50 may be 1.496, short of 1.5
+        assert ours["met"] is (expected >= factor), name
         assert ours["peer_cpu_ms_per_request"] == theirs["cpu_ms_per_request"]
-    for w in SCIM:  # the goal beyond the target
-        assert rows[w.name]["goal_met"] is (rows[w.name]["vs_peer"] >= targets.VS_PEER_GOAL)
+        if name in {w.name for w in SCIM}:  # the goal beyond the target
+            assert ours["goal_met"] is (expected >= targets.VS_PEER_GOAL), name
     assert report.COUNTED_VS_PEER["import"] == 20
     push = quick["checks"]["first push wall time (s)"]
     # the ratio is of the unrounded times; the two shown are rounded to 0.01 s,
