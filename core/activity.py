@@ -24,7 +24,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from google.protobuf.duration_pb2 import Duration
@@ -57,55 +57,42 @@ LIMITS = {
     "detail": 1000,
 }
 
-# a batch as columns (record()). What most requests share — token, User-Agent,
-# method, route, status, error — goes once for each distinct combination (a
-# "shape"; a batch holds a handful), each request naming its shape by index:
-# each value sent costs about as much to encode as to insert. Every
-# organisation's rows also leave one activity_batches row, which WatchActivity
-# follows (watch()).
-INSERT_BATCH = """
-WITH tokens AS (
-    SELECT t.org_id, t.token_id, k.n
-    FROM unnest($1::bytea[]) WITH ORDINALITY AS k(token_hash, n)
-    JOIN scim_tokens t ON t.token_hash = k.token_hash
-), shapes AS (
-    SELECT s.*
-    FROM unnest($2::integer[], $3::text[], $4::text[], $5::text[], $6::text[], $7::smallint[],
-                $8::text[], $9::text[])
-         WITH ORDINALITY AS s(token, user_agent, client, method, route, status, scim_type,
-                              detail, n)
-), added AS (
-    INSERT INTO activity (org_id, request_time, token_id, request_id, client, user_agent,
-                          method, route, resource_id, filter, status, scim_type, detail,
-                          latency_us)
-    SELECT k.org_id, timestamptz 'epoch' + e.request_time_us * interval '1 microsecond',
-           k.token_id, e.request_id, s.client, s.user_agent, s.method, s.route, e.resource_id,
-           e.filter, s.status, s.scim_type, s.detail, e.latency_us
-    FROM unnest($10::integer[], $11::bigint[], $12::text[], $13::text[], $14::text[],
-                $15::integer[])
-         AS e(shape, request_time_us, request_id, resource_id, filter, latency_us)
-    JOIN shapes s ON s.n = e.shape + 1
-    JOIN tokens k ON k.n = s.token + 1
-    RETURNING org_id, request_time, activity_id
-), counted AS (
-    INSERT INTO activity_counts AS c (org_id, entries)
-    SELECT a.org_id, count(*) FROM added a GROUP BY a.org_id
-    ON CONFLICT (org_id) DO UPDATE SET entries = c.entries + excluded.entries
-)
-INSERT INTO activity_batches (org_id, first_time, last_time, first_id, last_id, entries)
-SELECT a.org_id, min(a.request_time), max(a.request_time), min(a.activity_id),
-       max(a.activity_id), count(*)
-FROM added a
-GROUP BY a.org_id
-RETURNING entries
+# the organisation and id of each token a batch names (revoked and expired
+# ones too: their requests are still that organisation's activity)
+SELECT_TOKENS = """
+SELECT token_hash, org_id, token_id FROM scim_tokens WHERE token_hash = ANY($1::bytea[])
 """
+
+# one organisation's requests of one CHUNK_SPAN from a batch, as one row
+# (migration 0011), counted for the pruner's cap
+INSERT_CHUNK = """
+WITH added AS (
+    INSERT INTO activity_chunks (org_id, first_time, last_time, entries, errors,
+                                 request_time_us, token_id, request_id, client, user_agent,
+                                 method, route, resource_id, filter, status, scim_type, detail,
+                                 latency_us)
+    VALUES ($1, timestamptz 'epoch' + $2::bigint * interval '1 microsecond',
+            timestamptz 'epoch' + $3::bigint * interval '1 microsecond', $4, $5,
+            $6::bigint[], $7::uuid[], $8::text[], $9::text[], $10::text[], $11::text[],
+            $12::text[], $13::text[], $14::text[], $15::smallint[], $16::text[], $17::text[],
+            $18::integer[])
+    RETURNING org_id, entries
+)
+INSERT INTO activity_counts AS c (org_id, entries)
+SELECT a.org_id, a.entries FROM added a
+ON CONFLICT (org_id) DO UPDATE SET entries = c.entries + excluded.entries
+"""
+
+# how long the requests of one chunk may span: a chunk is pruned by age as a
+# whole, so an entry may outlive the retention by this much
+CHUNK_SPAN_US = 60_000_000
 
 # each batch's transaction first. Its commit does not wait for the WAL to reach
 # disk (about a third of a batch's cost in PostgreSQL): a PostgreSQL crash may
 # lose the last fraction of a second of activity, never half a batch and
 # nothing else; the gateway drops more whenever the core is away. It then
-# holds a lock until it commits, so that activity_batches ids commit in order
-# and a watch that has seen batch N has seen every one before it.
+# holds a lock until it commits, so that chunk ids commit in order and a watch
+# that has seen chunk N has seen every one before it.
 START_BATCH = (
     "SET LOCAL synchronous_commit = off; SELECT pg_advisory_xact_lock(7310575402957144899)"
 )
@@ -115,9 +102,13 @@ COLUMNS = """a.activity_id, a.org_id, a.request_time, a.token_id, a.request_id, 
        a.detail, a.latency_us"""
 
 # $1 org, $2 from, $3 before, $4 errors only, $5 status, $6 user (text),
-# $7 user's id when $6 names a user, $8 client, then the page position
+# $7 user's id when $6 names a user, $8 client, then the page position. The
+# conditions on a.chunk_* pick the chunks (their index) before they are
+# unnested (migration 0011).
 MATCHES = """
 a.org_id = $1
+  AND a.chunk_last_time >= $2 AND a.chunk_first_time < $3
+  AND (NOT $4 AND $5 < 400 OR a.chunk_errors > 0)
   AND a.request_time >= $2 AND a.request_time < $3
   AND (NOT $4 OR a.status >= 400)
   AND ($5 = 0 OR a.status = $5)
@@ -126,48 +117,58 @@ a.org_id = $1
   AND ($8 = '' OR a.client = $8)
 """
 
+# the chunks that may hold a page's entries (MATCHES' $1 to $5), newest first
+# by their newest entry, after the chunk ($6, $7) in that order; $8 is the
+# page position's time, $9 how many
+SELECT_NEWEST_CHUNKS = """
+SELECT chunk_id, last_time FROM activity_chunks
+WHERE org_id = $1 AND last_time >= $2 AND first_time < $3
+  AND (NOT $4 AND $5::smallint < 400 OR errors > 0)
+  AND (last_time, chunk_id) < ($6, $7)
+  AND ($8::timestamptz IS NULL OR first_time <= $8)
+ORDER BY last_time DESC, chunk_id DESC
+LIMIT $9
+"""
+
+# the entries of chunks $12 before the page position ($9, $10), newest first
 SELECT_PAGE = f"""
 SELECT {COLUMNS}
 FROM activity a
 WHERE {MATCHES}
+  AND a.chunk_id = ANY($12::bigint[])
   AND ($9::timestamptz IS NULL OR (a.request_time, a.activity_id) < ($9, $10))
 ORDER BY a.request_time DESC, a.activity_id DESC
 LIMIT $11
 """
 
-# a watch's start: the entries since its start, oldest first, a page at a time
+# a watch's start: the entries since its start (WATCH_WINDOW at most), oldest
+# first
 SELECT_AFTER = f"""
 SELECT {COLUMNS}
 FROM activity a
 WHERE {MATCHES}
-  AND (a.request_time, a.activity_id) > ($9, $10)
 ORDER BY a.request_time, a.activity_id
-LIMIT $11
 """
 
-# the organisation's newest batch (a watch follows the batches after it)
-SELECT_LAST_BATCH = """
-SELECT coalesce(max(batch_id), 0) FROM activity_batches WHERE org_id = $1
+# the organisation's newest chunk (a watch follows the chunks after it)
+SELECT_LAST_CHUNK = """
+SELECT coalesce(max(chunk_id), 0) FROM activity_chunks WHERE org_id = $1
 """
 
-SELECT_NEXT_BATCHES = """
-SELECT batch_id FROM activity_batches
-WHERE org_id = $1 AND batch_id > $2
-ORDER BY batch_id
+SELECT_NEXT_CHUNKS = """
+SELECT chunk_id FROM activity_chunks
+WHERE org_id = $1 AND chunk_id > $2
+ORDER BY chunk_id
 LIMIT $3
 """
 
-# the entries of the batches after $9 up to $10, each where its batch says in
-# activity's key, in batch order
-SELECT_IN_BATCHES = f"""
+# the entries of the chunks after $9 up to $10, in the order they committed
+SELECT_IN_CHUNKS = f"""
 SELECT {COLUMNS}
-FROM activity_batches b
-JOIN activity a ON a.org_id = b.org_id
-     AND a.request_time BETWEEN b.first_time AND b.last_time
-     AND a.activity_id BETWEEN b.first_id AND b.last_id
-WHERE b.org_id = $1 AND b.batch_id > $9 AND b.batch_id <= $10
-  AND {MATCHES}
-ORDER BY b.batch_id, a.request_time, a.activity_id
+FROM activity a
+WHERE {MATCHES}
+  AND a.chunk_id > $9 AND a.chunk_id <= $10
+ORDER BY a.chunk_id, a.request_time, a.activity_id
 """
 
 SELECT_USER_ID = """
@@ -176,64 +177,62 @@ SELECT user_id::text FROM users WHERE org_id = $1 AND lower(user_name) = lower($
 
 SELECT_ORGS_WITH_ACTIVITY = """
 SELECT o.org_id FROM organizations o
-WHERE EXISTS (SELECT 1 FROM activity a WHERE a.org_id = o.org_id)
-   OR EXISTS (SELECT 1 FROM activity_batches b WHERE b.org_id = o.org_id)
+WHERE EXISTS (SELECT 1 FROM activity_chunks c WHERE c.org_id = o.org_id)
 """
 
-# each DELETE of a batch of an organisation's rows returns how many went, and
-# takes them off its count (activity_counts); a DELETE that found nothing, as
-# most rounds' DELETE_OLDER does, writes no new version of the count
+# each DELETE of an organisation's chunks returns how many chunks and entries
+# went, and takes the entries off its count (activity_counts); a DELETE that
+# found nothing, as most rounds' DELETE_OLDER does, writes no new version of
+# the count
 _DELETE_COUNTED = """
-WITH gone AS (
-    DELETE FROM activity
-    WHERE org_id = $1 AND (request_time, activity_id) IN (
-        SELECT request_time, activity_id FROM activity
-        WHERE {which}
-        ORDER BY request_time, activity_id
-        LIMIT {limit})
-    RETURNING 1
+WITH {picked}, gone AS (
+    DELETE FROM activity_chunks
+    WHERE org_id = $1 AND chunk_id IN (SELECT chunk_id FROM picked)
+    RETURNING entries
 ), counted AS (
-    UPDATE activity_counts SET entries = entries - (SELECT count(*) FROM gone)
+    UPDATE activity_counts SET entries = entries - (SELECT sum(entries) FROM gone)
     WHERE org_id = $1 AND EXISTS (SELECT 1 FROM gone)
 )
-SELECT count(*) FROM gone
+SELECT count(*) AS chunks, coalesce(sum(entries), 0) AS entries FROM gone
 """
 
-# rows older than $2, at most $3
-DELETE_OLDER = _DELETE_COUNTED.format(which="org_id = $1 AND request_time < $2", limit="$3")
+# chunks whose newest entry is older than $2, at most $3
+DELETE_OLDER = _DELETE_COUNTED.format(
+    picked="""picked AS (
+    SELECT chunk_id FROM activity_chunks
+    WHERE org_id = $1 AND last_time < $2
+    ORDER BY last_time, chunk_id
+    LIMIT $3)"""
+)
 
-# how many rows the organisation has beyond the cap $2
+# how many entries the organisation has beyond the cap $2
 SELECT_EXCESS = """
 SELECT entries - $2 FROM activity_counts WHERE org_id = $1
 """
 
-# the oldest $2 rows
-DELETE_OLDEST = _DELETE_COUNTED.format(which="org_id = $1", limit="$2")
-
-DELETE_BATCHES_BEFORE = """
-WITH gone AS (
-    DELETE FROM activity_batches
-    WHERE org_id = $1 AND batch_id IN (
-        SELECT batch_id FROM activity_batches
-        WHERE org_id = $1 AND recorded_at < $2
-        ORDER BY batch_id
-        LIMIT $3)
-    RETURNING 1
+# the oldest chunks that hold the $2 oldest entries, at most $3 chunks
+DELETE_OLDEST = _DELETE_COUNTED.format(
+    picked="""oldest AS (
+    SELECT chunk_id, sum(entries) OVER (ORDER BY last_time, chunk_id) - entries AS older
+    FROM activity_chunks
+    WHERE org_id = $1
+    ORDER BY last_time, chunk_id
+    LIMIT $3
+), picked AS (
+    SELECT chunk_id FROM oldest WHERE older < $2)"""
 )
-SELECT count(*) FROM gone
-"""
 
-PRUNE_BATCH = 1000
-# how long a batch's row stays for watches to follow (a watch whose reader
-# stalls longer misses what was pruned meanwhile)
-BATCHES_KEPT = timedelta(hours=1)
+# chunks a statement deletes (each up to MAX_BATCH entries)
+PRUNE_BATCH = 20
 PRUNE_EVERY_SECONDS = 60.0
 # how far back a watch's start may reach
 WATCH_WINDOW = timedelta(seconds=30)
-WATCH_PAGE = 1000
-# batches a watch reads at once (each up to MAX_BATCH entries), when it is behind
-WATCH_BATCHES = 50
+# chunks a watch reads at once (each up to MAX_BATCH entries), when it is behind
+WATCH_CHUNKS = 50
 WATCH_POLL_SECONDS = 1.0
+# chunks a page's first read picks (then twice as many each time, up to the most)
+PAGE_CHUNKS = 8
+PAGE_CHUNKS_MOST = 256
 NEVER = datetime(1, 1, 1, tzinfo=UTC)
 FOREVER = datetime(9999, 1, 1, tzinfo=UTC)
 
@@ -275,44 +274,66 @@ async def record(conn: Conn, batch: activity_pb2.RecordActivityRequest) -> int:
         raise InvalidArgument("clients holds no value for each User-Agent", field="columns")
     _check_index(columns.token, len(columns.token_sha256), "token")
     _check_index(columns.user_agent, len(columns.user_agents), "user_agent")
-    index: dict[tuple[object, ...], int] = {}
-    shape = [
-        index.setdefault(s, len(index))
-        for s in zip(
-            columns.token,
-            columns.user_agent,
-            columns.method,
-            columns.route,
-            columns.status,
-            columns.scim_type,
-            columns.detail,
-            strict=True,
-        )
-    ]
-    token, agent, method, route, status, scim_type, detail = zip(*index, strict=True)
+    owners = {
+        row["token_hash"]: (row["org_id"], row["token_id"])
+        for row in await conn.fetch(SELECT_TOKENS, list(set(columns.token_sha256)))
+    }
+    owner = [owners.get(h) for h in columns.token_sha256]
+    times = _times(list(columns.request_time_us))
     user_agents = _texts("user_agent", columns.user_agents)
     clients = [c if c in CLIENTS else "other" for c in columns.clients]
+    fields: tuple[Sequence[Any], ...] = (
+        times,
+        [o[1] if (o := owner[t]) else None for t in columns.token],
+        _texts("request_id", columns.request_id),
+        [clients[a] for a in columns.user_agent],
+        [user_agents[a] for a in columns.user_agent],
+        _texts("method", columns.method, repeated=True),
+        _texts("route", columns.route, repeated=True),
+        _texts("resource_id", columns.resource_id),
+        _texts("filter", columns.filter),
+        _bounded(columns.status, 0, 999),
+        _texts("scim_type", columns.scim_type, repeated=True),
+        _texts("detail", columns.detail, repeated=True),
+        _bounded(columns.latency_us, 0, 2**31 - 1),
+    )
+    chunks = []
+    for org_id, picked in _chunks(owner, columns.token, times):
+        values = fields if picked is None else tuple([f[i] for i in picked] for f in fields)
+        status = values[9]
+        chunks.append(
+            (
+                org_id,
+                min(values[0]),
+                max(values[0]),
+                len(values[0]),
+                sum(s >= 400 for s in status),
+                *values,
+            )
+        )
+    if not chunks:
+        return 0
     async with conn.transaction():
         await conn.execute(START_BATCH)
-        rows = await conn.fetch(
-            INSERT_BATCH,
-            list(columns.token_sha256),
-            token,
-            [user_agents[a] for a in agent],
-            [clients[a] for a in agent],
-            _texts("method", method),
-            _texts("route", route),
-            _bounded(status, 0, 999),
-            _texts("scim_type", scim_type),
-            _texts("detail", detail),
-            shape,
-            _times(list(columns.request_time_us)),
-            _texts("request_id", columns.request_id),
-            _texts("resource_id", columns.resource_id),
-            _texts("filter", columns.filter),
-            _bounded(list(columns.latency_us), 0, 2**31 - 1),
-        )
-    return sum(row["entries"] for row in rows)
+        await conn.executemany(INSERT_CHUNK, chunks)
+    return sum(c[3] for c in chunks)
+
+
+def _chunks(
+    owner: list[tuple[uuid.UUID, uuid.UUID] | None], token: Sequence[int], times: list[int]
+) -> list[tuple[uuid.UUID, list[int] | None]]:
+    """Which requests go in each chunk: each organisation's of each
+    CHUNK_SPAN (None: all of them, as a batch of one organisation's last
+    second usually is); requests whose token matches none are left out."""
+    orgs = {o[0] for o in owner if o}
+    first, last = min(times), max(times)
+    if len(orgs) == 1 and all(owner) and first // CHUNK_SPAN_US == last // CHUNK_SPAN_US:
+        return [(orgs.pop(), None)]
+    picked: dict[tuple[uuid.UUID, int], list[int]] = {}
+    for i, (t, us) in enumerate(zip(token, times, strict=True)):
+        if (o := owner[t]) is not None:
+            picked.setdefault((o[0], us // CHUNK_SPAN_US), []).append(i)
+    return [(org_id, indexes) for (org_id, _), indexes in picked.items()]
 
 
 # the columns with one value for each request
@@ -390,12 +411,14 @@ def _bounded(values: Sequence[int], low: int, high: int) -> Sequence[int]:
     return [max(low, min(v, high)) for v in values]
 
 
-def _texts(name: str, values: Sequence[str]) -> list[str]:
+def _texts(name: str, values: Sequence[str], repeated: bool = False) -> list[str]:
     """A column as stored (_clip), checked all at once: a batch's text
     rarely holds anything to withhold or cut, and one scan of it joined says
-    so (substring searches first: _SECRET's scan costs ten times more)."""
+    so (substring searches first: _SECRET's scan costs ten times more). A
+    `repeated` column (a method, a route: a handful of values in a batch) is
+    checked a value once."""
     values = list(values)
-    joined = "\n".join(values)
+    joined = "\n".join(set(values) if repeated else values)
     lowered = joined.lower()
     if (
         max(map(len, values), default=0) <= LIMITS[name]
@@ -495,7 +518,7 @@ async def list_page(
             raise InvalidArgument(
                 "page_token is not one this server issued", field="page_token"
             ) from None
-    rows = await conn.fetch(SELECT_PAGE, *where.args(), at, last, size + 1)
+    rows = await _newest(conn, where, at, last, size + 1)
     next_token = ""
     if len(rows) > size:
         rows = rows[:size]
@@ -505,9 +528,38 @@ async def list_page(
     return rows, next_token
 
 
-async def last_batch(conn: Conn, org_id: uuid.UUID) -> int:
-    """The position of the organisation's last batch stored (watch's `after`)."""
-    position: int = await conn.fetchval(SELECT_LAST_BATCH, org_id)
+async def _newest(
+    conn: Conn, where: Match, at: datetime | None, last: int | None, size: int
+) -> list[asyncpg.Record]:
+    """The `size` newest entries before (at, last). Chunks overlap in time
+    (several gateways; one that was cut off from the core sends late), so
+    they are read newest first by their newest entry, a few more each time,
+    until the next one's newest entry is older than the last entry kept."""
+    found: list[asyncpg.Record] = []
+    after: tuple[datetime, int] = (FOREVER, 2**63 - 1)
+    wanted = PAGE_CHUNKS
+    while True:
+        chunks = await conn.fetch(SELECT_NEWEST_CHUNKS, *where.args()[:5], *after, at, wanted + 1)
+        picked = chunks[:wanted]
+        if picked:
+            ids = [c["chunk_id"] for c in picked]
+            rows = await conn.fetch(SELECT_PAGE, *where.args(), at, last, size, ids)
+            found = sorted([*found, *rows], key=_position, reverse=True)[:size]
+        if len(chunks) <= wanted:
+            return found
+        if len(found) == size and found[-1]["request_time"] > chunks[wanted]["last_time"]:
+            return found
+        after = (picked[-1]["last_time"], picked[-1]["chunk_id"])
+        wanted = min(wanted * 2, PAGE_CHUNKS_MOST)
+
+
+def _position(row: asyncpg.Record) -> tuple[datetime, int]:
+    return (row["request_time"], row["activity_id"])
+
+
+async def last_chunk(conn: Conn, org_id: uuid.UUID) -> int:
+    """The position of the organisation's last chunk stored (watch's `after`)."""
+    position: int = await conn.fetchval(SELECT_LAST_CHUNK, org_id)
     return position
 
 
@@ -516,52 +568,41 @@ async def watch(
 ) -> AsyncIterator[asyncpg.Record]:
     """Entries as they are stored from now on (also those already stored
     whose request is at or after `start`, at most WATCH_WINDOW back; or, with
-    `after`, those stored after that position, from last_batch()), each once,
-    in the order their batches committed.
+    `after`, those stored after that position, from last_chunk()), each once,
+    in the order their chunks committed.
 
     Entries carry their request's time and arrive in batches up to a flush
     interval later (much later from a gateway that was cut off from the core),
     from several gateways in any order; following the request time would miss
-    a late batch. So a watch reads the number of the last batch stored (and
-    what `start` asks for, in the same snapshot), then follows the batches
-    after it (activity_batches: numbered in commit order)."""
+    a late batch. So a watch reads the number of the last chunk stored (and
+    what `start` asks for, in the same snapshot), then follows the chunks
+    after it (numbered in commit order)."""
     last = after
     if not after:
         async with (
             pool.acquire() as conn,
             conn.transaction(isolation="repeatable_read", readonly=True),
         ):
-            last = await last_batch(conn, where.org_id)
+            last = await last_chunk(conn, where.org_id)
             stored = []
             if start is not None:
                 since = max(start, datetime.now(UTC) - WATCH_WINDOW)
-                stored = await _since(conn, _from(where, max(since, where.since)))
+                since = max(since, where.since)
+                stored = await conn.fetch(SELECT_AFTER, *_from(where, since).args())
         for row in stored:
             yield row
     while True:
         async with pool.acquire() as conn:
-            batches = await conn.fetch(SELECT_NEXT_BATCHES, where.org_id, last, WATCH_BATCHES)
-            if batches:
-                upto = batches[-1]["batch_id"]
-                rows = await conn.fetch(SELECT_IN_BATCHES, *where.args(), last, upto)
+            chunks = await conn.fetch(SELECT_NEXT_CHUNKS, where.org_id, last, WATCH_CHUNKS)
+            if chunks:
+                upto = chunks[-1]["chunk_id"]
+                rows = await conn.fetch(SELECT_IN_CHUNKS, *where.args(), last, upto)
                 last = upto
-        if batches:
+        if chunks:
             for row in rows:
                 yield row
-        if len(batches) < WATCH_BATCHES:
+        if len(chunks) < WATCH_CHUNKS:
             await asyncio.sleep(WATCH_POLL_SECONDS)
-
-
-async def _since(conn: Conn, where: Match) -> list[asyncpg.Record]:
-    """What is stored from where.since on, oldest first."""
-    rows: list[asyncpg.Record] = []
-    position: tuple[datetime, int] = (where.since, -1)
-    while True:
-        page = await conn.fetch(SELECT_AFTER, *where.args(), *position, WATCH_PAGE)
-        rows.extend(page)
-        if len(page) < WATCH_PAGE:
-            return rows
-        position = (page[-1]["request_time"], page[-1]["activity_id"])
 
 
 def _from(where: Match, since: datetime) -> Match:
@@ -599,30 +640,25 @@ async def _prune(conn: Conn, retention: timedelta, max_per_org: int, batch: int)
     deleted = 0
     orgs = [r["org_id"] for r in await conn.fetch(SELECT_ORGS_WITH_ACTIVITY)]
     cutoff = datetime.now(UTC) - retention
-    batches_before = datetime.now(UTC) - BATCHES_KEPT
     for org_id in orgs:
-        await _in_batches(conn, batch, DELETE_BATCHES_BEFORE, org_id, batches_before)
-        deleted += await _in_batches(conn, batch, DELETE_OLDER, org_id, cutoff)
+        while True:  # its chunks past the retention, a batch at a time
+            chunks, entries = await _delete(conn, DELETE_OLDER, org_id, cutoff, batch)
+            deleted += entries
+            if chunks < batch:
+                break
         excess = await conn.fetchval(SELECT_EXCESS, org_id, max_per_org) or 0
-        while excess > 0:  # its oldest, a batch at a time
-            wanted = min(batch, excess)
-            gone: int = await conn.fetchval(DELETE_OLDEST, org_id, wanted)
-            deleted += gone
-            excess = excess - gone if gone == wanted else 0
-            await asyncio.sleep(0)  # let other work in between batches
+        while excess > 0:  # its oldest chunks, until it is within its cap
+            chunks, entries = await _delete(conn, DELETE_OLDEST, org_id, excess, batch)
+            deleted += entries
+            excess = excess - entries if chunks else 0
     return deleted
 
 
-async def _in_batches(conn: Conn, batch: int, statement: str, *args: object) -> int:
-    """Run a DELETE whose last parameter is its batch size, and which returns
-    how many rows it deleted, until it deletes less."""
-    total = 0
-    while True:
-        count: int = await conn.fetchval(statement, *args, batch)
-        total += count
-        if count < batch:
-            return total
-        await asyncio.sleep(0)  # let other work in between batches
+async def _delete(conn: Conn, statement: str, *args: object) -> tuple[int, int]:
+    """One of the pruner's DELETEs: how many chunks and entries went."""
+    gone = await conn.fetchrow(statement, *args)
+    await asyncio.sleep(0)  # let other work in between batches
+    return (gone["chunks"], gone["entries"]) if gone else (0, 0)
 
 
 class Pruner:

@@ -261,7 +261,7 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
             rows, next_token = await activity.list_page(
                 conn, where, request.page_size, request.page_token
             )
-            watch_after = await activity.last_batch(conn, where.org_id)
+            watch_after = await activity.last_chunk(conn, where.org_id)
         return pb.ListActivityResponse(
             entries=[activity.to_proto(r) for r in rows],
             next_page_token=next_token,

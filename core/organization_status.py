@@ -24,7 +24,8 @@ SELECT token_id,
        count(*) FILTER (WHERE status >= 400) AS errors,
        count(*) FILTER (WHERE status = 401) AS unauthorized
 FROM activity
-WHERE org_id = $1 AND request_time >= now() - interval '24 hours'
+WHERE org_id = $1 AND chunk_last_time >= now() - interval '24 hours'
+  AND request_time >= now() - interval '24 hours'
 GROUP BY token_id
 """
 
@@ -32,7 +33,7 @@ GROUP BY token_id
 SELECT_TOKEN_LATEST = f"""
 SELECT DISTINCT ON (a.token_id) {activity.COLUMNS}
 FROM activity a
-WHERE a.org_id = $1 AND (NOT $2 OR a.status >= 400)
+WHERE a.org_id = $1 AND (NOT $2 OR a.chunk_errors > 0 AND a.status >= 400)
 ORDER BY a.token_id, a.request_time DESC, a.activity_id DESC
 """
 

@@ -57,7 +57,7 @@ TABLES: dict[str, str] = {
     "resource_counts": DISTRIBUTED,
     "rate_limits": DISTRIBUTED,
     "activity": DISTRIBUTED,
-    "activity_batches": DISTRIBUTED,
+    "activity_chunks": DISTRIBUTED,
     "activity_counts": DISTRIBUTED,
     # views over distributed tables, colocated: a statement pins them as a table
     "user_grants": DISTRIBUTED,

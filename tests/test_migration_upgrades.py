@@ -6,7 +6,7 @@ every table that exists by then, then migrated to the newest schema. Then:
 
 - the data is all there, and what later migrations derive from it is right:
   role sequences carried on (0002), `roles` values indexed (0003), totals
-  counted (0004), activity counted (0010);
+  counted (0004), activity counted (0010) and kept in chunks (0011);
 - the upgraded schema equals a fresh one, catalog entry by catalog entry
   (columns, constraints, indexes, views, functions).
 
@@ -172,6 +172,15 @@ async def test_each_migration_upgrades_a_database_with_data(
             "SELECT entries FROM activity_counts WHERE org_id = $1", ORG
         )
         assert (activity, counted) == ((4, 4) if migration > 8 else (0, None))
+        # activity's rows, each request as it was, moved into chunks (0011)
+        kept = await upgraded.fetch(
+            "SELECT request_id, route, status, latency_us, request_time > now() - interval '5m'"
+            " AS recent FROM activity WHERE org_id = $1 ORDER BY request_time DESC, activity_id",
+            ORG,
+        )
+        assert [tuple(r) for r in kept] == [
+            (f"r{n}", "/Users", 200, 1000, True) for n in range(1, 5) if migration > 8
+        ]
 
         assert await catalog(upgraded) == await catalog(fresh)
     finally:

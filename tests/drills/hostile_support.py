@@ -174,17 +174,15 @@ def expect(reply: Reply, status: int, scim_type: str | None, *mentions: str) -> 
 # refused one, may note that the token was used.
 VOLATILE_COLUMNS = {("scim_tokens", "last_used_at")}
 # activity records every request, refused ones included (issue #18): it is a
-# log of what was asked, not data a refused request may change (and
-# activity_batches says where each batch of it went, activity_counts how much
-# of it each organisation has)
+# log of what was asked, not data a refused request may change (stored in
+# activity_chunks; activity_counts says how much of it each organisation has)
 
 TABLES = """
 SELECT c.table_name, array_agg(c.column_name::text ORDER BY c.ordinal_position) AS columns
 FROM information_schema.columns c
 JOIN information_schema.tables t USING (table_schema, table_name)
 WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE'
-  AND c.table_name NOT IN ('schema_migrations', 'activity', 'activity_batches',
-                           'activity_counts')
+  AND c.table_name NOT IN ('schema_migrations', 'activity_chunks', 'activity_counts')
 GROUP BY c.table_name ORDER BY c.table_name
 """
 

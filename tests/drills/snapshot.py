@@ -21,7 +21,7 @@ ORDER BY table_name
 """
 VOLATILE = {"scim_tokens": {"last_used_at"}}
 # a record of requests, not data the requests change: every request adds to it
-NOT_OWNED_DATA = {"activity", "activity_batches", "activity_counts"}
+NOT_OWNED_DATA = {"activity", "activity_chunks", "activity_counts"}
 
 
 async def org_rows(pool: asyncpg.Pool, org_id: str | uuid.UUID) -> dict[str, list[str]]:

@@ -334,6 +334,68 @@ async def test_paging_newest_first(
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_paging_across_chunks_that_overlap_in_time(
+    core: CoreServer,
+    channel: grpc.aio.Channel,
+    admin_stub: agrpc.AdminServiceStub,
+    pool: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each batch is stored as one chunk an organisation a minute; batches
+    from several gateways overlap in time, and one cut off from the core sends
+    an hour-old backlog late. Paging newest first still gives every entry once,
+    in order, whichever chunk holds it, with filters and a time range."""
+    monkeypatch.setattr(activity, "PAGE_CHUNKS", 1)  # the fewest chunks each read
+    secret = await issue_token(admin_stub, "initech")
+    record = activity_pb2_grpc.ActivityServiceStub(channel)
+    now = datetime.now(UTC).replace(second=30)
+    # two gateways' batches, interleaved in time; then a backlog an hour old,
+    # across two minutes (two chunks); then a batch with a failure
+    batches = [
+        [now - timedelta(seconds=s) for s in range(0, 20, 2)],
+        [now - timedelta(seconds=s) for s in range(1, 20, 2)],
+        [now - timedelta(hours=1, seconds=s) for s in range(0, 60, 5)],
+        [now - timedelta(seconds=10.5)],
+    ]
+    for n, times in enumerate(batches):
+        status = 500 if n == 3 else 200
+        requests = [entry_at(t, secret, status) for t in times]
+        await record.RecordActivity(
+            activity_pb2.RecordActivityRequest(requests=requests), metadata=GATEWAY
+        )
+    assert await pool.fetchval("SELECT count(*) FROM activity_chunks") == 5
+
+    async def listed(page_size: int, **request: Any) -> list[activity_pb2.ActivityEntry]:
+        seen: list[activity_pb2.ActivityEntry] = []
+        token = ""
+        while True:
+            page = await admin_stub.ListActivity(
+                apb.ListActivityRequest(
+                    organization="initech", page_size=page_size, page_token=token, **request
+                ),
+                metadata=ADMIN,
+            )
+            seen.extend(page.entries)
+            token = page.next_page_token
+            if not token:
+                return seen
+
+    every = sorted((t for times in batches for t in times), reverse=True)
+    for page_size in (1, 3, 7, 100):
+        seen = await listed(page_size)
+        assert [e.request_time.ToDatetime(tzinfo=UTC) for e in seen] == every
+        assert len({e.id for e in seen}) == len(every)
+    failed = await listed(2, filter=apb.ActivityFilter(errors_only=True))
+    assert [e.status for e in failed] == [500]
+    since, before = Timestamp(), Timestamp()
+    since.FromDatetime(now - timedelta(hours=1, seconds=22))
+    before.FromDatetime(now - timedelta(hours=1, seconds=2))
+    hour_ago = await listed(2, start_time=since, end_time=before)
+    assert [e.request_time.ToDatetime(tzinfo=UTC) for e in hour_ago] == [
+        now - timedelta(hours=1, seconds=s) for s in (5, 10, 15, 20)
+    ]
+
+
 async def test_watch_streams_new_requests(
     client: TestClient[Any, Any],
     core: CoreServer,
@@ -551,12 +613,17 @@ async def test_a_batch_in_columns_stores_each_request_as_sent(
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert await pool.fetchval("SELECT count(*) FROM activity") == 5
 
-    # the batches a watch follows are kept for a while, then pruned
-    assert await pool.fetchval("SELECT count(*) FROM activity_batches") == 2
-    monkeypatch.setattr(activity, "BATCHES_KEPT", timedelta(0))
-    await activity.prune(pool, timedelta(days=14), max_per_org=1000)
-    assert await pool.fetchval("SELECT count(*) FROM activity_batches") == 0
-    assert await pool.fetchval("SELECT count(*) FROM activity") == 5
+    # each organisation's part of the batch is one row, its chunk; neither
+    # holds the other's requests
+    chunks = await pool.fetch(
+        "SELECT o.slug, c.entries, c.errors FROM activity_chunks c"
+        " JOIN organizations o USING (org_id) ORDER BY o.slug"
+    )
+    theirs = {slug: [p for p in sent if p.token == secret] for slug, secret in secrets.items()}
+    assert [tuple(c) for c in chunks] == [
+        (slug, len(theirs[slug]), sum(p.status >= 400 for p in theirs[slug]))
+        for slug in sorted(theirs)
+    ]
 
 
 async def test_the_writer_drops_rather_than_waits(
