@@ -789,11 +789,24 @@ async def test_hostile_text_in_one_request_loses_no_other_entry(
     await scim.get("/Users?filter=userName%20eq%20%22a%00b%22")
     await scim.get("/Users?filter=userName%20eq%20%22%ED%A0%80%22")
     await scim.get("/Users/a%00b")
+    # the unit separator that a batch's text travels joined with (core.activity)
+    await scim.get("/Users?filter=userName%20eq%20%22a%1Fb%22")
+    await scim.get("/Users/a%1Fb")
     await scim.get("/Groups")
     await client.app[ACTIVITY].flush()
-    rows = await pool.fetch("SELECT route, filter FROM activity ORDER BY request_time")
-    assert [r["route"] for r in rows] == ["/Users", "/Users", "/Users", "/Users/{id}", "/Groups"]
-    assert all("\x00" not in r["filter"] for r in rows)
+    rows = await pool.fetch("SELECT route, filter, resource_id FROM activity ORDER BY request_time")
+    assert [r["route"] for r in rows] == [
+        "/Users",
+        "/Users",
+        "/Users",
+        "/Users/{id}",
+        "/Users",
+        "/Users/{id}",
+        "/Groups",
+    ]
+    assert all("\x00" not in r["filter"] and "\x1f" not in "".join(r) for r in rows)
+    assert rows[4]["filter"] == 'userName eq "a\ufffdb"'
+    assert rows[5]["resource_id"] == "a\ufffdb"
 
 
 def test_an_entry_with_a_lone_surrogate_is_still_sent() -> None:
