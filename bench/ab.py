@@ -24,8 +24,10 @@ process (`wando serve`'s shape; bench.service). Printed: the gateway's, the
 core's and the stack's PostgreSQL backends' CPU (user + system, /proc) ÷
 requests, per round and as the mean of the rounds; then, over every stack of
 every run, each revision's mean and, for REV beside REV:off, what activity
-costs. PostgreSQL's shared processes (WAL writer, checkpointer, autovacuum)
-are left out: the stacks share one server.
+costs: over all stacks, and paired by run (each run's own ratio, then their
+mean: what the runs share, the machine's speed of the moment, drops out).
+PostgreSQL's shared processes (WAL writer, checkpointer, autovacuum) are left
+out: the stacks share one server.
 """
 
 from __future__ import annotations
@@ -267,8 +269,33 @@ def summary(means: list[dict[str, Any]]) -> list[str]:
                 continue
             cost = mean(on) / mean(off) - 1
             error = (_variance(on) / len(on) + _variance(off) / len(off)) ** 0.5 / mean(off)
-            lines.append(f"{workload:<12} {rev:<14} activity costs {cost:.1%} ± {error:.1%}")
+            line = f"{workload:<12} {rev:<14} activity costs {cost:.1%} ± {error:.1%}"
+            paired = _paired_by_run(means, workload, rev)
+            if len(paired) > 1:
+                line += (
+                    f"; paired by run {mean(paired):.1%} ± "
+                    f"{(_variance(paired) / len(paired)) ** 0.5:.1%} ({len(paired)} runs)"
+                )
+            lines.append(line)
     return lines
+
+
+def _paired_by_run(means: list[dict[str, Any]], workload: str, rev: str) -> list[float]:
+    """Activity's cost in each run alone: its stacks of REV against its stacks
+    of REV:off, measured at the same moment. The machine's speed moves from
+    one run to the next more than a few per cent; each run's own ratio leaves
+    that out, and the spread of the ratios over runs is the error left."""
+    runs: dict[int, dict[str, list[float]]] = {}
+    for m in means:
+        name = m["rev"].partition("#")[0]
+        if m["workload"] == workload and name in (rev, rev + ACTIVITY_OFF):
+            side = "off" if name.endswith(ACTIVITY_OFF) else "on"
+            runs.setdefault(m.get("run", 0), {"on": [], "off": []})[side].append(m["all_ms"])
+    return [
+        mean(sides["on"]) / mean(sides["off"]) - 1
+        for sides in runs.values()
+        if sides["on"] and sides["off"]
+    ]
 
 
 def _variance(values: list[float]) -> float:

@@ -23,7 +23,7 @@ import psutil  # type: ignore[import-untyped]
 import pytest
 from aiohttp import web
 
-from bench import loop, report, summary, targets
+from bench import ab, loop, report, summary, targets
 from bench.context import Context
 from bench.load import LoadClient
 from bench.processes import free_port, postmaster_pid, tree_cpu_seconds
@@ -401,6 +401,34 @@ def test_revisions_are_measured_side_by_side(
     if ".:off" in revs:
         for workload in ("get-user", "put-user"):
             assert re.search(rf"{workload} +\. +activity costs -?\d+\.\d% ± ", result.stdout)
+            if runs > 1:
+                assert re.search(rf"{workload} +\. .*; paired by run -?\d+\.\d% ± ", result.stdout)
+
+
+def test_the_ab_summary_pairs_each_run_with_itself() -> None:
+    """The machine's speed moves from one run to the next: each run's stacks
+    with activity are compared with its own stacks without, and the error is
+    the spread of those ratios, not of every stack over every run."""
+
+    def stack(run: int, rev: str, ms: float) -> dict[str, Any]:
+        return {"run": run, "workload": "get-user", "rev": rev, "all_ms": ms}
+
+    # run 1 is a third slower than run 0 throughout; activity costs 4 % and 6 %
+    means = [
+        stack(0, ".#1", 0.52),
+        stack(0, ".:off#1", 0.50),
+        stack(1, ".:off#1", 0.60),
+        stack(1, ".#1", 0.636),
+        stack(1, ".#2", 0.636),
+        stack(1, ".:off#2", 0.60),
+    ]
+    lines = ab.summary(means)
+    cost = next(line for line in lines if "activity costs" in line)
+    # over all stacks the slow run weighs more, and the spread of speeds is the error
+    assert cost.startswith("get-user     .              activity costs 5.4% ± 9.0%")
+    assert cost.endswith("; paired by run 5.0% ± 1.0% (2 runs)")
+    # one run has nothing to pair across
+    assert "paired" not in next(line for line in ab.summary(means[:2]) if "costs" in line)
 
 
 async def test_untimed_requests_of_concurrent_jobs_are_not_recorded() -> None:
