@@ -4,8 +4,9 @@ service, measured side by side on a shared machine.
 On a machine that other work shares, CPU per request taken one run after
 another moves by ±10 % with the load of the moment (a busier process batches
 more events per wake-up); a change worth 2 % cannot be seen. Here every
-revision runs at once as its own `wando core` + `wando gateway` on one
-embedded PostgreSQL, and each workload loads them all at the same moment
+revision runs at once as its own `wando core` + `wando gateway` on its own
+copy of one dataset's database, in one embedded PostgreSQL, and each
+workload loads them all at the same moment
 (one load process each), so they share the same neighbours: two stacks of
 the same revision agreed within 2-4 % (3 rounds of 4 s, 2 cores shared with
 other benchmarks), on a quieter day; on 2026-12-06 four stacks of one revision
@@ -45,6 +46,7 @@ from io import BytesIO
 from pathlib import Path
 from statistics import mean, variance
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -53,7 +55,7 @@ from bench.dataset import Dataset
 from bench.load import LoadClient
 from bench.run import cpu_per_request
 from bench.service import Service
-from bench.sizes import QUICK
+from bench.sizes import QUICK, Sizes
 from bench.workloads import THROUGHPUT
 from core import db, embedded
 
@@ -186,19 +188,24 @@ async def run(
         postmaster = processes.postmaster_pid(work / "pg" / "postgres")
         stacks: list[Stack] = []
         try:
+            sources = [export(rev, work / f"stack{n}" / "src") for n, rev in enumerate(revs)]
+            sizes = replace(QUICK, users=users, small_import_users=10)
+            (work / "builder").mkdir()
+            builder = Service(
+                _database(pg.dsn, TEMPLATE), work / "builder", postmaster, mode, source=sources[0]
+            )
+            data = await _template(pg.dsn, builder, sizes)
             for n, rev in enumerate(revs):
                 home = work / f"stack{n}"
-                home.mkdir()
-                source = export(rev, home / "src")
+                home.mkdir(exist_ok=True)
+                dsn = await _copy(pg.dsn, f"{TEMPLATE}{n}")
                 activity = not rev.endswith(ACTIVITY_OFF)
-                service = Service(pg.dsn, home, postmaster, mode, activity=activity, source=source)
-                await service.start()  # the first one migrates
+                service = Service(dsn, home, postmaster, mode, activity=activity, source=sources[n])
+                await service.start()
                 label = rev if revs.count(rev) == 1 else f"{rev}#{revs[:n].count(rev) + 1}"
                 stacks.append(Stack(label, service, await LoadClient.start(home / "load.log")))
             pool = await db.create_pool(pg.dsn, min_size=1, max_size=4)
             try:
-                sizes = replace(QUICK, users=users, small_import_users=10)
-                data = await dataset.build(stacks[0].service, pool, sizes)
                 # a pass of each workload that counts for nothing: the pools
                 # open their connections, which backends() then finds
                 for name in workloads:
@@ -219,6 +226,55 @@ async def run(
                 await stack.load.stop()
             await pg.stop()
     return {"revs": [s.rev for s in stacks], "rows": rows, "means": means(rows)}
+
+
+# the database the dataset is built in, and each stack's copy of it (+ its index)
+TEMPLATE = "wando_ab"
+
+
+def _database(dsn: str, name: str) -> str:
+    """`dsn` with another database."""
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+async def _template(dsn: str, builder: Service, sizes: Sizes) -> Dataset:
+    """The dataset, built through a service of the first revision in a
+    database of its own, which each stack then gets a copy of: stacks share
+    no rows, no locks and no counters (the creations of two stacks queued on
+    one organisation's role counter, and their activity batches on one lock),
+    and no stack is the one that built the data (that one ran hotter)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
+    finally:
+        await conn.close()
+    await builder.start()
+    try:
+        pool = await db.create_pool(builder.dsn, min_size=1, max_size=4)
+        try:
+            return await dataset.build(builder, pool, sizes)
+        finally:
+            await pool.close()
+    finally:
+        await builder.stop()
+
+
+async def _copy(dsn: str, name: str) -> str:
+    """A copy of the template database (once its last session has gone)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        for _ in range(100):
+            try:
+                await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+                break
+            except asyncpg.ObjectInUseError:  # the builder's backends are still exiting
+                await asyncio.sleep(0.1)
+        else:
+            raise RuntimeError(f"{TEMPLATE} is still in use")
+    finally:
+        await conn.close()
+    return _database(dsn, name)
 
 
 def means(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
