@@ -3,16 +3,19 @@ Wando's support staff.
 
 The gateway sends entries in batches (ActivityService.RecordActivity, gateway
 credential). Each carries the SHA-256 of the bearer token presented, which is
-what scim_tokens stores: INSERT_BATCH attributes it to that token's
-organisation in the same statement — revoked and expired tokens included —
-and drops entries whose hash matches no token (they are no organisation's
-activity). Staff read it with AdminService.ListActivity / WatchActivity.
+what scim_tokens stores: record() looks up each token's organisation
+(SELECT_TOKENS) — revoked and expired tokens included — and drops entries
+whose hash matches no token (they are no organisation's activity). Each
+organisation's entries of a batch, a minute at most, are stored as one row of
+arrays (INSERT_CHUNK, migration 0011), read as one row per request through
+the view `activity`. Staff read it with AdminService.ListActivity /
+WatchActivity.
 
-Pruning (Pruner, in each core process): rows older than the retention, and
-each organisation's oldest rows beyond its cap, in batches of PRUNE_BATCH.
-How far beyond, activity_counts says (kept by the same statements that
-insert and delete): pruning costs what it deletes, not what is kept.
-"""
+Pruning (Pruner, in each core process): chunks whose newest entry is older
+than the retention, and each organisation's oldest chunks beyond its cap,
+PRUNE_BATCH chunks a statement. How far beyond, activity_counts says (kept by
+the same statements that insert and delete): pruning costs what it deletes,
+not what is kept."""
 
 from __future__ import annotations
 
