@@ -81,17 +81,25 @@ WITH added AS (
                                  latency_us)
     VALUES ($1, timestamptz 'epoch' + $2::bigint * interval '1 microsecond',
             timestamptz 'epoch' + $3::bigint * interval '1 microsecond', $4, $5,
-            $6::text::bigint[], $7::text::uuid[], {texts}, $15::text::smallint[], {details},
+            $6::text::bigint[],
+            $7::text::uuid[],
+            (string_to_array($8::text, E'\\x1f'))[2:],
+            (string_to_array($9::text, E'\\x1f'))[2:],
+            (string_to_array($10::text, E'\\x1f'))[2:],
+            (string_to_array($11::text, E'\\x1f'))[2:],
+            (string_to_array($12::text, E'\\x1f'))[2:],
+            (string_to_array($13::text, E'\\x1f'))[2:],
+            (string_to_array($14::text, E'\\x1f'))[2:],
+            $15::text::smallint[],
+            (string_to_array($16::text, E'\\x1f'))[2:],
+            (string_to_array($17::text, E'\\x1f'))[2:],
             $18::text::integer[])
     RETURNING org_id, entries
 )
 INSERT INTO activity_counts AS c (org_id, entries)
 SELECT a.org_id, a.entries FROM added a
 ON CONFLICT (org_id) DO UPDATE SET entries = c.entries + excluded.entries
-""".format(
-    texts=", ".join(f"(string_to_array(${n}::text, E'\\x1f'))[2:]" for n in range(8, 15)),
-    details=", ".join(f"(string_to_array(${n}::text, E'\\x1f'))[2:]" for n in (16, 17)),
-)
+"""
 SEPARATOR = "\x1f"  # ASCII's unit separator; a value's own is replaced (_clip)
 
 # how long the requests of one chunk may span: a chunk is pruned by age as a
