@@ -342,10 +342,7 @@ async def record(conn: Conn, batch: activity_pb2.RecordActivityRequest) -> int:
         return 0
     async with conn.transaction():
         await conn.execute(START_BATCH)
-        if len(chunks) == 1:
-            await conn.execute(INSERT_CHUNK, *chunks[0])
-        else:
-            await conn.executemany(INSERT_CHUNK, chunks)
+        await conn.executemany(INSERT_CHUNK, chunks)
     return sum(c[3] for c in chunks)
 
 
