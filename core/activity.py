@@ -33,6 +33,7 @@ import asyncpg
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from common.activity_columns import Columns
 from core import organizations, paging
 from core.auth import Guard
 from core.errors import InvalidArgument
@@ -45,6 +46,9 @@ if TYPE_CHECKING:
     from core.db import Conn
 
 log = logging.getLogger(__name__)
+
+# a batch's columns: RecordActivity's, or a gateway's in this process (core.local)
+ColumnsLike = Columns | activity_pb2.RecordedColumns
 
 MAX_BATCH = 1000
 CLIENTS = ("okta", "entra", "auth0", "other")
@@ -264,10 +268,12 @@ WITHHELD = "[withheld]"
 def _clip(name: str, value: str) -> str:
     """A field as stored: no credential-shaped text, no NUL (PostgreSQL's text
     refuses it, and with it the whole batch), no SEPARATOR (INSERT_CHUNK splits
-    on it), at most LIMITS[name] long."""
+    on it), no lone surrogate (UTF-8 has none: a %-escaped byte that is not
+    UTF-8, from a gateway in this process), at most LIMITS[name] long."""
     if not value:  # most entries have no filter, error or resource id
         return value
     value = _SECRET.sub(WITHHELD, value).replace("\x00", "\ufffd").replace(SEPARATOR, "\ufffd")
+    value = value.encode("utf-8", "replace").decode("utf-8")
     if name == "filter" and "password" in value.lower():
         return WITHHELD  # a filter naming password may hold one
     limit = LIMITS[name]
@@ -282,6 +288,13 @@ async def record(conn: Conn, batch: activity_pb2.RecordActivityRequest) -> int:
         columns = activity_pb2.RecordedColumns()
         columns.CopyFrom(batch.columns)
         _append(columns, batch.requests)
+    return await store(conn, columns)
+
+
+async def store(conn: Conn, columns: ColumnsLike) -> int:
+    """Store a batch of columns: RecordActivity's message, or the same as
+    plain lists from a gateway in this process (core.local); each checked as
+    the other. Returns how many entries matched a token."""
     size = len(columns.request_time_us)
     if size > MAX_BATCH:
         raise InvalidArgument(f"at most {MAX_BATCH} requests a batch", field="requests")
@@ -425,7 +438,7 @@ def _micros(stamp: Timestamp) -> int:
 
 
 def _check_index(indexes: Sequence[int], size: int, name: str) -> None:
-    if indexes and max(indexes) >= size:
+    if indexes and (max(indexes) >= size or min(indexes) < 0):
         raise InvalidArgument(f"{name} names a value the batch does not hold", field="columns")
 
 
@@ -462,11 +475,21 @@ def _texts(name: str, values: Sequence[str], repeated: bool = False) -> list[str
         max(map(len, values), default=0) <= LIMITS[name]
         and "\x00" not in joined
         and SEPARATOR not in joined
+        and (joined.isascii() or _utf8(joined))
         and not (("wando_" in joined or "bearer" in lowered) and _SECRET.search(joined))
         and not (name == "filter" and "password" in lowered)
     ):
         return values
     return [_clip(name, v) for v in values]
+
+
+def _utf8(text: str) -> bool:
+    """Whether `text` encodes as UTF-8 (no lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def to_proto(row: asyncpg.Record) -> activity_pb2.ActivityEntry:
@@ -739,6 +762,14 @@ class ActivityService(activity_pb2_grpc.ActivityServiceServicer):
         return activity_pb2.RecordActivityResponse(
             recorded=recorded, columns_read=request.HasField("columns")
         )
+
+
+async def store_on(pool: asyncpg.Pool, columns: Columns) -> int:
+    """RecordActivity for a gateway in this process (core.local): its batch
+    as plain columns, stored as RecordActivity stores them; no credential to
+    check (the caller is this process)."""
+    async with pool.acquire() as conn:
+        return await store(conn, columns)
 
 
 async def resolve_match(

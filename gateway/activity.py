@@ -4,7 +4,8 @@ token, sent to the core in batches off the request path (issue #18).
 A request only appends its entry's fields to one bounded flat list
 (`ActivityWriter.record`, `Kept`); a background task turns it into
 RecordActivity calls every BATCH_SECONDS, or sooner once BATCH_SIZE entries
-wait. When the list is full
+wait (to a local core, WANDO_CORE=local, the same columns as plain lists,
+with no message: LocalCore.record_activity). When the list is full
 (the core is slow or away), new entries are dropped and counted in
 wando_activity_dropped_total; a failed batch is dropped and counted too. A SCIM
 request never waits for, or fails because of, its activity entry.
@@ -34,6 +35,7 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from common import credentials
+from common.activity_columns import Columns
 from common.config import Settings
 from gateway.keys import ACTIVITY, CORE, FAILURE, RESOURCE_ID, SEARCH_FILTER, SETTINGS
 from gateway.metrics import UNMATCHED
@@ -153,6 +155,29 @@ def columns(batch: list[Pending], sha256: Callable[[str], bytes]) -> activity_pb
 
 def kept_columns(kept: Kept, sha256: Callable[[str], bytes]) -> activity_pb2.RecordedColumns:
     """`columns` of entries as `Kept` holds them."""
+    plain = plain_columns(kept, sha256)
+    sent = activity_pb2.RecordedColumns()
+    sent.token_sha256.extend(plain.token_sha256)
+    sent.token.extend(plain.token)
+    _extend(sent.user_agents, plain.user_agents)
+    sent.clients.extend(plain.clients)
+    sent.user_agent.extend(plain.user_agent)
+    sent.request_time_us.extend(plain.request_time_us)
+    sent.latency_us.extend(plain.latency_us)
+    for name in TEXTS:
+        _extend(getattr(sent, name), getattr(plain, name))
+    sent.status.extend(plain.status)
+    return sent
+
+
+# the columns of one string for each request
+TEXTS = ("request_id", "method", "route", "resource_id", "filter", "scim_type", "detail")
+
+
+def plain_columns(kept: Kept, sha256: Callable[[str], bytes]) -> Columns:
+    """The same columns as plain lists, as a local core takes them
+    (LocalCore.record_activity): each column in one call, each distinct
+    token and User-Agent once (a gateway sees a handful of each)."""
     (
         tokens,
         wall_times,
@@ -167,25 +192,27 @@ def kept_columns(kept: Kept, sha256: Callable[[str], bytes]) -> activity_pb2.Rec
         details,
         latencies,
     ) = kept.fields
-    sent = activity_pb2.RecordedColumns()
     token_index: dict[str, int] = {}
-    sent.token.extend([token_index.setdefault(t, len(token_index)) for t in tokens])
-    sent.token_sha256.extend([sha256(t) for t in token_index])
+    token = [token_index.setdefault(t, len(token_index)) for t in tokens]
     agent_index: dict[str, int] = {}
-    sent.user_agent.extend([agent_index.setdefault(a, len(agent_index)) for a in user_agents])
-    _extend(sent.user_agents, [a[:USER_AGENT_LENGTH] for a in agent_index])
-    sent.clients.extend([client_from_user_agent(a) for a in agent_index])
-    sent.request_time_us.extend([int(t * 1e6) for t in wall_times])
-    sent.latency_us.extend([int(t * 1e6) for t in latencies])
-    _extend(sent.request_id, request_ids)
-    _extend(sent.method, methods)
-    _extend(sent.route, routes)
-    _extend(sent.resource_id, resource_ids)
-    _extend(sent.filter, [f[:FILTER_LENGTH] if f else f for f in filters])
-    sent.status.extend(statuses)
-    _extend(sent.scim_type, scim_types)
-    _extend(sent.detail, details)
-    return sent
+    user_agent = [agent_index.setdefault(a, len(agent_index)) for a in user_agents]
+    return Columns(
+        token_sha256=[sha256(t) for t in token_index],
+        token=token,
+        user_agents=[a[:USER_AGENT_LENGTH] for a in agent_index],
+        clients=[client_from_user_agent(a) for a in agent_index],
+        user_agent=user_agent,
+        request_time_us=[int(t * 1e6) for t in wall_times],
+        latency_us=[int(t * 1e6) for t in latencies],
+        request_id=request_ids,
+        method=methods,
+        route=routes,
+        resource_id=resource_ids,
+        filter=[f[:FILTER_LENGTH] if f else f for f in filters],
+        status=statuses,
+        scim_type=scim_types,
+        detail=details,
+    )
 
 
 def one_by_one(
@@ -313,37 +340,51 @@ class ActivityWriter:
         return self._metadata
 
     async def _send(self, batch: Kept) -> None:
-        metadata = self._credential()
-        if metadata is None:
-            DROPPED.labels("no_credential").inc(len(batch))
-            self._warn_once("no gateway credential: set WANDO_GATEWAY_TOKEN")
-            return
+        local = getattr(self._current(), "record_activity", None)  # core.local's
         try:
-            request = activity_pb2.RecordActivityRequest(columns=kept_columns(batch, self._sha256))
-            answer = await self._stub.RecordActivity(
-                request, metadata=metadata, timeout=SEND_TIMEOUT_SECONDS
-            )
-            if not answer.columns_read:
-                # a core from before `columns` (a rolling upgrade that reached
-                # the gateways first) stored none of it: the form it reads
-                request = activity_pb2.RecordActivityRequest(
-                    requests=one_by_one(batch.entries(), self._sha256)
+            if local is not None:
+                await asyncio.wait_for(
+                    local(plain_columns(batch, self._sha256)), SEND_TIMEOUT_SECONDS
                 )
-                await self._stub.RecordActivity(
-                    request, metadata=metadata, timeout=SEND_TIMEOUT_SECONDS
-                )
+            elif not await self._send_message(batch):
+                return
         except grpc.aio.AioRpcError as exc:
             DROPPED.labels("send_failed").inc(len(batch))
             if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
                 self._metadata = None  # read it again next time
             self._warn_once(f"the core did not take a batch: {exc.code().name}")
             return
-        except Exception:
+        except Exception as exc:
             DROPPED.labels("send_failed").inc(len(batch))
-            log.exception("activity batch not sent")
+            if local is None:
+                log.exception("activity batch not sent")
+            else:  # the type alone: a database error may quote what it refused
+                self._warn_once(f"the local core did not take a batch: {type(exc).__name__}")
             return
         SENT.inc(len(batch))
         self._warned = False
+
+    async def _send_message(self, batch: Kept) -> bool:
+        """RecordActivity over the core channel; False: dropped, no credential."""
+        metadata = self._credential()
+        if metadata is None:
+            DROPPED.labels("no_credential").inc(len(batch))
+            self._warn_once("no gateway credential: set WANDO_GATEWAY_TOKEN")
+            return False
+        request = activity_pb2.RecordActivityRequest(columns=kept_columns(batch, self._sha256))
+        answer = await self._stub.RecordActivity(
+            request, metadata=metadata, timeout=SEND_TIMEOUT_SECONDS
+        )
+        if not answer.columns_read:
+            # a core from before `columns` (a rolling upgrade that reached
+            # the gateways first) stored none of it: the form it reads
+            request = activity_pb2.RecordActivityRequest(
+                requests=one_by_one(batch.entries(), self._sha256)
+            )
+            await self._stub.RecordActivity(
+                request, metadata=metadata, timeout=SEND_TIMEOUT_SECONDS
+            )
+        return True
 
     @property
     def _stub(self) -> activity_pb2_grpc.ActivityServiceAsyncStub:

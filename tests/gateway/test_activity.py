@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -14,7 +15,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import grpc
@@ -22,10 +23,12 @@ import pytest
 from aiohttp.test_utils import TestClient
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from common.activity_columns import Columns
 from core import activity, tokens
+from core.errors import InvalidArgument
 from core.server import CoreServer
 from gateway import activity as gateway_activity
-from gateway.activity import DROPPED, ActivityWriter, Pending, client_from_user_agent
+from gateway.activity import DROPPED, ActivityWriter, Kept, Pending, client_from_user_agent
 from gateway.keys import ACTIVITY
 from tests.drills import logscan
 from tests.gateway import test_auth0, test_entra, test_okta
@@ -625,6 +628,64 @@ async def test_a_batch_in_columns_stores_each_request_as_sent(
     ]
 
 
+async def test_a_local_gateways_plain_columns_are_stored_as_the_message_is(
+    admin_stub: agrpc.AdminServiceStub, pool: asyncpg.Pool
+) -> None:
+    """A gateway hosting the core (WANDO_CORE=local) hands its batch over as
+    plain lists, which protobuf never checked: a lone surrogate is stored as
+    the message would carry it, a NUL as elsewhere, and columns that do not
+    line up, or name a token the batch does not hold, are refused whole."""
+    secret = await issue_token(admin_stub, "initech")
+    now = time.time() // 60 * 60 + 30
+    kept = Kept()
+    kept.append(
+        (secret, now, "r0", "Okta", "GET", "/Users", "", 'id eq "\ud800"', 200, "", "", 0.001)
+    )
+    kept.append(
+        (
+            secret,
+            now + 1,
+            "r1",
+            "Okta",
+            "GET",
+            "/Users/{id}",
+            "a\x00b",
+            "",
+            404,
+            "",
+            "no \udcff",
+            0.002,
+        )
+    )
+    plain = gateway_activity.plain_columns(kept, tokens.hash_secret)
+    message = gateway_activity.kept_columns(kept, tokens.hash_secret)
+    async with pool.acquire() as conn:
+        assert await activity.store(conn, plain) == 2
+        stored = await conn.fetch(
+            "SELECT filter, resource_id, detail, status FROM activity ORDER BY request_time"
+        )
+        assert [tuple(r) for r in stored] == [
+            (message.filter[0], "", "", 200),
+            ("", "a\ufffdb", message.detail[1], 404),
+        ]
+        assert message.filter[0] == 'id eq "?"'
+        for broken in (
+            plain._replace(status=plain.status[:1]),
+            plain._replace(token=[0, -1]),
+            plain._replace(user_agent=[0, 1]),
+        ):
+            with pytest.raises(InvalidArgument):
+                await activity.store(conn, broken)
+        assert await conn.fetchval("SELECT count(*) FROM activity") == 2
+
+
+def test_plain_columns_are_the_messages_field_for_field() -> None:
+    assert Columns._fields == tuple(
+        f.name
+        for f in sorted(activity_pb2.RecordedColumns.DESCRIPTOR.fields, key=lambda f: f.number)
+    )
+
+
 async def test_the_writer_drops_rather_than_waits(
     core: CoreServer, scim: ScimHttp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -648,6 +709,29 @@ async def test_the_writer_drops_rather_than_waits(
         reply = await ScimHttp(other_client, scim.token).get("/Users")
         assert reply.status == 200
         await other_client.app[ACTIVITY].flush()
+
+
+class FailingLocalCore:
+    """A local core whose database refuses the batch, quoting what it refused
+    (asyncpg's errors quote the argument)."""
+
+    async def record_activity(self, columns: Columns) -> int:
+        raise asyncpg.DataError(f"invalid input for query argument $8: {columns.filter[0]!r}")
+
+
+async def test_a_batch_the_local_core_refuses_is_dropped_unquoted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    local = FailingLocalCore()
+    writer = ActivityWriter(lambda: cast(grpc.aio.Channel, local), gateway_settings("local"))
+    failed = DROPPED.labels("send_failed")._value.get()
+    secret_filter = 'userName eq "ada@initech.example"'
+    writer.record(("t", 0.0, "r", "", "GET", "/Users", "", secret_filter, 200, "", "", 0.001))
+    with caplog.at_level(logging.INFO):
+        await writer.close()
+    assert DROPPED.labels("send_failed")._value.get() - failed == 1
+    assert "the local core did not take a batch: DataError" in caplog.text
+    assert "ada@" not in caplog.text and "Traceback" not in caplog.text
 
 
 @pytest.mark.parametrize(
