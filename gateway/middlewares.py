@@ -126,9 +126,16 @@ def _record_activity(
     """The activity entry of a request that presented a bearer token (and
     asked for more than discovery), errors included (gateway.activity)."""
     try:
-        scheme, token = _split_authorization(request.headers.get("Authorization"))
-        if scheme != "bearer" or not token or getattr(request.match_info.handler, _PUBLIC, False):
-            return  # no organisation's request
+        try:
+            token = request[TOKEN]  # a bearer token that `authenticate` let through
+        except KeyError:  # refused before (401, 413, 429) or no organisation's request
+            scheme, token = _split_authorization(request.headers.get("Authorization"))
+            if (
+                scheme != "bearer"
+                or not token
+                or getattr(request.match_info.handler, _PUBLIC, False)
+            ):
+                return
         entry = activity.entry(request, token, request_id, route, status, elapsed, prefix)
         app[ACTIVITY].record(entry)
     except Exception:  # a request never fails because of its activity entry
