@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -77,27 +78,45 @@ SELECT token_hash, org_id, token_id FROM scim_tokens WHERE token_hash = ANY($1::
 # element, with several isinstance checks against collections.abc for each:
 # as lists, a batch's thirteen arrays cost the core 4 to 5 µs an entry in
 # Python, twice what PostgreSQL then spent storing them.
+#
+# One statement, its own transaction (executemany: one for all the batch's
+# chunks), one round trip. `batch` comes first, and each chunk's row (its
+# chunk_id) is made from it:
+# - the batch lock, held until the commit, so that chunk ids commit in order
+#   and a watch that has seen chunk N has seen every one before it
+#   (migrations 0009 and 0011 call it START_BATCH: it was a statement of
+#   its own, in a transaction of three round trips more);
+# - the commit does not wait for the WAL to reach disk (about a third of a
+#   batch's cost in PostgreSQL): a PostgreSQL crash may lose the last
+#   fraction of a second of activity, never half a batch and nothing else;
+#   the gateway drops more whenever the core is away. set_config(…, true)
+#   lasts until the commit (checked: the WAL is not yet flushed when the
+#   statement returns, and the session's setting is unchanged).
 INSERT_CHUNK = """
-WITH added AS (
+WITH batch AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock(7310575402957144899),
+           set_config('synchronous_commit', 'off', true)
+), added AS (
     INSERT INTO activity_chunks (org_id, first_time, last_time, entries, errors,
                                  request_time_us, token_id, request_id, client, user_agent,
                                  method, route, resource_id, filter, status, scim_type, detail,
                                  latency_us)
-    VALUES ($1, timestamptz 'epoch' + $2::bigint * interval '1 microsecond',
-            timestamptz 'epoch' + $3::bigint * interval '1 microsecond', $4, $5,
-            $6::text::bigint[],
-            $7::text::uuid[],
-            (string_to_array($8::text, E'\\x1f'))[2:],
-            (string_to_array($9::text, E'\\x1f'))[2:],
-            (string_to_array($10::text, E'\\x1f'))[2:],
-            (string_to_array($11::text, E'\\x1f'))[2:],
-            (string_to_array($12::text, E'\\x1f'))[2:],
-            (string_to_array($13::text, E'\\x1f'))[2:],
-            (string_to_array($14::text, E'\\x1f'))[2:],
-            $15::text::smallint[],
-            (string_to_array($16::text, E'\\x1f'))[2:],
-            (string_to_array($17::text, E'\\x1f'))[2:],
-            $18::text::integer[])
+    SELECT $1, timestamptz 'epoch' + $2::bigint * interval '1 microsecond',
+           timestamptz 'epoch' + $3::bigint * interval '1 microsecond', $4, $5,
+           $6::text::bigint[],
+           $7::text::uuid[],
+           (string_to_array($8::text, E'\\x1f'))[2:],
+           (string_to_array($9::text, E'\\x1f'))[2:],
+           (string_to_array($10::text, E'\\x1f'))[2:],
+           (string_to_array($11::text, E'\\x1f'))[2:],
+           (string_to_array($12::text, E'\\x1f'))[2:],
+           (string_to_array($13::text, E'\\x1f'))[2:],
+           (string_to_array($14::text, E'\\x1f'))[2:],
+           $15::text::smallint[],
+           (string_to_array($16::text, E'\\x1f'))[2:],
+           (string_to_array($17::text, E'\\x1f'))[2:],
+           $18::text::integer[]
+    FROM batch
     RETURNING org_id, entries
 )
 INSERT INTO activity_counts AS c (org_id, entries)
@@ -109,16 +128,6 @@ SEPARATOR = "\x1f"  # ASCII's unit separator; a value's own is replaced (_clip)
 # how long the requests of one chunk may span: a chunk is pruned by age as a
 # whole, so an entry may outlive the retention by this much
 CHUNK_SPAN_US = 60_000_000
-
-# each batch's transaction first. Its commit does not wait for the WAL to reach
-# disk (about a third of a batch's cost in PostgreSQL): a PostgreSQL crash may
-# lose the last fraction of a second of activity, never half a batch and
-# nothing else; the gateway drops more whenever the core is away. It then
-# holds a lock until it commits, so that chunk ids commit in order and a watch
-# that has seen chunk N has seen every one before it.
-START_BATCH = (
-    "SET LOCAL synchronous_commit = off; SELECT pg_advisory_xact_lock(7310575402957144899)"
-)
 
 COLUMNS = """a.activity_id, a.org_id, a.request_time, a.token_id, a.request_id, a.client,
        a.user_agent, a.method, a.route, a.resource_id, a.filter, a.status, a.scim_type,
@@ -280,7 +289,9 @@ def _clip(name: str, value: str) -> str:
     return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
-async def record(conn: Conn, batch: activity_pb2.RecordActivityRequest) -> int:
+async def record(
+    conn: Conn, batch: activity_pb2.RecordActivityRequest, known: Owners | None = None
+) -> int:
     """Store a batch (its columns and its one-message-per-request part, which
     older gateways send); returns how many entries matched a token."""
     columns = batch.columns
@@ -288,13 +299,14 @@ async def record(conn: Conn, batch: activity_pb2.RecordActivityRequest) -> int:
         columns = activity_pb2.RecordedColumns()
         columns.CopyFrom(batch.columns)
         _append(columns, batch.requests)
-    return await store(conn, columns)
+    return await store(conn, columns, known)
 
 
-async def store(conn: Conn, columns: ColumnsLike) -> int:
+async def store(conn: Conn, columns: ColumnsLike, known: Owners | None = None) -> int:
     """Store a batch of columns: RecordActivity's message, or the same as
     plain lists from a gateway in this process (core.local); each checked as
-    the other. Returns how many entries matched a token."""
+    the other. Returns how many entries matched a token. `known`: the
+    owners of tokens seen before (Owners)."""
     size = len(columns.request_time_us)
     if size > MAX_BATCH:
         raise InvalidArgument(f"at most {MAX_BATCH} requests a batch", field="requests")
@@ -307,11 +319,8 @@ async def store(conn: Conn, columns: ColumnsLike) -> int:
         raise InvalidArgument("clients holds no value for each User-Agent", field="columns")
     _check_index(columns.token, len(columns.token_sha256), "token")
     _check_index(columns.user_agent, len(columns.user_agents), "user_agent")
-    owners = {
-        row["token_hash"]: (row["org_id"], row["token_id"])
-        for row in await conn.fetch(SELECT_TOKENS, list(set(columns.token_sha256)))
-    }
-    owner = [owners.get(h) for h in columns.token_sha256]
+    owners = await (known or Owners()).of(conn, columns.token_sha256)
+    owner = [owners[h] for h in columns.token_sha256]
     token_ids = [str(o[1]) if o else "" for o in owner]
     times = _times(list(columns.request_time_us))
     user_agents = _texts("user_agent", columns.user_agents)
@@ -353,10 +362,43 @@ async def store(conn: Conn, columns: ColumnsLike) -> int:
         )
     if not chunks:
         return 0
-    async with conn.transaction():
-        await conn.execute(START_BATCH)
-        await conn.executemany(INSERT_CHUNK, chunks)
+    await conn.executemany(INSERT_CHUNK, chunks)
     return sum(c[3] for c in chunks)
+
+
+Owner = tuple[uuid.UUID, uuid.UUID]  # a token's organisation and id
+
+
+class Owners:
+    """Each token's organisation and id by its hash, as SELECT_TOKENS finds
+    them, remembered by a process: a token never changes organisation and is
+    never deleted (revoked and expired ones keep theirs), so a batch asks
+    PostgreSQL only about tokens it has not seen (most batches: none). A
+    hash that matches no token is asked about again after UNKNOWN_SECONDS
+    (a client's wrong token is not worth a query a batch)."""
+
+    MOST = 10_000  # tokens remembered; all forgotten past it
+    UNKNOWN_SECONDS = 60.0
+
+    def __init__(self) -> None:
+        self._found: dict[bytes, Owner] = {}
+        self._unknown: dict[bytes, float] = {}  # hash -> when to ask again
+
+    async def of(self, conn: Conn, hashes: Sequence[bytes]) -> dict[bytes, Owner | None]:
+        found, unknown = self._found, self._unknown
+        now = time.monotonic()
+        missing = [h for h in set(hashes) if h not in found and unknown.get(h, 0.0) <= now]
+        if missing:
+            if len(found) + len(missing) > self.MOST:
+                found.clear()
+            if len(unknown) > self.MOST:
+                unknown.clear()
+            for row in await conn.fetch(SELECT_TOKENS, missing):
+                found[row["token_hash"]] = (row["org_id"], row["token_id"])
+            for h in missing:
+                if h not in found:
+                    unknown[h] = now + self.UNKNOWN_SECONDS
+        return {h: found.get(h) for h in hashes}
 
 
 def _joined(values: Sequence[str]) -> str:
@@ -749,27 +791,36 @@ class Pruner:
 
 
 class ActivityService(activity_pb2_grpc.ActivityServiceServicer):
-    def __init__(self, pool: asyncpg.Pool, guard: Guard) -> None:
-        self._pool = pool
+    def __init__(self, recorder: Recorder, guard: Guard) -> None:
+        self._recorder = recorder
         self._guard = guard
 
     async def RecordActivity(
         self, request: activity_pb2.RecordActivityRequest, context: Ctx
     ) -> activity_pb2.RecordActivityResponse:
         self._guard.gateway(context)
-        async with self._pool.acquire() as conn:
-            recorded = await record(conn, request)
+        recorded = await self._recorder.record(request)
         return activity_pb2.RecordActivityResponse(
             recorded=recorded, columns_read=request.HasField("columns")
         )
 
 
-async def store_on(pool: asyncpg.Pool, columns: Columns) -> int:
-    """RecordActivity for a gateway in this process (core.local): its batch
-    as plain columns, stored as RecordActivity stores them; no credential to
-    check (the caller is this process)."""
-    async with pool.acquire() as conn:
-        return await store(conn, columns)
+class Recorder:
+    """Stores activity batches on a pool: RecordActivity's, and a gateway's
+    in this process (core.local: plain columns, no credential to check, the
+    caller is this process). One per process, for the tokens it knows."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._known = Owners()
+
+    async def record(self, batch: activity_pb2.RecordActivityRequest) -> int:
+        async with self._pool.acquire() as conn:
+            return await record(conn, batch, self._known)
+
+    async def store(self, columns: Columns) -> int:
+        async with self._pool.acquire() as conn:
+            return await store(conn, columns, self._known)
 
 
 async def resolve_match(

@@ -213,11 +213,13 @@ class LocalCore(grpc.aio.Channel):
     """The core's services in this process, as a channel to them; registered
     like a server (the generated add_*Servicer_to_server functions)."""
 
-    def __init__(self, doorbell: Doorbell | None = None, pool: asyncpg.Pool | None = None) -> None:
+    def __init__(
+        self, doorbell: Doorbell | None = None, recorder: activity.Recorder | None = None
+    ) -> None:
         self._handlers: dict[str, Handler] = {}
         self._generic: list[grpc.GenericRpcHandler] = []
         self._doorbell = doorbell  # the services' (rung after their role changes)
-        self._pool = pool  # the services' (record_activity's)
+        self._recorder = recorder  # the activity service's
         self.closed = False
 
     async def record_activity(self, columns: Columns) -> int:
@@ -229,9 +231,9 @@ class LocalCore(grpc.aio.Channel):
         call after close() does."""
         if self.closed:
             raise grpc.aio.UsageError("Channel is closed.")
-        if self._pool is None:
+        if self._recorder is None:
             raise NotImplementedError("this local core stores no activity")
-        return await activity.store_on(self._pool, columns)
+        return await self._recorder.store(columns)
 
     # -- registration, as on a grpc.aio.Server --
 
@@ -307,10 +309,11 @@ async def start_local_core(
     answering SERVING (the gateway's /readyz asks it), as a channel.
     AdminService and RoleService are not here: they stay on the cores."""
     doorbell = Doorbell(pool)
-    core = LocalCore(doorbell, pool)
+    recorder = activity.Recorder(pool)
+    core = LocalCore(doorbell, recorder)
     # no admin method is hosted here; the guard needs an admin credential that no caller holds
     guard, _ = build_guard(pool, secrets.token_urlsafe(32), None, gateway_token)
-    add_scim_services(cast(grpc.aio.Server, core), pool, guard, cursors, doorbell)
+    add_scim_services(cast(grpc.aio.Server, core), pool, guard, cursors, doorbell, recorder)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, cast(grpc.aio.Server, core))
     for name in (*SCIM_SERVICE_NAMES, ""):

@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from common.config import Settings
 from common.tls import ServerCertificates
 from core import db, embedded
-from core.activity import ActivityService, Pruner
+from core.activity import ActivityService, Pruner, Recorder
 from core.admin_service import AdminService
 from core.auth import Guard
 from core.cursors import Cursors
@@ -133,11 +133,13 @@ def add_scim_services(
     guard: Guard,
     cursors: Cursors,
     doorbell: Doorbell,
+    recorder: Recorder | None = None,
 ) -> None:
     """The services the SCIM gateway calls (users, groups, search, activity),
     instrumented, on `server`: the gRPC server (start_server) or the local core
     of a gateway that hosts them in its own process (core.local, which
-    registers like a server). One place, so the two cannot differ."""
+    registers like a server, and hands `recorder` its activity directly).
+    One place, so the two cannot differ."""
     user_service_pb2_grpc.add_UserServiceServicer_to_server(
         instrument(UserService(pool, guard, cursors), USER_SERVICE, doorbell), server
     )
@@ -148,7 +150,7 @@ def add_scim_services(
         instrument(SearchService(pool, guard), SEARCH_SERVICE), server
     )
     activity_pb2_grpc.add_ActivityServiceServicer_to_server(
-        instrument(ActivityService(pool, guard), ACTIVITY_SERVICE), server
+        instrument(ActivityService(recorder or Recorder(pool), guard), ACTIVITY_SERVICE), server
     )
 
 

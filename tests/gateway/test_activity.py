@@ -679,6 +679,33 @@ async def test_a_local_gateways_plain_columns_are_stored_as_the_message_is(
         assert await conn.fetchval("SELECT count(*) FROM activity") == 2
 
 
+async def test_each_tokens_owner_is_asked_once(
+    admin_stub: agrpc.AdminServiceStub, pool: asyncpg.Pool
+) -> None:
+    """A process asks PostgreSQL about a token the first time one of its
+    batches names it; a hash that matches no token again a while later."""
+    secret = await issue_token(admin_stub, "initech")
+    mine, stranger = tokens.hash_secret(secret), b"s" * 32
+    known = activity.Owners()
+    asked: list[list[bytes]] = []
+    async with pool.acquire() as conn:
+        initech = await conn.fetchval("SELECT org_id FROM organizations WHERE slug = 'initech'")
+
+        class Counted:
+            async def fetch(self, query: str, hashes: list[bytes]) -> list[asyncpg.Record]:
+                asked.append(sorted(hashes))
+                return await conn.fetch(query, hashes)
+
+        first = await known.of(Counted(), [mine, stranger, mine])
+        assert first[stranger] is None and first[mine] is not None
+        assert first[mine][0] == initech
+        assert await known.of(Counted(), [stranger, mine]) == first
+        assert asked == [sorted([mine, stranger])]
+        known._unknown[stranger] = time.monotonic()  # its while is over
+        assert await known.of(Counted(), [mine, stranger]) == first
+        assert asked == [sorted([mine, stranger]), [stranger]]
+
+
 def test_plain_columns_are_the_messages_field_for_field() -> None:
     assert Columns._fields == tuple(
         f.name
