@@ -430,16 +430,17 @@ def entry(
     """What the request context keeps of a finished request (`route`: its
     metrics route). It asks the request only for what can be there: looking up
     a key a request lacks costs an exception (aiohttp's Request.get is
-    Mapping.get), and three of them cost as much as the rest."""
+    Mapping.get), and three of them cost as much as the rest (a POST /Users
+    asked for a search filter: 0.4 of its 1.1 µs)."""
     method = request.method
     resource_id = request.match_info.get("id", "")
     if status == 201:  # the id the POST created
         resource_id = request.get(RESOURCE_ID) or resource_id
     search = ""
-    if request.query_string:  # the query parsed only if there is one
-        search = request.get(SEARCH_FILTER) or request.query.get("filter", "")
-    elif method == "POST":  # …/.search: its body's
+    if route.endswith("/.search"):  # its body's, once its handler has read it
         search = request.get(SEARCH_FILTER, "")
+    if not search and request.query_string:  # the query parsed only if there is one
+        search = request.query.get("filter", "")
     scim_type = detail = ""
     if status >= 400:
         failure = request.get(FAILURE)

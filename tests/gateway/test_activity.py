@@ -293,6 +293,28 @@ async def test_retention_and_the_per_organisation_cap(
         assert await other.fetchval(activity.PRUNE_UNLOCK)
 
 
+async def test_a_searchs_filter_is_its_bodys(
+    client: TestClient[Any, Any], core: CoreServer, scim: ScimHttp
+) -> None:
+    """POST …/.search carries its filter in the body; a GET in its query (a
+    search's query is kept only if its body has no filter)."""
+    search = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"]}
+    ada = {**search, "filter": 'userName eq "ada"'}
+    (await scim.post("/Users/.search", ada)).assert_list()
+    (await scim.post("/.search", {**search, "filter": 'displayName eq "Staff"'})).assert_list()
+    (await scim.post("/Users/.search?filter=ignored", search)).assert_list()
+    (await scim.get('/Groups?filter=displayName eq "Staff"')).assert_list()
+    assert (await scim.post("/Users", okta_user("bob@initech.example"))).status == 201
+    entries = await shown_json(client, core, "--org", "initech")
+    assert [(e["method"], e["route"], e.get("filter", "")) for e in entries] == [
+        ("POST", "/Users/.search", 'userName eq "ada"'),
+        ("POST", "/.search", 'displayName eq "Staff"'),
+        ("POST", "/Users/.search", "ignored"),
+        ("GET", "/Groups", 'displayName eq "Staff"'),
+        ("POST", "/Users", ""),
+    ]
+
+
 async def test_paging_newest_first(
     core: CoreServer,
     channel: grpc.aio.Channel,
