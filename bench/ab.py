@@ -22,13 +22,14 @@ WANDO_ACTIVITY=off (what activity costs, issue #18: `. .:off . .:off`). The
 same revision twice shows the noise left (REV#1, REV#2). `--service local`
 runs each gateway with WANDO_CORE=local, the core's SCIM services in its own
 process (`wando serve`'s shape; bench.service). Printed: the gateway's, the
-core's and the stack's PostgreSQL backends' CPU (user + system, /proc) ÷
-requests, per round and as the mean of the rounds; then, over every stack of
-every run, each revision's mean and, for REV beside REV:off, what activity
-costs: over all stacks, and paired by run (each run's own ratio, then their
-mean: what the runs share, the machine's speed of the moment, drops out).
-PostgreSQL's shared processes (WAL writer, checkpointer, autovacuum) are left
-out: the stacks share one server.
+core's and the stack's PostgreSQL backends' CPU (user + system, /proc; the
+backends its pools open during a round too: with_opened) ÷ requests, per round
+and as the mean of the rounds; then, over every stack of every run, each
+revision's mean and, for REV beside REV:off, what activity costs: over all
+stacks, and paired by run (each run's own ratio, then their mean: what the
+runs share, the machine's speed of the moment, drops out). PostgreSQL's shared
+processes (WAL writer, checkpointer, autovacuum) are left out: the stacks share
+one server.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from io import BytesIO
 from pathlib import Path
@@ -128,6 +130,28 @@ async def backends(pool: asyncpg.Pool, stacks: list[Stack]) -> list[list[int]]:
     ]
 
 
+def with_opened(
+    cpu_s: dict[str, float],
+    before: list[int],
+    after: list[int],
+    cpu_of: Callable[[list[int]], float] = processes.tree_cpu_seconds,
+) -> dict[str, float]:
+    """A stack's CPU seconds in a round (`cpu_s`, read by its load process
+    from the backends it had when the round began, `before`) with the CPU of
+    the backends its pools opened during the round (in `after`, not in
+    `before`) added to PostgreSQL's: each was born in the round, so all its
+    CPU is the round's. Without them, a stack whose pool opened a connection
+    mid-round was counted cheaper than it was. On `POST /Users` that was a
+    stack without activity in the runs checked (activity's batches had
+    already opened one more connection on the others), and activity's cost
+    in PostgreSQL looked two to three times larger in the first round than
+    in the second (session 9)."""
+    born = sorted(set(after) - set(before))
+    if not born:
+        return cpu_s
+    return {**cpu_s, "postgres": cpu_s.get("postgres", 0.0) + cpu_of(born)}
+
+
 async def measure(
     stacks: list[Stack],
     data: Dataset,
@@ -135,9 +159,11 @@ async def measure(
     seconds: float,
     in_flight: int,
     postgres: list[list[int]],
+    pool: asyncpg.Pool | None = None,
 ) -> list[dict[str, Any]]:
     """One round of `job` on every stack at once; a row per stack. `postgres`:
-    each stack's backends (backends())."""
+    each stack's backends (backends()) when the round starts; with `pool`,
+    those opened during the round count too (with_opened)."""
     specs = [
         {
             "job": job,
@@ -156,9 +182,10 @@ async def measure(
     ]
     runs = (s.load.run(spec) for s, spec in zip(stacks, specs, strict=True))
     results = await asyncio.gather(*runs)
+    opened = [[]] * len(stacks) if pool is None else await backends(pool, stacks)
     rows = []
-    for stack, result in zip(stacks, results, strict=True):
-        cpu = cpu_per_request(result["cpu_s"], result["requests"])
+    for stack, result, before, after in zip(stacks, results, postgres, opened, strict=True):
+        cpu = cpu_per_request(with_opened(result["cpu_s"], before, after), result["requests"])
         rows.append(
             {
                 "rev": stack.rev,
@@ -215,7 +242,10 @@ async def run(
                     for name in workloads:
                         postgres = await backends(pool, stacks)
                         job = WORKLOADS[name]
-                        for row in await measure(stacks, data, job, seconds, in_flight, postgres):
+                        measured = await measure(
+                            stacks, data, job, seconds, in_flight, postgres, pool
+                        )
+                        for row in measured:
                             rows.append({"workload": name, "round": r, **row})
                             print(_line(rows[-1]), flush=True)
             finally:

@@ -431,6 +431,25 @@ def test_the_ab_summary_pairs_each_run_with_itself() -> None:
     assert "paired" not in next(line for line in ab.summary(means[:2]) if "costs" in line)
 
 
+def test_a_backend_opened_during_a_round_counts_all_its_cpu() -> None:
+    """A stack's pool that opens a connection mid-round: the load process did
+    not know the backend, so its CPU since birth is added to PostgreSQL's."""
+    read = {"gateway": 2.0, "postgres": 1.0}
+    born_cpu = {30: 0.25, 31: 0.5}
+    asked: list[list[int]] = []
+
+    def cpu_of(pids: list[int]) -> float:
+        asked.append(pids)
+        return sum(born_cpu[p] for p in pids)
+
+    assert ab.with_opened(read, [10, 11], [10, 11], cpu_of) == read
+    assert ab.with_opened(read, [10, 11], [11, 30, 31], cpu_of) == {
+        "gateway": 2.0,
+        "postgres": 1.75,
+    }
+    assert asked == [[30, 31]]  # a backend that closed is the load process's to count
+
+
 async def test_untimed_requests_of_concurrent_jobs_are_not_recorded() -> None:
     """A job that times something else (deactivation propagation) marks its own
     requests untimed; the jobs running beside it on the same context keep
