@@ -29,12 +29,25 @@ WHERE org_id = $1 AND chunk_last_time >= now() - interval '24 hours'
 GROUP BY token_id
 """
 
-# each token's latest request and latest failure still kept
+# each token's latest request and latest failure still kept: found among the
+# three arrays that say which, as the greatest (time, chunk, position) of each
+# token, then read whole. Through the view, unnesting all thirteen arrays and
+# sorting, an organisation at the million-entry cap took 1.6 s; this, 0.35 s
+# for the whole status (one token, 1000 chunks). The order is the view's
+# (newest first, then the greater activity_id = chunk_id * 1024 + n - 1).
 SELECT_TOKEN_LATEST = f"""
-SELECT DISTINCT ON (a.token_id) {activity.COLUMNS}
-FROM activity a
-WHERE a.org_id = $1 AND (NOT $2 OR a.chunk_errors > 0 AND a.status >= 400)
-ORDER BY a.token_id, a.request_time DESC, a.activity_id DESC
+WITH latest AS (
+    SELECT max(ARRAY[e.request_time_us, c.chunk_id, e.n]) AS newest
+    FROM activity_chunks c
+    CROSS JOIN LATERAL unnest(c.token_id, c.request_time_us, c.status)
+         WITH ORDINALITY AS e(token_id, request_time_us, status, n)
+    WHERE c.org_id = $1 AND (NOT $2 OR c.errors > 0 AND e.status >= 400)
+    GROUP BY e.token_id
+)
+SELECT {activity.COLUMNS}
+FROM latest l
+JOIN activity a ON a.org_id = $1 AND a.chunk_id = l.newest[2]
+               AND a.activity_id = l.newest[2] * 1024 + l.newest[3] - 1
 """
 
 COUNT_USERS = """

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
+import asyncpg
 from aiohttp.test_utils import TestClient
 
-from core import tokens
+from core import activity, organization_status, tokens
 from core.server import CoreServer
+from gateway import activity as gateway_activity
 from gateway.keys import ACTIVITY
 from tests.gateway.support import GROUP_URN, ScimHttp, okta_user
 from tests.support import ADMIN, ADMIN_TOKEN, run_wando
@@ -105,3 +108,48 @@ async def test_after_a_first_push_with_groups_none_mapped(
     text, data = await status(core, "initech")
     assert "none mapped" not in text and "mapped groups: Engineering → admin" in text
     assert data["default_role_users"] == 1  # cy, in Sales only
+
+
+async def test_each_tokens_latest_request_and_failure_across_chunks(
+    core: CoreServer, admin_stub: agrpc.AdminServiceStub, pool: asyncpg.Pool
+) -> None:
+    """The latest request and the latest failure are the newest by time, in
+    whichever chunk they are (a chunk stored later may hold older requests:
+    several gateways); a tie goes to the one stored last."""
+    await admin_stub.CreateOrganization(
+        apb.CreateOrganizationRequest(slug="umbrella"), metadata=ADMIN
+    )
+    issued = await admin_stub.IssueScimToken(
+        apb.IssueScimTokenRequest(organization="umbrella"), metadata=ADMIN
+    )
+    t0 = time.time() // 60 * 60 - 120  # two minutes ago, each batch within one minute
+    stored_first = [(10, "Auth0-Action/1.0", 409), (50, "Okta SCIM Client 1.0.0", 200)]
+    stored_last = [(20, "Microsoft.Identity", 200), (40, "Azure AD", 404), (50, "curl/8", 200)]
+    async with pool.acquire() as conn:
+        for batch in (stored_first, stored_last):
+            kept = gateway_activity.Kept()
+            for n, (at, agent, status) in enumerate(batch):
+                kept.append(
+                    (
+                        issued.secret,
+                        t0 + at,
+                        f"r{at}-{n}",
+                        agent,
+                        "GET",
+                        "/Users",
+                        "",
+                        "",
+                        status,
+                        "",
+                        "",
+                        0.001,
+                    )
+                )
+            columns = gateway_activity.plain_columns(kept, tokens.hash_secret)
+            assert await activity.store(conn, columns) == len(batch)
+        org = await conn.fetchrow("SELECT * FROM organizations WHERE slug = 'umbrella'")
+        answer = await organization_status.status(conn, org)
+    (token,) = answer.tokens
+    assert token.client == "other"  # curl's, at 50 s like Okta's, stored last
+    assert token.last_error.status == 404 and token.last_error.client == "entra"
+    assert token.last_error.request_time.ToSeconds() == int(t0 + 40)
