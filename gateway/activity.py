@@ -155,23 +155,10 @@ def columns(batch: list[Pending], sha256: Callable[[str], bytes]) -> activity_pb
 
 def kept_columns(kept: Kept, sha256: Callable[[str], bytes]) -> activity_pb2.RecordedColumns:
     """`columns` of entries as `Kept` holds them."""
-    plain = plain_columns(kept, sha256)
     sent = activity_pb2.RecordedColumns()
-    sent.token_sha256.extend(plain.token_sha256)
-    sent.token.extend(plain.token)
-    _extend(sent.user_agents, plain.user_agents)
-    sent.clients.extend(plain.clients)
-    sent.user_agent.extend(plain.user_agent)
-    sent.request_time_us.extend(plain.request_time_us)
-    sent.latency_us.extend(plain.latency_us)
-    for name in TEXTS:
-        _extend(getattr(sent, name), getattr(plain, name))
-    sent.status.extend(plain.status)
+    for name, values in plain_columns(kept, sha256)._asdict().items():
+        _extend(getattr(sent, name), values)  # the message's fields, by the same names
     return sent
-
-
-# the columns of one string for each request
-TEXTS = ("request_id", "method", "route", "resource_id", "filter", "scim_type", "detail")
 
 
 def plain_columns(kept: Kept, sha256: Callable[[str], bytes]) -> Columns:
@@ -246,7 +233,7 @@ def one_by_one(
     return sent
 
 
-def _extend(column: Any, values: Sequence[str]) -> None:
+def _extend(column: Any, values: Sequence[Any]) -> None:
     try:
         column.extend(values)
     except UnicodeError:  # a lone surrogate, from a %-escape (nothing was added)
